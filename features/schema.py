@@ -1,0 +1,83 @@
+"""The transaction as it enters riskscore, over HTTP or Kafka.
+
+Timestamps: ISO 8601. A timestamp without a UTC offset is taken as UTC, because the
+service must order events from many sources on one clock and guessing a local zone
+would silently shift windows. Window features use the absolute instant; calendar
+features (weekend, night) use the wall-clock time as written, so a payment sent with
+its local offset is judged by its local hour.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Larger than any single card payment we expect; beyond it the value is almost surely a
+# unit error (cents sent as units) and scoring it would only produce a confident nonsense.
+MAX_AMOUNT = 1_000_000.0
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class Transaction(BaseModel):
+    """One payment to score."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    transaction_id: Identifier
+    timestamp: datetime = Field(
+        description="ISO 8601 instant; without an offset it is taken as UTC.",
+    )
+    customer_id: Identifier
+    terminal_id: Identifier
+    amount: float = Field(gt=0, le=MAX_AMOUNT, description="Amount in major currency units.")
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _parse_timestamp(cls, value: object) -> datetime:
+        # Strict mode refuses strings for datetime; JSON carries ISO strings, so parse here.
+        if isinstance(value, datetime):
+            return value
+        if not isinstance(value, str):
+            raise ValueError("timestamp must be an ISO 8601 string")
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"timestamp is not ISO 8601: {value!r}") from exc
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _finite_amount(cls, value: object) -> object:
+        # Strict mode would refuse an int like 12; JSON writers often emit whole amounts so.
+        if isinstance(value, bool):
+            raise ValueError("amount must be a number")
+        if isinstance(value, int):
+            value = float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("amount must be a finite number")
+        return value
+
+    @property
+    def epoch_ms(self) -> int:
+        """Event time in integer milliseconds since the Unix epoch (the engines' clock)."""
+        return datetime_to_epoch_ms(self.timestamp)
+
+    @property
+    def local_epoch_ms(self) -> int:
+        """Wall-clock time as written, as if it were UTC: used for calendar features."""
+        ts = self.timestamp
+        offset = ts.utcoffset()
+        shift = 0 if offset is None else int(offset.total_seconds() * 1000)
+        return self.epoch_ms + shift
+
+
+def datetime_to_epoch_ms(ts: datetime) -> int:
+    """Milliseconds since the epoch; a naive datetime is taken as UTC."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    delta = ts - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000

@@ -1,0 +1,18 @@
+"""Where shipped model artifacts live inside the installed package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_ARTIFACT = "default_artifact"
+
+
+def default_artifact_dir() -> Path:
+    """Directory of the fast model shipped with riskscore (package data of ``models``).
+
+    Located from this file rather than ``importlib.resources.files("models")``: a
+    ``tests/models`` directory on ``sys.path`` (pytest's default import mode) can shadow
+    the ``models`` package as a namespace package, and the checksum check and LightGBM
+    need a real directory anyway (no zipped installs).
+    """
+    return Path(__file__).resolve().parent / DEFAULT_ARTIFACT

@@ -1,0 +1,38 @@
+"""Shared fixtures: where the handbook benchmark data is, and whether it must be there."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HANDBOOK_FILES = ("transactions_dev.csv.gz", "features_reference_2018-07.csv.gz")
+
+
+def _handbook_location() -> Path:
+    configured = os.environ.get("RISKSCORE_HANDBOOK_DIR")
+    if configured:
+        return Path(configured)
+    return REPO_ROOT.parent / "shared" / "datasets" / "handbook"
+
+
+@pytest.fixture(scope="session")
+def handbook_dir() -> Path:
+    """The handbook data directory; skips (or fails, when CI requires it) if absent.
+
+    A user's clone has no benchmark data, so those tests skip with a reason; CI sets
+    RISKSCORE_REQUIRE_HANDBOOK=1 so that a missing data set fails instead of hiding.
+    """
+    location = _handbook_location()
+    missing = [name for name in HANDBOOK_FILES if not (location / name).is_file()]
+    if missing:
+        message = (
+            f"handbook data not found at {location} (missing {', '.join(missing)}); "
+            "set RISKSCORE_HANDBOOK_DIR to the directory holding it"
+        )
+        if os.environ.get("RISKSCORE_REQUIRE_HANDBOOK") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return location
