@@ -222,6 +222,26 @@ def _riskscore_features() -> list[FeatureDefinition]:
             "terminal's mean payment amount over the last day",
             DAY,
         ),
+        # A compromised terminal turns every payment into fraud until it is fixed. Of the
+        # handbook's shares, the 1-day one is often empty (about one payment a terminal a
+        # day) and the 7/30-day ones dilute a fresh or long compromise. The freshest known
+        # labels (2 days) and the ongoing compromise (21 days): validation AP 0.725 -> 0.732.
+        FeatureDefinition(
+            "TERMINAL_ID_RISK_2DAY_WINDOW",
+            Entity.TERMINAL,
+            Aggregation.FRAUD_RATE,
+            "share of fraud at the terminal in the 2 days before the label delay",
+            2 * DAY,
+            LABEL_DELAY,
+        ),
+        FeatureDefinition(
+            "TERMINAL_ID_RISK_21DAY_WINDOW",
+            Entity.TERMINAL,
+            Aggregation.FRAUD_RATE,
+            "share of fraud at the terminal in the 21 days before the label delay",
+            21 * DAY,
+            LABEL_DELAY,
+        ),
     ]
 
 
@@ -234,7 +254,9 @@ def feature_names(definitions: tuple[FeatureDefinition, ...] = DEFAULT_FEATURES)
     return [d.name for d in definitions]
 
 
-def by_name(definitions: tuple[FeatureDefinition, ...] = DEFAULT_FEATURES) -> dict[str, FeatureDefinition]:
+def by_name(
+    definitions: tuple[FeatureDefinition, ...] = DEFAULT_FEATURES,
+) -> dict[str, FeatureDefinition]:
     names = [d.name for d in definitions]
     if len(set(names)) != len(names):
         raise ValueError("feature names must be unique")

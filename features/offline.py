@@ -25,7 +25,7 @@ _KEY_LIMIT = 2**62
 def compute_features(
     history: TransactionFrame,
     definitions: tuple[FeatureDefinition, ...] = DEFAULT_FEATURES,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> np.ndarray:
     """Feature matrix (rows in ``history`` order, columns in ``definitions`` order).
 
@@ -42,7 +42,15 @@ def compute_features(
             code = AGGREGATION_CODES[slot.definition.aggregation]
             local_ms = history.local_epoch_ms.astype(np.int64)
             out[:, column] = feature_values(
-                code, zeros, zeros, zeros, zeros, history.amount, local_ms, zeros.astype(np.int64), 0
+                code,
+                zeros,
+                zeros,
+                zeros,
+                zeros,
+                history.amount,
+                local_ms,
+                zeros.astype(np.int64),
+                0,
             )
             if progress:
                 progress(1)
@@ -107,7 +115,7 @@ def _fill_entity(
     history: TransactionFrame,
     plan: FeaturePlan,
     entity: Entity,
-    progress: Callable[[int], None] | None,
+    progress: Callable[[int], object] | None,
 ) -> None:
     view = _SortedEntity(history, entity, plan.horizon_ms(entity))
     amount = history.amount[view.order]
@@ -123,10 +131,8 @@ def _fill_entity(
     gap[1:] = view.times[1:] - view.times[:-1]
     for index, spec in enumerate(specs):
         lo = view.first_after(spec.horizon_ms)
-        if spec.delay_ms:
-            hi = view.first_after(spec.delay_ms) - 1
-        else:
-            hi = view.position
+        # A delayed window ends before its own transaction; an undelayed one at it.
+        hi = view.first_after(spec.delay_ms) - 1 if spec.delay_ms else view.position
         n = np.maximum(hi - lo + 1, 0).astype(np.float64)
         s = view.window_sum(amount_prefix, lo, hi)
         q = view.window_sum(square_prefix, lo, hi)

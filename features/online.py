@@ -71,9 +71,7 @@ class OnlineFeatureEngine:
         )
         self._fresh = np.zeros(len(self._kinds), dtype=np.int64)
         self._refs = np.zeros((len(self._kinds), 2), dtype=np.int64)
-        self._label_horizon_ms = max(
-            (self._horizons[i] for i in self._label_kinds), default=0
-        )
+        self._label_horizon_ms = max((self._horizons[i] for i in self._label_kinds), default=0)
         # transaction id -> ((slot, generation, seq) per labelled kind); expires with time.
         self._label_index: dict[Hashable, tuple[tuple[int, int, int], ...]] = {}
         self._label_expiry: deque[tuple[int, Hashable]] = deque()
@@ -142,9 +140,21 @@ class OnlineFeatureEngine:
             out = np.empty(self._n_features, dtype=np.float64)
         while (
             k.update(
-                tuple(slot_list), self._fresh, epoch_ms, local_epoch_ms, amount, self._meta,
-                self._bounds, self._stats, self._pool, self._pool_meta, self._specs,
-                self._n_specs, self._outputs, out, self._refs,
+                tuple(slot_list),
+                self._fresh,
+                epoch_ms,
+                local_epoch_ms,
+                amount,
+                self._meta,
+                self._bounds,
+                self._stats,
+                self._pool,
+                self._pool_meta,
+                self._specs,
+                self._n_specs,
+                self._outputs,
+                out,
+                self._refs,
             )
             == k.NEED_POOL
         ):
@@ -152,7 +162,7 @@ class OnlineFeatureEngine:
         if self._label_kinds:
             refs = self._refs.tolist()
             self._label_index[transaction_id] = tuple(
-                (slot_list[i], *refs[i]) for i in self._label_kinds
+                (slot_list[i], refs[i][0], refs[i][1]) for i in self._label_kinds
             )
             self._label_expiry.append((epoch_ms, transaction_id))
         if epoch_ms > self._watermark:
@@ -171,8 +181,16 @@ class OnlineFeatureEngine:
         best = -1
         for slot, generation, seq in refs:
             result = k.apply_label(
-                slot, generation, seq, value, self._meta, self._bounds, self._stats,
-                self._pool, self._specs, self._n_specs,
+                slot,
+                generation,
+                seq,
+                value,
+                self._meta,
+                self._bounds,
+                self._stats,
+                self._pool,
+                self._specs,
+                self._n_specs,
             )
             best = max(best, result)
         return _LABEL_OUTCOMES[best]
@@ -215,9 +233,7 @@ class OnlineFeatureEngine:
         self._pool = new_pool
 
     def _live_slots(self) -> np.ndarray:
-        return np.fromiter(
-            (slot for ids in self._ids for slot in ids.values()), dtype=np.int64
-        )
+        return np.fromiter((slot for ids in self._ids for slot in ids.values()), dtype=np.int64)
 
     def expire(self, now_ms: int) -> None:
         """Forget entities and label references that no future window can use."""

@@ -20,7 +20,7 @@ def replay(
     history: TransactionFrame,
     engine: OnlineFeatureEngine | None = None,
     label_delay: timedelta | None = LABEL_DELAY,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> np.ndarray:
     """Apply ``history`` in file order; return each row's features as the engine saw them.
 

@@ -43,7 +43,7 @@ NEVER = -(2**62)
 
 
 @njit(cache=True, nogil=True)
-def _ensure_room(slot, meta, pool, pool_meta):  # type: ignore[no-untyped-def]
+def _ensure_room(slot, meta, pool, pool_meta):
     """Make room for one more event in ``slot``'s ring; False if the pool is full."""
     cap = meta[slot, CAP]
     if meta[slot, NEXT] - meta[slot, HEAD] < cap:
@@ -65,12 +65,12 @@ def _ensure_room(slot, meta, pool, pool_meta):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def _at(meta, slot, seq):  # type: ignore[no-untyped-def]
+def _at(meta, slot, seq):
     return meta[slot, START] + (seq & (meta[slot, CAP] - 1))
 
 
 @njit(cache=True, nogil=True)
-def _add(stats, slot, spec, pool, i, with_label):  # type: ignore[no-untyped-def]
+def _add(stats, slot, spec, pool, i, with_label):
     value = pool[P_AMOUNT, i]
     stats[slot, spec, N] += 1.0
     stats[slot, spec, SUM] += value
@@ -80,7 +80,7 @@ def _add(stats, slot, spec, pool, i, with_label):  # type: ignore[no-untyped-def
 
 
 @njit(cache=True, nogil=True)
-def _remove(stats, slot, spec, pool, i, with_label):  # type: ignore[no-untyped-def]
+def _remove(stats, slot, spec, pool, i, with_label):
     value = pool[P_AMOUNT, i]
     stats[slot, spec, N] -= 1.0
     stats[slot, spec, SUM] -= value
@@ -90,7 +90,7 @@ def _remove(stats, slot, spec, pool, i, with_label):  # type: ignore[no-untyped-
 
 
 @njit(cache=True, nogil=True)
-def _advance(slot, t, amount, meta, bounds, stats, pool, specs, n_specs):  # type: ignore[no-untyped-def]
+def _advance(slot, t, amount, meta, bounds, stats, pool, specs, n_specs):
     """Append the event to the slot and move every window to time ``t``; returns its seq."""
     seq = meta[slot, NEXT]
     i = _at(meta, slot, seq)
@@ -129,7 +129,7 @@ def _advance(slot, t, amount, meta, bounds, stats, pool, specs, n_specs):  # typ
 
 
 @njit(cache=True, nogil=True)
-def _reset(slot, kind, meta, bounds, stats):  # type: ignore[no-untyped-def]
+def _reset(slot, kind, meta, bounds, stats):
     """Give a slot to a new entity: empty history, next generation."""
     generation = meta[slot, GEN] + 1
     meta[slot, :] = 0
@@ -141,9 +141,22 @@ def _reset(slot, kind, meta, bounds, stats):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def update(  # type: ignore[no-untyped-def]
-    slots, fresh, t, local_ms, amount, meta, bounds, stats, pool, pool_meta, specs, n_specs,
-    outputs, out, refs,
+def update(
+    slots,
+    fresh,
+    t,
+    local_ms,
+    amount,
+    meta,
+    bounds,
+    stats,
+    pool,
+    pool_meta,
+    specs,
+    n_specs,
+    outputs,
+    out,
+    refs,
 ):
     """Apply one transaction to its entities (one slot per kind) and fill its features.
 
@@ -171,7 +184,9 @@ def update(  # type: ignore[no-untyped-def]
         kind = outputs[row, O_KIND]
         code = outputs[row, O_CODE]
         if kind < 0:
-            out[outputs[row, O_COLUMN]] = feature_value(code, 0.0, 0.0, 0.0, 0.0, amount, local_ms, 0, 0)
+            out[outputs[row, O_COLUMN]] = feature_value(
+                code, 0.0, 0.0, 0.0, 0.0, amount, local_ms, 0, 0
+            )
             continue
         slot = slots[kind]
         spec = outputs[row, O_SPEC]
@@ -190,7 +205,7 @@ def update(  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def apply_label(slot, generation, seq, value, meta, bounds, stats, pool, specs, n_specs):  # type: ignore[no-untyped-def]
+def apply_label(slot, generation, seq, value, meta, bounds, stats, pool, specs, n_specs):
     """Record an event's fraud label; 1 if statistics changed, 0 if same, -1 if gone."""
     if meta[slot, GEN] != generation or seq < meta[slot, HEAD] or seq >= meta[slot, NEXT]:
         return -1
@@ -201,13 +216,16 @@ def apply_label(slot, generation, seq, value, meta, bounds, stats, pool, specs, 
     pool[P_LABEL, i] = value
     kind = meta[slot, KIND]
     for spec in range(n_specs[kind]):
-        if specs[kind, spec, SPEC_LABELS] != 0 and bounds[slot, spec, LO] <= seq < bounds[slot, spec, HI]:
+        if (
+            specs[kind, spec, SPEC_LABELS] != 0
+            and bounds[slot, spec, LO] <= seq < bounds[slot, spec, HI]
+        ):
             stats[slot, spec, FRAUD] += delta
     return 1
 
 
 @njit(cache=True, nogil=True)
-def _tight_ring(count):  # type: ignore[no-untyped-def]
+def _tight_ring(count):
     """Smallest ring holding ``count`` events plus the next one."""
     cap = INITIAL_RING
     while cap < count + 1:
@@ -216,7 +234,7 @@ def _tight_ring(count):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def compacted_size(meta, live):  # type: ignore[no-untyped-def]
+def compacted_size(meta, live):
     total = 0
     for slot in live:
         total += _tight_ring(meta[slot, NEXT] - meta[slot, HEAD])
@@ -224,7 +242,7 @@ def compacted_size(meta, live):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def compact(meta, live, pool, new_pool):  # type: ignore[no-untyped-def]
+def compact(meta, live, pool, new_pool):
     """Copy the live slots' rings, tightly sized, into ``new_pool``; returns its used length.
 
     Rings abandoned by growth or by expired entities are left behind.

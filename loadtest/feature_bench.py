@@ -50,8 +50,11 @@ def measure(history: TransactionFrame, repeats: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.feature_bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.feature_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--data", required=True, type=Path, help="handbook-schema history")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N rows")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement")

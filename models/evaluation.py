@@ -14,6 +14,10 @@ the model is first fit on the week's first 7 - v days and stopped on the AP of t
 v days; it is then refit on the whole week with the number of trees that run chose. Only
 training-week labels are used, and the last training day -- the one closest to the
 assessment week -- still trains the final model. ``v = 0`` grows ``config.num_trees``.
+
+``Training.ALL_HISTORY`` is a variant, not the handbook's protocol: each fold trains on
+every labelled day up to S+6. Its assessment sets are the handbook's, so the two compare.
+Summaries over folds are mean and sample standard deviation (ddof=1).
 """
 
 from __future__ import annotations

@@ -9,19 +9,22 @@ import numpy as np
 
 from models.config import FastModelConfig
 
+DEFAULT_CONFIG = FastModelConfig()
+
 
 def fit_booster(
     x_train: np.ndarray,
     y_train: np.ndarray,
     feature_names: Sequence[str],
-    config: FastModelConfig = FastModelConfig(),
+    config: FastModelConfig = DEFAULT_CONFIG,
     x_valid: np.ndarray | None = None,
     y_valid: np.ndarray | None = None,
     callbacks: Sequence[Callable[[lgb.callback.CallbackEnv], None]] = (),
 ) -> lgb.Booster:
     """Train on (x_train, y_train); with a validation set, stop early on its AP.
 
-    ``callbacks`` are LightGBM callbacks (e.g. a per-tree progress bar). Without a validation set (or one holding no fraud, where AP is undefined) the full
+    ``callbacks`` are LightGBM callbacks (e.g. a per-tree progress bar). Without a
+    validation set (or one holding no fraud, where AP is undefined) the full
     ``config.num_trees`` are grown.
     """
     names = list(feature_names)
@@ -40,5 +43,7 @@ def fit_booster(
     )
     if valid_sets and booster.best_iteration > 0:
         # Keep only the trees early stopping chose: serving and SHAP pay for every tree.
-        booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
+        booster = lgb.Booster(
+            model_str=booster.model_to_string(num_iteration=booster.best_iteration)
+        )
     return booster

@@ -29,7 +29,7 @@ DEMO_SIMULATION = SimulationConfig(
 SCORED_DAYS = 14
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "demo",
         help="score a fresh simulated history with the model and print its evaluation",

@@ -24,6 +24,7 @@ from models.evaluation import (
     get_protocol,
     prepare,
 )
+from service.cli.arguments import add_history_argument
 from service.cli.errors import UserError
 
 
@@ -67,13 +68,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--data",
-        required=True,
-        type=Path,
-        metavar="FILE",
-        help="labelled history in the handbook schema (.csv or .csv.gz)",
-    )
+    add_history_argument(parser)
     parser.add_argument(
         "--protocol",
         choices=sorted(PROTOCOLS),
@@ -138,12 +133,13 @@ def _bar(total: int, desc: str, unit: str) -> tqdm:
 def report(result: EvaluationResult) -> str:
     """Per-fold and mean ± std table per model, then the handbook's baselines beside them."""
     protocol = result.protocol
-    lines = [f"protocol {protocol.label}: train 7 days, delay 7 days, assess 7 days"]
     if protocol.training is Training.ALL_HISTORY:
-        lines.append(
-            "  (all-history variant: each fold trains on every day up to S+6 -- "
-            "NOT the handbook's protocol)"
-        )
+        lines = [
+            f"protocol {protocol.label}: train on every day up to S+6, delay 7 days, assess 7 days",
+            "  (a variant, NOT the handbook's protocol: the handbook trains on S..S+6 only)",
+        ]
+    else:
+        lines = [f"protocol {protocol.label}: train 7 days, delay 7 days, assess 7 days"]
     for name, model in result.models.items():
         lines += ["", f"model {name}", _fold_header()]
         lines += [_fold_row(fold) for fold in model.folds]

@@ -20,7 +20,7 @@ from service.cli.errors import UserError
 _WRITE_CHUNK = 100_000
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "features",
         help="compute every model feature for a transaction history",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from datetime import date
 from pathlib import Path
@@ -17,9 +16,9 @@ from features.simulator import FraudScenario, SimulationConfig, simulate, write_
 # `from service import cli` rather than `from service.cli import UserError`: the package
 # imports this module before it defines UserError, so the name is looked up at run time.
 from service import cli
+from service.cli.arguments import parse_iso_date
 
 _DEFAULTS = SimulationConfig()
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 DESCRIPTION = f"""\
 Simulate card payments with labelled fraud and write them as a handbook-schema CSV
@@ -135,13 +134,10 @@ def _config(args: argparse.Namespace) -> SimulationConfig:
 
 
 def _parse_date(text: str) -> date:
-    # fromisoformat alone would also take '20240101' or '2024-W01-1'; we promise one form.
-    if not _DATE.fullmatch(text):
-        raise cli.UserError(f"--start must be a date as YYYY-MM-DD, got {text!r}")
     try:
-        return date.fromisoformat(text)
+        return parse_iso_date(text)
     except ValueError as exc:
-        raise cli.UserError(f"--start {text!r} is not a valid date ({exc})") from exc
+        raise cli.UserError(f"--start: {exc}") from exc
 
 
 def _output_path(text: str) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from datetime import date
 from pathlib import Path
@@ -13,10 +12,16 @@ from models.artifacts import Manifest
 from models.config import FastModelConfig
 from models.errors import ArtifactError
 from models.train.fast_trainer import WARMUP_DAYS, TrainingDataError, train_fast_model
+from service.cli.arguments import (
+    add_history_argument,
+    iso_date,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from service.cli.errors import UserError
 
 _DEFAULTS = FastModelConfig()
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 DESCRIPTION = f"""\
 Train the fast-path LightGBM model on the transactions of a calendar window and write
@@ -45,24 +50,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--data",
-        required=True,
-        type=Path,
-        metavar="FILE",
-        help="labelled history in the handbook schema (.csv or .csv.gz)",
-    )
+    add_history_argument(parser)
     parser.add_argument(
         "--train-from",
         required=True,
-        type=_date,
+        type=iso_date,
         metavar="YYYY-MM-DD",
         help="first calendar day of the training window",
     )
     parser.add_argument(
         "--train-to",
         required=True,
-        type=_date,
+        type=iso_date,
         metavar="YYYY-MM-DD",
         help="last calendar day of the training window (inclusive)",
     )
@@ -76,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _int_option(parser, "--num-leaves", _DEFAULTS.num_leaves, "maximum leaves of a tree")
     parser.add_argument(
         "--learning-rate",
-        type=_positive_float,
+        type=positive_float,
         default=_DEFAULTS.learning_rate,
         metavar="R",
         help="shrinkage per tree (default: %(default)s)",
@@ -95,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--seed",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=_DEFAULTS.seed,
         metavar="S",
         help="random seed; same data and options give the same model (default: %(default)s)",
@@ -174,45 +173,8 @@ def _fmt(value: float | None) -> str:
 def _int_option(parser: argparse.ArgumentParser, flag: str, default: int, text: str) -> None:
     parser.add_argument(
         flag,
-        type=_positive_int,
+        type=positive_int,
         default=default,
         metavar="N",
         help=f"{text} (default: %(default)s)",
     )
-
-
-def _date(text: str) -> date:
-    # fromisoformat alone would also take '20240101' or '2024-W01-1'; we promise one form.
-    if not _DATE.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}")
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a valid date ({exc})") from exc
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be a positive integer, got 0")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value

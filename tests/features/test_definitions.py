@@ -27,13 +27,29 @@ def test_handbook_features_match_the_published_definitions() -> None:
     for days in (1, 7, 30):
         w = days * DAY
         expected[f"CUSTOMER_ID_NB_TX_{days}DAY_WINDOW"] = (
-            Entity.CUSTOMER, Aggregation.COUNT, w, timedelta(0))
+            Entity.CUSTOMER,
+            Aggregation.COUNT,
+            w,
+            timedelta(0),
+        )
         expected[f"CUSTOMER_ID_AVG_AMOUNT_{days}DAY_WINDOW"] = (
-            Entity.CUSTOMER, Aggregation.MEAN_AMOUNT, w, timedelta(0))
+            Entity.CUSTOMER,
+            Aggregation.MEAN_AMOUNT,
+            w,
+            timedelta(0),
+        )
         expected[f"TERMINAL_ID_NB_TX_{days}DAY_WINDOW"] = (
-            Entity.TERMINAL, Aggregation.COUNT, w, 7 * DAY)
+            Entity.TERMINAL,
+            Aggregation.COUNT,
+            w,
+            7 * DAY,
+        )
         expected[f"TERMINAL_ID_RISK_{days}DAY_WINDOW"] = (
-            Entity.TERMINAL, Aggregation.FRAUD_RATE, w, 7 * DAY)
+            Entity.TERMINAL,
+            Aggregation.FRAUD_RATE,
+            w,
+            7 * DAY,
+        )
     got = {d.name: (d.entity, d.aggregation, d.window, d.delay) for d in HANDBOOK_FEATURES}
     assert got == expected
 

@@ -63,8 +63,14 @@ def test_memory_holds_exactly_the_events_windows_can_still_see(
     assert stats["customer_events"] < len(simulated) / 2
 
 
-def _update(engine: OnlineFeatureEngine, tx_id: str, t_ms: int, terminal: str = "T",
-            customer: str = "C", amount: float = 10.0) -> np.ndarray:
+def _update(
+    engine: OnlineFeatureEngine,
+    tx_id: str,
+    t_ms: int,
+    terminal: str = "T",
+    customer: str = "C",
+    amount: float = 10.0,
+) -> np.ndarray:
     return engine.update_raw(tx_id, customer, terminal, t_ms, t_ms, amount)
 
 

@@ -316,7 +316,7 @@ def test_cli_writes_the_json_shape_and_prints_both_tables(
 
 
 def test_cli_all_history_is_reported_under_its_own_name(
-    validation_csv: Path, tmp_path: Path
+    validation_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "all.json"
     argv = ["evaluate", "--data", str(validation_csv), "--all-history", "--json", str(out)]
@@ -324,6 +324,9 @@ def test_cli_all_history_is_reported_under_its_own_name(
     payload = json.loads(out.read_text())
     assert payload["protocol"] == "handbook-validation+all-history"
     assert payload["training"] == "all-history"
+    printed = capsys.readouterr().out
+    assert printed.startswith("protocol handbook-validation+all-history")
+    assert "NOT the handbook's protocol" in printed
 
 
 def test_cli_refuses_uncovered_protocol_without_writing(
