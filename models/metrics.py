@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -25,7 +26,7 @@ class MeanStd:
     std: float
 
     @classmethod
-    def of(cls, values: list[float] | np.ndarray) -> MeanStd:
+    def of(cls, values: npt.ArrayLike) -> MeanStd:
         """Summary of per-fold values; a single fold has no spread (std 0).
 
         >>> MeanStd.of([0.5, 0.7])
@@ -42,27 +43,27 @@ class MeanStd:
         return f"{self.mean:.{digits}f}±{self.std:.{spread}f}"
 
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+def roc_auc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     """ROC AUC over transactions; NaN when only one class is present (AUC is undefined)."""
-    labels = np.asarray(labels)
-    if labels.size == 0 or labels.min() == labels.max():
+    y = np.asarray(labels)
+    if y.size == 0 or y.min() == y.max():
         return math.nan
-    return float(roc_auc_score(labels, scores))
+    return float(roc_auc_score(y, np.asarray(scores)))
 
 
-def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+def average_precision(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     """Average precision over transactions; NaN without any fraud (AP is undefined)."""
-    labels = np.asarray(labels)
-    if labels.size == 0 or not labels.any():
+    y = np.asarray(labels)
+    if y.size == 0 or not y.any():
         return math.nan
-    return float(average_precision_score(labels, scores))
+    return float(average_precision_score(y, np.asarray(scores)))
 
 
 def card_precision_at_k(
-    days: np.ndarray,
-    cards: np.ndarray,
-    labels: np.ndarray,
-    scores: np.ndarray,
+    days: npt.ArrayLike,
+    cards: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    scores: npt.ArrayLike,
     k: int = CARD_PRECISION_K,
 ) -> float:
     """Card Precision@k, the mean over days of :func:`card_precision_at_k_per_day`."""
@@ -73,10 +74,10 @@ def card_precision_at_k(
 
 
 def card_precision_at_k_per_day(
-    days: np.ndarray,
-    cards: np.ndarray,
-    labels: np.ndarray,
-    scores: np.ndarray,
+    days: npt.ArrayLike,
+    cards: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    scores: npt.ArrayLike,
     k: int = CARD_PRECISION_K,
 ) -> dict[object, float]:
     """Per day (in increasing order): share of fraudulent cards among the day's top k cards.

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import models.evaluation as evaluation
-from features.data import HANDBOOK_COLUMNS, TransactionFrame, frame_from_pandas
+from features.data import HANDBOOK_COLUMNS, TransactionFrame, frame_from_pandas, load_transactions
 from models.config import FastModelConfig
 from models.evaluation import (
     HANDBOOK_TEST,
@@ -201,6 +201,14 @@ def test_test_protocol_on_dev_data_names_missing_days_before_any_work(
     assert "handbook-test" in message
     assert "has none on 2018-08-08..2018-09-04" in message
     assert "(2018-04-01..2018-08-07)" in message
+
+
+@pytest.mark.handbook
+def test_handbook_test_protocol_is_refused_on_the_dev_file(handbook_dir: Path) -> None:
+    history = load_transactions(handbook_dir / "transactions_dev.csv.gz")
+    with pytest.raises(CoverageError, match=r"\(2018-04-01\.\.2018-08-07\) has none on 2018-08-08"):
+        check_coverage(history.day, HANDBOOK_TEST, warmup_days())
+    check_coverage(history.day, HANDBOOK_VALIDATION, warmup_days())  # validation fits
 
 
 def test_a_missing_day_inside_the_span_is_named() -> None:
