@@ -101,7 +101,13 @@ def load_transactions(path: str | Path) -> TransactionFrame:
         raise DataError(f"no such file: {path}")
     try:
         frame = pd.read_csv(path, low_memory=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as exc:
+    except (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+        EOFError,
+        OSError,
+    ) as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
     return frame_from_pandas(frame, source=str(path))
 
@@ -138,15 +144,22 @@ def frame_from_pandas(frame: pd.DataFrame, source: str = "data") -> TransactionF
         epoch_ms=epoch_ms,
         local_epoch_ms=epoch_ms,
         amount=amount,
-        label=_optional_flag(frame, LABEL_COLUMN, source),
-        scenario=_optional_flag(frame, SCENARIO_COLUMN, source),
+        label=_optional_flag(frame, LABEL_COLUMN, source, allowed=(0, 1)),
+        scenario=_optional_flag(frame, SCENARIO_COLUMN, source, allowed=tuple(range(100))),
     )
 
 
-def _optional_flag(frame: pd.DataFrame, column: str, source: str) -> np.ndarray | None:
+def _optional_flag(
+    frame: pd.DataFrame, column: str, source: str, allowed: tuple[int, ...]
+) -> np.ndarray | None:
     if column not in frame.columns:
         return None
     values = pd.to_numeric(frame[column], errors="coerce")
-    if values.isna().any():
-        raise DataError(f"{source}: {column} must be an integer in every row")
+    bad = ~values.isin(allowed)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(
+            f"{source}: {column} must be one of {allowed[0]}..{allowed[-1]}; "
+            f"row {row + 2} has {frame[column].iloc[row]!r}"
+        )
     return values.to_numpy().astype(np.int8)

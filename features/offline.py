@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.aggregations import AGGREGATION_CODES, feature_values
-from features.data import TransactionFrame
+from features.data import DataError, TransactionFrame
 from features.definitions import DEFAULT_FEATURES, Entity, FeatureDefinition
 from features.plan import FeaturePlan, compile_plan
 
@@ -88,7 +88,10 @@ class _SortedEntity:
         # for (t - horizon) never crosses into the previous entity's keys.
         span = int(self.times.max()) - t0 + horizon_ms + 1
         if (int(self.codes.max()) + 1) * span >= _KEY_LIMIT:
-            raise ValueError("history too long for composite keys; compute it in parts")
+            raise DataError(
+                f"history spans {span // 86_400_000:,} days over {int(self.codes.max()) + 1:,} "
+                "entities, too much for one pass: check for mistyped dates or compute it in parts"
+            )
         self.keys = self.codes * span + (self.times - t0)
 
     def first_after(self, offset_ms: int) -> np.ndarray:

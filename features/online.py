@@ -12,7 +12,8 @@ the entity's latest time (a late event must not reopen windows that have moved o
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+import heapq
+from collections import OrderedDict
 from collections.abc import Hashable
 from enum import StrEnum
 
@@ -41,7 +42,11 @@ _LABEL_OUTCOMES = {1: LabelOutcome.APPLIED, 0: LabelOutcome.UNCHANGED, -1: Label
 
 
 class DuplicateTransaction(ValueError):
-    """The transaction id was already applied to the state."""
+    """The transaction id was already applied to the state.
+
+    Detected while the id can still be labelled (the longest labelled window plus its
+    delay); exactly-once over any span is the audit store's job, keyed by id.
+    """
 
 
 class OnlineFeatureEngine:
@@ -74,7 +79,9 @@ class OnlineFeatureEngine:
         self._label_horizon_ms = max((self._horizons[i] for i in self._label_kinds), default=0)
         # transaction id -> ((slot, generation, seq) per labelled kind); expires with time.
         self._label_index: dict[Hashable, tuple[tuple[int, int, int], ...]] = {}
-        self._label_expiry: deque[tuple[int, Hashable]] = deque()
+        # Ordered by event time, not arrival: one late-arriving old event must not hold
+        # back the expiry of everything behind it.
+        self._label_expiry: list[tuple[int, int, Hashable]] = []
         self._watermark = k.NEVER
         self._updates = 0
 
@@ -126,18 +133,50 @@ class OnlineFeatureEngine:
         """As ``update`` for already-checked fields; fills ``out`` when given (replays)."""
         if transaction_id in self._label_index:
             raise DuplicateTransaction(f"transaction {transaction_id!r} was already applied")
+        if out is None:
+            out = np.empty(self._n_features, dtype=np.float64)
         slot_list = []
+        added: list[tuple[int, Hashable]] = []
         for kind, key in enumerate(self._keys(customer_id, terminal_id)):
             ids = self._ids[kind]
             slot = ids.get(key)
             if slot is None:
                 slot = self._new_slot(kind, key)
+                added.append((kind, key))
             else:
                 # Most recently used last: idle entities gather at the front for expiry.
                 ids.move_to_end(key)
             slot_list.append(slot)
-        if out is None:
-            out = np.empty(self._n_features, dtype=np.float64)
+        try:
+            self._apply(slot_list, epoch_ms, local_epoch_ms, amount, out)
+        except BaseException:
+            # Undo the slots handed out for this event, or the next update would reset
+            # them under another entity.
+            self._fresh[:] = 0
+            for kind, key in added:
+                self._free_slots.append(self._ids[kind].pop(key))
+            raise
+        if self._label_kinds:
+            refs = self._refs.tolist()
+            self._label_index[transaction_id] = tuple(
+                (slot_list[i], refs[i][0], refs[i][1]) for i in self._label_kinds
+            )
+            heapq.heappush(self._label_expiry, (epoch_ms, self._updates, transaction_id))
+        if epoch_ms > self._watermark:
+            self._watermark = epoch_ms
+        self._updates += 1
+        if self._updates % _SWEEP_EVERY == 0:
+            self.expire(self._watermark)
+        return out
+
+    def _apply(
+        self,
+        slot_list: list[int],
+        epoch_ms: int,
+        local_epoch_ms: int,
+        amount: float,
+        out: np.ndarray,
+    ) -> None:
         while (
             k.update(
                 tuple(slot_list),
@@ -159,18 +198,6 @@ class OnlineFeatureEngine:
             == k.NEED_POOL
         ):
             self._grow_pool()
-        if self._label_kinds:
-            refs = self._refs.tolist()
-            self._label_index[transaction_id] = tuple(
-                (slot_list[i], refs[i][0], refs[i][1]) for i in self._label_kinds
-            )
-            self._label_expiry.append((epoch_ms, transaction_id))
-        if epoch_ms > self._watermark:
-            self._watermark = epoch_ms
-        self._updates += 1
-        if self._updates % _SWEEP_EVERY == 0:
-            self.expire(self._watermark)
-        return out
 
     def record_label(self, transaction_id: Hashable, is_fraud: bool) -> LabelOutcome:
         """Feed a fraud label back; it reaches only windows delayed past its transaction."""
@@ -252,7 +279,7 @@ class OnlineFeatureEngine:
         cutoff = now_ms - self._label_horizon_ms
         expiry = self._label_expiry
         while expiry and expiry[0][0] <= cutoff:
-            self._label_index.pop(expiry.popleft()[1], None)
+            self._label_index.pop(heapq.heappop(expiry)[2], None)
 
     def stats(self) -> dict[str, int]:
         """Entities, retained events and label references, for memory monitoring."""

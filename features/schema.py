@@ -10,7 +10,7 @@ its local offset is judged by its local hour.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -18,6 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 # Larger than any single card payment we expect; beyond it the value is almost surely a
 # unit error (cents sent as units) and scoring it would only produce a confident nonsense.
 MAX_AMOUNT = 1_000_000.0
+
+# Clocks drift and time zones get mislabelled, but a payment from tomorrow+ is an error; one
+# would also drag every window forward and age all other state out.
+MAX_FUTURE_SKEW = timedelta(hours=24)
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -41,13 +45,14 @@ class Transaction(BaseModel):
     def _parse_timestamp(cls, value: object) -> datetime:
         # Strict mode refuses strings for datetime; JSON carries ISO strings, so parse here.
         if isinstance(value, datetime):
-            return value
+            return _not_in_future(value)
         if not isinstance(value, str):
             raise ValueError("timestamp must be an ISO 8601 string")
         try:
-            return datetime.fromisoformat(value)
+            parsed = datetime.fromisoformat(value)
         except ValueError as exc:
             raise ValueError(f"timestamp is not ISO 8601: {value!r}") from exc
+        return _not_in_future(parsed)
 
     @field_validator("amount", mode="before")
     @classmethod
@@ -73,6 +78,13 @@ class Transaction(BaseModel):
         offset = ts.utcoffset()
         shift = 0 if offset is None else int(offset.total_seconds() * 1000)
         return self.epoch_ms + shift
+
+
+def _not_in_future(ts: datetime) -> datetime:
+    aware = ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+    if aware - datetime.now(UTC) > MAX_FUTURE_SKEW:
+        raise ValueError(f"timestamp {ts.isoformat()} is more than {MAX_FUTURE_SKEW} in the future")
+    return ts
 
 
 def datetime_to_epoch_ms(ts: datetime) -> int:

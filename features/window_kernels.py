@@ -87,6 +87,11 @@ def _remove(stats, slot, spec, pool, i, with_label):
     stats[slot, spec, SQ] -= value * value
     if with_label:
         stats[slot, spec, FRAUD] -= pool[P_LABEL, i]
+    if stats[slot, spec, N] == 0.0:
+        # An empty window has exactly zero sums: drop the rounding the removals left.
+        stats[slot, spec, SUM] = 0.0
+        stats[slot, spec, SQ] = 0.0
+        stats[slot, spec, FRAUD] = 0.0
 
 
 @njit(cache=True, nogil=True)

@@ -186,3 +186,25 @@ def test_many_entities_grow_state_without_losing_any() -> None:
     assert stats["customer_events"] == n
     again = _update(engine, "last", T0 + n, customer="c0", terminal="t0")
     assert again[col("CUSTOMER_ID_NB_TX_1DAY_WINDOW")] == 3.0
+
+
+def test_a_failed_update_leaves_other_entities_untouched() -> None:
+    engine = OnlineFeatureEngine()
+    for i in range(3):
+        _update(engine, f"a{i}", T0 + i, customer="alice")
+    with pytest.raises(OverflowError):
+        engine.update_raw("bad", "bob", "T", 2**63, 2**63, 1.0)
+    after = _update(engine, "a3", T0 + 10, customer="alice")
+    assert after[col("CUSTOMER_ID_NB_TX_1DAY_WINDOW")] == 4.0
+    assert engine.stats()["customer_entities"] == 1  # "bob" was rolled back
+    bob = _update(engine, "b0", T0 + 11, customer="bob")
+    assert bob[col("CUSTOMER_ID_NB_TX_1DAY_WINDOW")] == 1.0
+
+
+def test_label_references_expire_by_event_time_not_arrival() -> None:
+    engine = OnlineFeatureEngine()
+    _update(engine, "new", T0 + 50 * DAY_MS, terminal="U")
+    _update(engine, "old", T0, terminal="V", customer="D")  # arrives late, much older
+    engine.expire(T0 + 60 * DAY_MS)  # past the old one's horizon, not the new one's
+    assert engine.record_label("old", True) is LabelOutcome.UNKNOWN
+    assert engine.record_label("new", True) is LabelOutcome.APPLIED

@@ -99,3 +99,15 @@ def test_offset_shifts_absolute_time_but_not_wall_clock() -> None:
 def test_epoch_ms_keeps_milliseconds() -> None:
     ts = datetime(2024, 1, 1, 0, 0, 0, 123_999, tzinfo=timezone(timedelta(hours=-5)))
     assert datetime_to_epoch_ms(ts) % 1000 == 123
+
+
+def test_timestamp_far_in_the_future_is_rejected() -> None:
+    future = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    with pytest.raises(ValidationError) as info:
+        Transaction.model_validate({**VALID, "timestamp": future})
+    assert "timestamp" in _fields(info.value)
+
+
+def test_timestamp_within_clock_skew_is_accepted() -> None:
+    soon = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    assert Transaction.model_validate({**VALID, "timestamp": soon}).epoch_ms > 0
