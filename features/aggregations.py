@@ -16,10 +16,8 @@ import math
 import numpy as np
 from numba import njit
 
-from features.definitions import NIGHT_LAST_HOUR, Aggregation
+from features.definitions import MS_PER_DAY, MS_PER_HOUR, NIGHT_LAST_HOUR, Aggregation
 
-MS_PER_DAY = 86_400_000
-MS_PER_HOUR = 3_600_000
 # 1970-01-01 was a Thursday: day number + 3 gives Monday = 0.
 EPOCH_WEEKDAY_SHIFT = 3
 # A customer whose amounts never vary has a zero spread; a floor relative to the mean

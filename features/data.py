@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.definitions import MS_PER_DAY
 from features.schema import MAX_AMOUNT
 
 REQUIRED_COLUMNS = ("TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT")
@@ -32,7 +33,6 @@ HANDBOOK_COLUMNS = (
     SCENARIO_COLUMN,
 )
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-MS_PER_DAY = 86_400_000
 
 
 class DataError(ValueError):

@@ -107,6 +107,8 @@ def _ms(delta: timedelta) -> int:
 
 
 DAY = timedelta(days=1)
+MS_PER_DAY = 86_400_000
+MS_PER_HOUR = 3_600_000
 # The handbook assumes a fraud label is known this long after its transaction.
 LABEL_DELAY = timedelta(days=7)
 

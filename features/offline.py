@@ -15,7 +15,7 @@ import pandas as pd
 
 from features.aggregations import AGGREGATION_CODES, feature_values
 from features.data import DataError, TransactionFrame
-from features.definitions import DEFAULT_FEATURES, Entity, FeatureDefinition
+from features.definitions import DEFAULT_FEATURES, MS_PER_DAY, Entity, FeatureDefinition
 from features.plan import FeaturePlan, compile_plan
 
 # Largest composite key we allow, with headroom below int64's limit.
@@ -89,7 +89,7 @@ class _SortedEntity:
         span = int(self.times.max()) - t0 + horizon_ms + 1
         if (int(self.codes.max()) + 1) * span >= _KEY_LIMIT:
             raise DataError(
-                f"history spans {span // 86_400_000:,} days over {int(self.codes.max()) + 1:,} "
+                f"history spans {span // MS_PER_DAY:,} days over {int(self.codes.max()) + 1:,} "
                 "entities, too much for one pass: check for mistyped dates or compute it in parts"
             )
         self.keys = self.codes * span + (self.times - t0)

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from features.data import TransactionFrame
-from features.definitions import DEFAULT_FEATURES, FeatureDefinition
+from features.definitions import DEFAULT_FEATURES, MS_PER_DAY, FeatureDefinition
 from features.offline import compute_features
 from models.config import FastModelConfig
 from models.metrics import (
@@ -50,7 +50,6 @@ TRAINING_DAYS = 7
 DELAY_DAYS = 7
 ASSESSMENT_DAYS = 7
 METRICS = ("auc", "ap", "cp_at_100")
-_MS_PER_DAY = 86_400_000
 # Frozen, so one shared default instance is safe.
 DEFAULT_CONFIG = FastModelConfig()
 
@@ -128,7 +127,7 @@ def get_protocol(name: str, training: Training = Training.WEEK) -> Protocol:
 def warmup_days(definitions: Sequence[FeatureDefinition] = DEFAULT_FEATURES) -> int:
     """Days of history a feature can reach back: the longest window plus its delay."""
     horizon_ms = max((d.window_ms + d.delay_ms for d in definitions), default=0)
-    return math.ceil(horizon_ms / _MS_PER_DAY)
+    return math.ceil(horizon_ms / MS_PER_DAY)
 
 
 def check_coverage(days: np.ndarray, protocol: Protocol, warmup: int) -> None:
