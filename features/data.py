@@ -71,6 +71,32 @@ class TransactionFrame:
             scenario=None if self.scenario is None else self.scenario[index],
         )
 
+    def payloads(self, id_prefix: str = "") -> Iterator[dict[str, object]]:
+        """Each row as the JSON body of a scoring request (``features.schema.Transaction``).
+
+        Amounts of zero (the handbook has a few) are not payments and are skipped; times
+        are written in UTC. ``id_prefix`` keeps ids of separate replays apart.
+        """
+        times = self.epoch_ms.astype("datetime64[ms]").astype(str).tolist()
+        rows = zip(
+            self.transaction_id.tolist(),
+            times,
+            self.customer_id.tolist(),
+            self.terminal_id.tolist(),
+            self.amount.tolist(),
+            strict=True,
+        )
+        for transaction_id, timestamp, customer, terminal, amount in rows:
+            if amount <= 0:
+                continue
+            yield {
+                "transaction_id": f"{id_prefix}{transaction_id}",
+                "timestamp": f"{timestamp}+00:00",
+                "customer_id": str(customer),
+                "terminal_id": str(terminal),
+                "amount": amount,
+            }
+
     @property
     def day(self) -> np.ndarray:
         """Calendar day of each row as numpy datetime64[D] (wall clock)."""

@@ -109,8 +109,8 @@ class OnlineFeatureEngine:
 
     # ----------------------------------------------------------------- updates
 
-    def update(self, tx: Transaction) -> np.ndarray:
-        """Apply a validated transaction and return its feature vector."""
+    def update(self, tx: Transaction, out: np.ndarray | None = None) -> np.ndarray:
+        """Apply a validated transaction and return its feature vector (in ``out`` if given)."""
         return self.update_raw(
             tx.transaction_id,
             tx.customer_id,
@@ -118,6 +118,7 @@ class OnlineFeatureEngine:
             tx.epoch_ms,
             tx.local_epoch_ms,
             tx.amount,
+            out=out,
         )
 
     def update_raw(

@@ -49,6 +49,11 @@ class FeaturePlan:
     def horizon_ms(self, entity: Entity) -> int:
         return max((s.horizon_ms for s in self.specs.get(entity, ())), default=0)
 
+    @property
+    def longest_horizon_ms(self) -> int:
+        """How far back any event can still matter to any window (warm starts replay this)."""
+        return max((self.horizon_ms(e) for e in HISTORY_ENTITIES), default=0)
+
     def entities(self) -> tuple[Entity, ...]:
         return tuple(e for e in HISTORY_ENTITIES if self.specs.get(e))
 

@@ -7,11 +7,27 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from service.cli import demo_cmd, evaluate_cmd, features_cmd, simulate_cmd, train_cmd
+from service.cli import (
+    bench_cmd,
+    demo_cmd,
+    evaluate_cmd,
+    features_cmd,
+    serve_cmd,
+    simulate_cmd,
+    train_cmd,
+)
 from service.cli.errors import UserError
 
 # Order is the order shown in --help: the natural first-run sequence.
-COMMANDS: tuple[ModuleType, ...] = (demo_cmd, simulate_cmd, features_cmd, train_cmd, evaluate_cmd)
+COMMANDS: tuple[ModuleType, ...] = (
+    serve_cmd,
+    demo_cmd,
+    simulate_cmd,
+    features_cmd,
+    train_cmd,
+    evaluate_cmd,
+    bench_cmd,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""The decision audit store: every decision with its explanation, durable before it is answered."""

@@ -1,0 +1,138 @@
+"""The SQLite audit database's layout, and the migrations that bring an older file up to it.
+
+The schema version is kept in ``PRAGMA user_version`` (0 for a fresh file). Migration ``n``
+(1-based) takes a file from version ``n - 1`` to ``n``; each step is a tuple of single SQL
+statements, run with the others inside one ``BEGIN IMMEDIATE`` transaction so that a crash
+or a concurrent opener never leaves a half-migrated file. Append new steps; never edit one
+that has shipped, since files in the field were built by it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Final
+
+from explain.audit.store import AuditStoreError
+
+# Columns beside record_json duplicate what queries filter and sort on; record_json is the
+# record itself and the only thing read back as a DecisionRecord. The CHECKs cannot catch a
+# wrong value, only an impossible one, which no validated record can hold.
+_DECISIONS = """
+CREATE TABLE decisions (
+    transaction_id TEXT PRIMARY KEY NOT NULL
+        CHECK (length(transaction_id) BETWEEN 1 AND 128),
+    request_sha256 TEXT NOT NULL CHECK (length(request_sha256) = 64),
+    event_time_ms INTEGER NOT NULL,
+    local_time_ms INTEGER NOT NULL,
+    decided_at_ms INTEGER NOT NULL,
+    customer_id TEXT NOT NULL,
+    terminal_id TEXT NOT NULL,
+    amount REAL NOT NULL CHECK (amount > 0),
+    action TEXT NOT NULL CHECK (action IN ('approve', 'review', 'decline')),
+    stage TEXT NOT NULL,
+    score REAL NOT NULL CHECK (score >= 0 AND score <= 1),
+    model_version TEXT NOT NULL,
+    record_json TEXT NOT NULL
+)
+"""
+
+# AUTOINCREMENT so a label id is never reused: ids double as the order of arrival.
+# labelled_at_ms holds the effective time (receipt when the label carried none);
+# record_json keeps what was actually sent.
+_LABELS = """
+CREATE TABLE labels (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    transaction_id TEXT NOT NULL CHECK (length(transaction_id) BETWEEN 1 AND 128),
+    is_fraud INTEGER NOT NULL CHECK (is_fraud IN (0, 1)),
+    labelled_at_ms INTEGER NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    record_json TEXT NOT NULL
+)
+"""
+
+# The rowid is implicitly the last column of every index, so ORDER BY event_time_ms, rowid
+# is served by these without a sort.
+_INDICES = (
+    "CREATE INDEX decisions_by_time ON decisions (event_time_ms)",
+    "CREATE INDEX decisions_by_action ON decisions (action, event_time_ms)",
+    "CREATE INDEX decisions_by_customer ON decisions (customer_id, event_time_ms)",
+    "CREATE INDEX labels_by_transaction ON labels (transaction_id, received_at_ms)",
+)
+
+
+def _refuse(table: str, event: str, message: str, when: str = "") -> str:
+    return (
+        f"CREATE TRIGGER {table}_refuse_{event.lower()} BEFORE {event} ON {table}"
+        f"{when} BEGIN SELECT RAISE(ABORT, '{message}'); END"
+    )
+
+
+# History must not be rewritable even by hand-written SQL. INSERT OR REPLACE deletes the row
+# it conflicts with without firing DELETE triggers (unless recursive_triggers is on, which
+# is per connection), so a conflicting INSERT is refused too: the store's own writer skips
+# existing ids itself. Only DROP can get past these, and that cannot be hidden.
+_IMMUTABLE = (
+    _refuse("decisions", "UPDATE", "audit decisions are immutable: UPDATE refused"),
+    _refuse("decisions", "DELETE", "audit decisions are immutable: DELETE refused"),
+    _refuse(
+        "decisions",
+        "INSERT",
+        "audit decisions are immutable: transaction_id already recorded",
+        " WHEN EXISTS (SELECT 1 FROM decisions WHERE transaction_id = NEW.transaction_id)",
+    ),
+    _refuse("labels", "UPDATE", "audit labels are immutable: UPDATE refused"),
+    _refuse("labels", "DELETE", "audit labels are immutable: DELETE refused"),
+    _refuse(
+        "labels",
+        "INSERT",
+        "audit labels are immutable: label id already recorded",
+        " WHEN EXISTS (SELECT 1 FROM labels WHERE id = NEW.id)",
+    ),
+)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = ((_DECISIONS, _LABELS, *_INDICES, *_IMMUTABLE),)
+SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    """The schema version recorded in the file (0 for a new, empty database)."""
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def _refuse_newer(version: int, path: Path | str) -> None:
+    if version > SCHEMA_VERSION:
+        raise AuditStoreError(
+            f"audit database {path} has schema version {version}, newer than the "
+            f"{SCHEMA_VERSION} this riskscore understands; upgrade riskscore to open it "
+            "(opening it with older code could misread or corrupt it)"
+        )
+
+
+def migrate(conn: sqlite3.Connection, path: Path | str = "") -> int:
+    """Bring the database on ``conn`` to :data:`SCHEMA_VERSION`; return the version found.
+
+    ``conn`` must not be inside a transaction. Raises :class:`AuditStoreError` for a file
+    written by newer code.
+    """
+    found = user_version(conn)
+    _refuse_newer(found, path)
+    if found == SCHEMA_VERSION:
+        return found
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have migrated while we waited for the write lock.
+        found = user_version(conn)
+        _refuse_newer(found, path)
+        for steps in MIGRATIONS[found:]:
+            for statement in steps:
+                conn.execute(statement)
+        # PRAGMA takes no bound parameters; SCHEMA_VERSION is our own integer.
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return found

@@ -1,0 +1,101 @@
+"""The audit store contract: a small ABC so SQLite (one machine) and PostgreSQL (at scale)
+can sit behind the same scorer.
+
+Writes are asynchronous and grouped: :meth:`AuditStore.submit` queues a record and returns a
+future that completes once the record is durable (committed and synced), so many requests
+share one commit. Nothing is ever updated or deleted through this interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
+
+from explain.records import Action, DecisionRecord, LabelRecord
+
+
+class AuditStoreError(RuntimeError):
+    """The store cannot accept or return records (disk full, closed, corrupt)."""
+
+
+@dataclass(frozen=True)
+class DecisionQuery:
+    """Filters for reading decisions back; every filter is optional. Times are event times."""
+
+    start: datetime | None = None  # inclusive
+    end: datetime | None = None  # exclusive
+    action: Action | None = None
+    customer_id: str | None = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True)
+class ReplayEvent:
+    """What warming the online feature state needs from one stored decision."""
+
+    transaction_id: str
+    customer_id: str
+    terminal_id: str
+    epoch_ms: int
+    local_epoch_ms: int
+    amount: float
+
+
+class AuditStore(ABC):
+    @abstractmethod
+    def submit(self, record: DecisionRecord) -> Future[bool]:
+        """Queue a decision; the future gives True once it is durable, False if a record
+        with its transaction id was already stored (the stored one stands), or raises
+        :class:`AuditStoreError`."""
+
+    @abstractmethod
+    def submit_label(self, label: LabelRecord) -> Future[None]:
+        """Queue a label (appended, never replacing an earlier one); durable when done."""
+
+    async def append(self, record: DecisionRecord) -> bool:
+        return await asyncio.wrap_future(self.submit(record))
+
+    async def append_label(self, label: LabelRecord) -> None:
+        await asyncio.wrap_future(self.submit_label(label))
+
+    @abstractmethod
+    def get(self, transaction_id: str) -> DecisionRecord | None:
+        """The durable decision for a transaction id, or None."""
+
+    @abstractmethod
+    def query(self, query: DecisionQuery) -> list[DecisionRecord]:
+        """Decisions matching the filters, oldest event time first."""
+
+    @abstractmethod
+    def labels(self, transaction_id: str) -> list[LabelRecord]:
+        """Every label recorded for a transaction, in the order received."""
+
+    @abstractmethod
+    def replay_events(self, since_epoch_ms: int) -> Iterator[ReplayEvent]:
+        """Stored transactions with event time >= ``since_epoch_ms``, in event-time order
+        (ties in decision order): for rebuilding the online feature state after a restart."""
+
+    @abstractmethod
+    def latest_event_ms(self) -> int | None:
+        """The latest stored event time, or None for an empty store (where a replay starts)."""
+
+    @abstractmethod
+    def latest_labels(self, since_epoch_ms: int) -> Iterator[tuple[str, bool]]:
+        """(transaction id, latest is_fraud) for labelled transactions with event time >=
+        ``since_epoch_ms``."""
+
+    @abstractmethod
+    def check_writable(self) -> None:
+        """Raise :class:`AuditStoreError` unless a write would succeed now (readiness)."""
+
+    @abstractmethod
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until everything submitted so far is durable."""
+
+    @abstractmethod
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, stop accepting records and release the database; idempotent."""

@@ -1,0 +1,109 @@
+"""What riskscore records about each decision and each label: the compliance record.
+
+A :class:`DecisionRecord` is written once, before its response leaves the service, and
+never changed; it holds everything needed to explain the decision later without the
+model at hand: the transaction as received, every feature value with its exact SHAP
+contribution, the base value, the thresholds in force and the timings. Labels arrive
+later and are recorded beside decisions (:class:`LabelRecord`), never inside them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from features.schema import Transaction
+
+Action = Literal["approve", "review", "decline"]
+Direction = Literal["raises", "lowers"]
+# A label's effect: applied (feature state changed), unchanged (already known), recorded
+# (stored for reports; too old for any feature window).
+LabelOutcomeName = Literal["applied", "unchanged", "recorded"]
+
+
+class Reason(BaseModel):
+    """One reason code: a feature whose value moved this decision's score."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str = Field(description="Stable reason code: the feature's name.")
+    value: float = Field(description="The feature's value for this transaction.")
+    contribution: float = Field(description="Exact SHAP contribution, in log-odds.")
+    direction: Direction = Field(description="Whether the feature raised or lowered the risk.")
+    text: str = Field(description="One human-readable line.")
+
+
+class Attribution(BaseModel):
+    """A feature's value and its exact SHAP contribution to the raw score."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    feature: str
+    value: float
+    contribution: float
+
+
+class Explanation(BaseModel):
+    """The full additive explanation: ``base_value + sum(contributions) == raw_score``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str = Field(description="How the contributions were computed (exact TreeSHAP).")
+    base_value: float = Field(description="Expected raw score over the training data.")
+    raw_score: float = Field(description="The model's raw score (log-odds) for this payment.")
+    attributions: list[Attribution] = Field(description="Every model input, in model order.")
+
+    def shap(self) -> dict[str, float]:
+        return {a.feature: a.contribution for a in self.attributions}
+
+
+class ThresholdsInForce(BaseModel):
+    """The cut points the action was taken with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    review: float
+    decline: float
+
+
+class DecisionRecord(BaseModel):
+    """One immutable decision, as stored for compliance and returned by ``/decisions``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    record_version: Literal[1] = 1
+    transaction: Transaction
+    request_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the canonical transaction: a retry with the same id must match.",
+    )
+    decided_at: AwareDatetime
+    score: float = Field(ge=0.0, le=1.0, description="Fraud probability.")
+    action: Action
+    stage: str = Field(description="Which model decided: 'fast' or 'sequence'.")
+    fallback: bool = Field(description="True when the sequence stage was wanted but skipped.")
+    model_version: str
+    reasons: list[Reason]
+    explanation: Explanation
+    thresholds: ThresholdsInForce
+    timings_ms: dict[str, float] = Field(description="Milliseconds spent per stage.")
+    latency_ms: float = Field(description="Milliseconds from receipt to the decision.")
+
+    @property
+    def transaction_id(self) -> str:
+        return self.transaction.transaction_id
+
+
+class LabelRecord(BaseModel):
+    """A fraud label for a decided transaction (chargeback, confirmed fraud, cleared)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    transaction_id: str = Field(min_length=1, max_length=128)
+    is_fraud: bool
+    labelled_at: datetime | None = Field(
+        default=None, description="When the label became known; defaults to its receipt."
+    )
+    received_at: AwareDatetime

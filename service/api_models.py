@@ -1,0 +1,130 @@
+"""Request and response bodies of the HTTP API; ``/openapi.json`` is generated from them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from explain.records import Action, DecisionRecord, LabelOutcomeName, LabelRecord, Reason
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Dotted path of the bad field ('body' for the whole body).")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    type: str = Field(description="Stable error type, e.g. validation_error, payload_too_large.")
+    message: str
+    fields: list[FieldError] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class ScoreResponse(BaseModel):
+    """The decision for one transaction."""
+
+    transaction_id: str
+    score: float = Field(description="Fraud probability.")
+    action: Action
+    stage: str = Field(description="Which model decided: 'fast' or 'sequence'.")
+    fallback: bool = Field(description="True when the sequence stage was wanted but skipped.")
+    reasons: list[Reason] = Field(description="Top reason codes, largest contribution first.")
+    model_version: str
+    latency_ms: float = Field(description="Milliseconds the service took to decide.")
+    decided_at: AwareDatetime
+    shap: dict[str, float] | None = Field(
+        default=None, description="With explain=full: every feature's SHAP value (log-odds)."
+    )
+    base_value: float | None = Field(default=None, description="With explain=full.")
+    raw_score: float | None = Field(
+        default=None, description="With explain=full: log-odds; base_value + sum(shap)."
+    )
+
+    @classmethod
+    def from_record(cls, record: DecisionRecord, full: bool) -> ScoreResponse:
+        explanation = record.explanation
+        return cls(
+            transaction_id=record.transaction_id,
+            score=record.score,
+            action=record.action,
+            stage=record.stage,
+            fallback=record.fallback,
+            reasons=record.reasons,
+            model_version=record.model_version,
+            latency_ms=record.latency_ms,
+            decided_at=record.decided_at,
+            shap=explanation.shap() if full else None,
+            base_value=explanation.base_value if full else None,
+            raw_score=explanation.raw_score if full else None,
+        )
+
+
+class BatchRequest(BaseModel):
+    """Transactions to score together; each is validated on its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transactions: list[Any] = Field(min_length=1, description="Transactions (see /score).")
+
+
+class BatchItemError(BaseModel):
+    index: int = Field(description="Position of the item in the request.")
+    transaction_id: str | None = None
+    error: ErrorBody
+
+
+class BatchResponse(BaseModel):
+    results: list[ScoreResponse | BatchItemError] = Field(
+        description="One entry per request item, in request order."
+    )
+
+
+class LabelRequest(BaseModel):
+    """Fraud feedback for a decided transaction."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    transaction_id: str = Field(min_length=1, max_length=128)
+    is_fraud: bool
+    labelled_at: AwareDatetime | None = Field(
+        default=None,
+        strict=False,  # JSON carries times as ISO strings
+        description="ISO 8601 with offset: when the label became known (default: receipt).",
+    )
+
+
+class LabelBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    labels: list[Any] = Field(min_length=1, description="Labels (see LabelRequest).")
+
+
+class LabelResponse(BaseModel):
+    transaction_id: str
+    outcome: LabelOutcomeName = Field(
+        description="applied: feature state changed; unchanged: already known; recorded: "
+        "stored for reports, too old for any feature window."
+    )
+
+
+class LabelBatchResponse(BaseModel):
+    results: list[LabelResponse | BatchItemError]
+
+
+class DecisionDetail(DecisionRecord):
+    """A stored decision with its full explanation, and the labels received for it."""
+
+    labels: list[LabelRecord] = Field(default_factory=list)
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    model_version: str

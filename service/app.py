@@ -1,0 +1,93 @@
+"""The composition root: ``create_app(settings)`` wires model, feature state, explainer,
+audit store and HTTP layer together. Only this module and the CLI assemble packages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from explain.audit.sqlite_store import SQLiteAuditStore
+from models.fast import ModelSlot
+from service.handlers import Views
+from service.metrics import ScoringMetrics
+from service.middleware import (
+    auth_middleware,
+    error_middleware,
+    metrics_middleware,
+)
+from service.routes import setup_routes
+from service.scorer import Scorer
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SCORER = web.AppKey("scorer", Scorer)
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", ScoringMetrics)
+WARM_START = web.AppKey("warm_start", asyncio.Task[int])
+
+
+def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> Scorer:
+    """The production scorer for these settings: verified model, SQLite audit store."""
+    models = ModelSlot()
+    # Load before anything else opens: a bad artifact should fail start-up with its reason.
+    models.swap(settings.artifact_dir, num_threads=settings.predict_threads)
+    store = SQLiteAuditStore(
+        settings.audit_path,
+        commit_window_ms=settings.audit_commit_window_ms,
+        max_batch=settings.audit_max_batch,
+    )
+    return Scorer(models, store, reason_count=settings.reason_count, metrics=metrics)
+
+
+def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Application:
+    """The whole service as an aiohttp application.
+
+    With ``scorer`` given (tests, embedding) the caller owns it: the app neither warms
+    nor closes it. Otherwise the app builds one from ``settings``, rebuilds its feature
+    state from the audit store in the background (``/readyz`` says when it is done), and
+    flushes and closes the audit store on shutdown.
+    """
+    metrics = ScoringMetrics()
+    owned = scorer is None
+    if scorer is None:
+        scorer = build_scorer(settings, metrics)
+    middlewares: list[Middleware] = [metrics_middleware(metrics), error_middleware]
+    if settings.api_keys:
+        middlewares.append(auth_middleware(settings.api_keys, settings.api_key_header))
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
+    app[SCORER] = scorer
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    setup_routes(app, Views(scorer, settings, metrics))
+    if owned:
+        app.cleanup_ctx.append(_owned_scorer_lifecycle)
+    return app
+
+
+async def _owned_scorer_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    scorer = app[SCORER]
+    settings = app[SETTINGS]
+    if settings.warm_start:
+        # In a thread so the server answers /healthz and /readyz while it runs; scoring
+        # waits for it (the handlers refuse with 503 until the state is whole).
+        app[WARM_START] = asyncio.create_task(asyncio.to_thread(_warm, scorer))
+    else:
+        scorer.warmed = True
+    yield
+    task = app.get(WARM_START)
+    if task is not None and not task.done():
+        task.cancel()  # the thread finishes its replay; nothing waits for it
+    # Requests have finished (aiohttp waits up to shutdown_timeout): make everything durable.
+    await asyncio.to_thread(scorer.store.close, settings.shutdown_timeout_s)
+
+
+def _warm(scorer: Scorer) -> int:
+    replayed = scorer.warm_start()
+    log.info("feature state rebuilt from %d stored transactions", replayed)
+    return replayed

@@ -1,0 +1,1 @@
+"""In-process benchmarks of the scoring core (`riskscore bench ...`)."""

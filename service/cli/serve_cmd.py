@@ -1,0 +1,70 @@
+"""`riskscore serve`: run the HTTP scoring service."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from models.errors import ArtifactError
+from service.cli.errors import UserError
+from service.settings import Settings, settings_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    variables = "\n".join(f"  {name:<34} {text}" for name, _, text in settings_table())
+    parser = sub.add_parser(
+        "serve",
+        help="run the HTTP scoring service (POST /score)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Serve POST /score, /score/batch, /labels, GET /decisions/{id}, /healthz, /readyz,\n"
+            "/metrics and /openapi.json. Every decision is written with its explanation to the\n"
+            "audit store before it is answered. SIGTERM or SIGINT stops accepting connections,\n"
+            "lets in-flight requests finish (RISKSCORE_SHUTDOWN_TIMEOUT_S) and flushes the store."
+        ),
+        epilog=f"configuration (environment variables):\n{variables}",
+    )
+    parser.add_argument("--host", help="interface to listen on (default: RISKSCORE_HOST)")
+    parser.add_argument("--port", type=int, help="TCP port (default: RISKSCORE_PORT)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {key: value for key in ("host", "port") if (value := getattr(args, key))}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise UserError(f"invalid configuration: {problems}") from None
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # Imported here so that `riskscore --help` does not pay for the service's imports.
+    from service.app import create_app
+
+    try:
+        app = create_app(settings)
+    except ArtifactError as exc:
+        raise UserError(f"cannot load the model: {exc}") from exc
+    log = logging.getLogger("riskscore")
+    log.info(
+        "serving model from %s on http://%s:%d (audit store %s)",
+        settings.artifact_dir,
+        settings.host,
+        settings.port,
+        settings.audit_path,
+    )
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        access_log=None,
+        print=lambda message: log.info("%s", message.strip()),
+    )
+    return 0

@@ -1,0 +1,96 @@
+"""The service's error types: each carries its HTTP status and a stable ``type`` name.
+
+One middleware (``service/middleware.py``) renders every one of them as
+``{"error": {"type", "message", "fields"?}}``; the Kafka path logs the same types.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import ValidationError
+
+
+class ServiceError(Exception):
+    """Base class: a failure with a client-facing message and HTTP status."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, fields: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+
+class InvalidJson(ServiceError):
+    status = 400
+    type = "invalid_json"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    type = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status = 403
+    type = "forbidden"
+
+
+class NotFound(ServiceError):
+    status = 404
+    type = "not_found"
+
+
+class MethodNotAllowed(ServiceError):
+    status = 405
+    type = "method_not_allowed"
+
+
+class IdempotencyConflict(ServiceError):
+    status = 409
+    type = "idempotency_conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    type = "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    type = "unsupported_media_type"
+
+
+class InvalidInput(ServiceError):
+    """The body is JSON but not a valid request: ``fields`` names each bad field."""
+
+    status = 422
+    type = "validation_error"
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError, prefix: str = "") -> InvalidInput:
+        fields = [
+            {"field": _path(prefix, err["loc"]), "message": err["msg"]}
+            for err in exc.errors(include_url=False)
+        ]
+        names = ", ".join(dict.fromkeys(f["field"] for f in fields))
+        return cls(f"invalid request: {names}", fields)
+
+
+class NotReady(ServiceError):
+    status = 503
+    type = "not_ready"
+
+
+class AuditUnavailable(ServiceError):
+    """The decision could not be recorded, so it is not given: retry with the same id."""
+
+    status = 503
+    type = "audit_unavailable"
+
+
+def _path(prefix: str, loc: tuple[int | str, ...]) -> str:
+    """Dotted field path; the body itself when the error is about the whole document."""
+    return prefix + ".".join(str(p) for p in loc) or "body"

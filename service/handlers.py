@@ -1,0 +1,199 @@
+"""HTTP views: decode the request, call the scorer, encode the answer. No scoring logic here."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from service.api_models import (
+    BatchItemError,
+    BatchRequest,
+    BatchResponse,
+    DecisionDetail,
+    ErrorBody,
+    FieldError,
+    Health,
+    LabelBatchRequest,
+    LabelBatchResponse,
+    LabelRequest,
+    LabelResponse,
+    Readiness,
+    ScoreResponse,
+)
+from service.errors import (
+    InvalidInput,
+    InvalidJson,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    ServiceError,
+    UnsupportedMediaType,
+)
+from service.metrics import CONTENT_TYPE, ScoringMetrics
+from service.openapi import openapi_document
+from service.scorer import Scorer, parse_transaction
+from service.settings import Settings
+
+M = TypeVar("M", bound=BaseModel)
+
+JSON_TYPE = "application/json"
+REPLAYED_HEADER = "Idempotent-Replayed"
+EXPLAIN_HEADER = "X-Explain"
+
+
+def json_response(model: BaseModel, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=model.model_dump_json(exclude_none=True), content_type=JSON_TYPE, headers=headers
+    )
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    """The decoded JSON body, or the error that says what is wrong with it."""
+    if request.content_type != JSON_TYPE:
+        raise UnsupportedMediaType(
+            f"send the body as {JSON_TYPE} (got {request.content_type or 'no content type'})"
+        )
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body of {request.content_length} bytes exceeds {limit} bytes")
+    raw = await request.read()  # aiohttp enforces the limit on bodies without a length
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidJson(f"body is not valid JSON: {exc}") from None
+
+
+def _full_explanation(request: web.Request) -> bool:
+    wanted = request.query.get("explain") or request.headers.get(EXPLAIN_HEADER) or "reasons"
+    if wanted not in ("reasons", "full"):
+        raise InvalidInput(
+            "explain must be 'reasons' or 'full'",
+            [{"field": "explain", "message": f"expected 'reasons' or 'full', got {wanted!r}"}],
+        )
+    return wanted == "full"
+
+
+def _item_error(index: int, item: object, error: ServiceError) -> BatchItemError:
+    transaction_id = item.get("transaction_id") if isinstance(item, dict) else None
+    return BatchItemError(
+        index=index,
+        transaction_id=transaction_id if isinstance(transaction_id, str) else None,
+        error=ErrorBody(
+            type=error.type,
+            message=error.message,
+            fields=[FieldError(**f) for f in error.fields] if error.fields else None,
+        ),
+    )
+
+
+class Views:
+    """The API's handlers; dependencies come in once, at construction."""
+
+    def __init__(self, scorer: Scorer, settings: Settings, metrics: ScoringMetrics) -> None:
+        self._scorer = scorer
+        self._settings = settings
+        self._metrics = metrics
+
+    def _require_ready(self) -> None:
+        if not self._scorer.warmed:
+            raise NotReady("the feature state is still being rebuilt from the audit store")
+
+    async def score(self, request: web.Request) -> web.Response:
+        full = _full_explanation(request)
+        body = await read_json(request, self._settings.max_body_bytes)
+        tx = parse_transaction(body)
+        self._require_ready()
+        scored = await self._scorer.score(tx)
+        headers = {REPLAYED_HEADER: "true"} if scored.replayed else None
+        return json_response(ScoreResponse.from_record(scored.record, full), headers)
+
+    async def score_batch(self, request: web.Request) -> web.Response:
+        full = _full_explanation(request)
+        body = await read_json(request, self._settings.max_body_bytes)
+        batch = _validated(BatchRequest, body)
+        limit = self._settings.max_batch_size
+        if len(batch.transactions) > limit:
+            raise PayloadTooLarge(
+                f"batch of {len(batch.transactions)} transactions exceeds the limit of {limit}"
+            )
+        self._require_ready()
+        results: list[ScoreResponse | BatchItemError | None] = [None] * len(batch.transactions)
+        valid: list[int] = []
+        txs = []
+        for i, item in enumerate(batch.transactions):
+            try:
+                txs.append(parse_transaction(item, prefix=f"transactions.{i}."))
+                valid.append(i)
+            except InvalidInput as exc:
+                results[i] = _item_error(i, item, exc)
+        for i, outcome in zip(valid, await self._scorer.score_batch(txs), strict=True):
+            if isinstance(outcome, ServiceError):
+                results[i] = _item_error(i, batch.transactions[i], outcome)
+            else:
+                results[i] = ScoreResponse.from_record(outcome.record, full)
+        return json_response(BatchResponse(results=[r for r in results if r is not None]))
+
+    async def decision(self, request: web.Request) -> web.Response:
+        transaction_id = request.match_info["transaction_id"]
+        record = self._scorer.decision(transaction_id)
+        if record is None:
+            raise NotFound(f"no decision recorded for transaction {transaction_id!r}")
+        detail = DecisionDetail(**dict(record), labels=self._scorer.store.labels(transaction_id))
+        return json_response(detail)
+
+    async def labels(self, request: web.Request) -> web.Response:
+        body = await read_json(request, self._settings.max_body_bytes)
+        self._require_ready()
+        if isinstance(body, dict) and "labels" in body:
+            return await self._label_batch(_validated(LabelBatchRequest, body))
+        label = _validated(LabelRequest, body)
+        outcome = await self._scorer.record_label(
+            label.transaction_id, label.is_fraud, label.labelled_at
+        )
+        return json_response(LabelResponse(transaction_id=label.transaction_id, outcome=outcome))
+
+    async def _label_batch(self, batch: LabelBatchRequest) -> web.Response:
+        limit = self._settings.max_batch_size
+        if len(batch.labels) > limit:
+            raise PayloadTooLarge(
+                f"batch of {len(batch.labels)} labels exceeds the limit of {limit}"
+            )
+        results: list[LabelResponse | BatchItemError] = []
+        for i, item in enumerate(batch.labels):
+            try:
+                label = _validated(LabelRequest, item, prefix=f"labels.{i}.")
+                outcome = await self._scorer.record_label(
+                    label.transaction_id, label.is_fraud, label.labelled_at
+                )
+            except (InvalidInput, NotFound) as exc:
+                # Unknown ids are reported per item, never dropped silently.
+                results.append(_item_error(i, item, exc))
+                continue
+            results.append(LabelResponse(transaction_id=label.transaction_id, outcome=outcome))
+        return json_response(LabelBatchResponse(results=results))
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return json_response(Health())
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        problems = self._scorer.check_ready()
+        self._metrics.ready.set(0 if problems else 1)
+        if problems:
+            raise NotReady("; ".join(problems))
+        return json_response(Readiness(model_version=self._scorer.model_version))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        # prometheus_client's content type carries parameters aiohttp's content_type refuses.
+        return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document(self._settings.api_key_header))
+
+
+def _validated(model: type[M], data: object, prefix: str = "") -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput.from_validation(exc, prefix) from None

@@ -1,0 +1,86 @@
+"""Prometheus metrics, all named ``riskscore_*``, in a registry of their own per app.
+
+A registry per app (not the global one) lets tests build many apps in one process and
+keeps third-party collectors out of the scrape unless asked for.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from explain.records import DecisionRecord
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Milliseconds matter here: the whole budget is ~50 ms and single stages take well under 1.
+_STAGE_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
+_REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ScoringMetrics:
+    """What the scorer and the transports report."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "riskscore_http_requests",
+            "HTTP requests by route and status code.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "riskscore_http_request_duration_seconds",
+            "HTTP request latency by route, receipt to response.",
+            ["route"],
+            buckets=_REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "riskscore_stage_duration_seconds",
+            "Time per scoring stage: features, model, explain, store (durable audit write).",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.decisions = Counter(
+            "riskscore_decisions",
+            "Decisions made, by action and by the stage that decided.",
+            ["action", "stage"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "riskscore_fallbacks",
+            "Decisions where the sequence stage was wanted but the fast score decided.",
+            registry=r,
+        )
+        self.labels = Counter(
+            "riskscore_labels",
+            "Labels received, by outcome (applied, unchanged, recorded).",
+            ["outcome"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "riskscore_ready", "1 when the service is ready to score, else 0.", registry=r
+        )
+
+    def observe_decision(self, record: DecisionRecord, store_seconds: float) -> None:
+        """Count a newly recorded decision and its stage timings (replays are not counted)."""
+        for stage, ms in record.timings_ms.items():
+            self.stage_seconds.labels(stage).observe(ms / 1000.0)
+        self.stage_seconds.labels("store").observe(store_seconds)
+        self.decisions.labels(record.action, record.stage).inc()
+        if record.fallback:
+            self.fallbacks.inc()
+
+    def observe_label(self, outcome: str) -> None:
+        self.labels.labels(outcome).inc()
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.request_seconds.labels(route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,126 @@
+"""Cross-cutting request handling: metrics, one JSON error shape, API keys.
+
+Order (outermost first): metrics see every final status; errors turn every failure,
+including aiohttp's own 404/405/413, into ``{"error": {...}}``; auth runs inside so its
+401/403 get the same shape.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from explain.audit.store import AuditStoreError
+from models.errors import ModelNotReady
+from service.api_models import ErrorBody, ErrorResponse, FieldError
+from service.errors import (
+    AuditUnavailable,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    ServiceError,
+    Unauthorized,
+)
+from service.metrics import ScoringMetrics
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Liveness must work without credentials: orchestrators probe it without any.
+OPEN_PATHS = frozenset({"/healthz"})
+
+
+def error_response(error: ServiceError) -> web.Response:
+    body = ErrorResponse(
+        error=ErrorBody(
+            type=error.type,
+            message=error.message,
+            fields=[FieldError(**f) for f in error.fields] if error.fields else None,
+        )
+    )
+    return web.Response(
+        status=error.status,
+        body=body.model_dump_json(exclude_none=True),
+        content_type="application/json",
+    )
+
+
+def _from_http_exception(exc: web.HTTPException) -> ServiceError:
+    if exc.status == 404:
+        return NotFound("no such endpoint")
+    if exc.status == 405:
+        return MethodNotAllowed(f"method not allowed; use {exc.headers.get('Allow', '?')}")
+    if exc.status == 413:
+        return PayloadTooLarge(f"request body too large ({exc.text})")
+    generic = ServiceError(exc.reason)
+    generic.status = exc.status  # type: ignore[misc]
+    generic.type = exc.reason.lower().replace(" ", "_")  # type: ignore[misc]
+    return generic
+
+
+def metrics_middleware(metrics: ScoringMetrics) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            metrics.observe_request(route, status, time.perf_counter() - started)
+
+    return middleware
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ServiceError as exc:
+        return error_response(exc)
+    except AuditStoreError as exc:
+        return error_response(AuditUnavailable(f"audit store unavailable: {exc}"))
+    except ModelNotReady as exc:
+        return error_response(NotReady(str(exc)))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(_from_http_exception(exc))
+    except Exception:
+        # A bug, not bad input: log it whole, tell the client only that it happened.
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(ServiceError("internal error; it has been logged"))
+
+
+def auth_middleware(keys: tuple[str, ...], header: str) -> Middleware:
+    encoded = [key.encode() for key in keys]
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        given = request.headers.get(header)
+        if not given:
+            raise Unauthorized(f"missing API key: send it in the {header} header")
+        candidate = given.encode()
+        # Compare with every key, without stopping early: the time taken must not reveal
+        # how much of a key was right, nor which key matched.
+        matched = False
+        for key in encoded:
+            matched |= hmac.compare_digest(candidate, key)
+        if not matched:
+            raise Forbidden("API key not accepted")
+        return await handler(request)
+
+    return middleware

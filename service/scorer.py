@@ -1,0 +1,449 @@
+"""The one scoring core behind every transport (HTTP today, Kafka next).
+
+For each transaction: idempotency check → online features → fast model → (second stage)
+→ exact SHAP explanation → decision policy → durable audit record → result. It knows no
+HTTP or Kafka types: transports decode into :class:`~features.schema.Transaction`, call
+:meth:`Scorer.score` or :meth:`Scorer.score_batch`, and encode what comes back.
+
+Everything up to the audit write runs synchronously on the event loop: the work is well
+under a millisecond, and doing it without an ``await`` is what keeps concurrent requests
+from interleaving updates of the feature state or racing on the same transaction id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from pydantic import ValidationError
+
+from explain.audit.store import AuditStore, AuditStoreError
+from explain.explainer import Explainer, LightGBMTreeShap
+from explain.reasons import DEFAULT_REASON_COUNT, ReasonCoder
+from explain.records import DecisionRecord, LabelOutcomeName, LabelRecord, ThresholdsInForce
+from features.online import DuplicateTransaction, LabelOutcome, OnlineFeatureEngine
+from features.schema import Transaction
+from models.fast import FastModel, ModelSlot
+from service.errors import AuditUnavailable, IdempotencyConflict, InvalidInput, NotFound
+from service.metrics import ScoringMetrics
+
+log = logging.getLogger(__name__)
+
+FAST_STAGE = "fast"
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A decision, and whether it was decided earlier (an idempotent retry)."""
+
+    record: DecisionRecord
+    replayed: bool
+
+
+@dataclass
+class _Pending:
+    """A decision made but not yet durable: retries wait on it instead of re-scoring."""
+
+    digest: str
+    record: DecisionRecord
+    future: asyncio.Future[Scored]
+
+
+@dataclass(frozen=True)
+class _ModelBundle:
+    model: FastModel
+    explainer: Explainer
+    coder: ReasonCoder
+
+
+def request_digest(tx: Transaction) -> str:
+    """SHA-256 of the transaction's canonical JSON: equal for equal content, whatever the
+    key order or spacing of the request that carried it."""
+    return hashlib.sha256(tx.model_dump_json().encode()).hexdigest()
+
+
+def parse_transaction(data: object, prefix: str = "") -> Transaction:
+    """Validate decoded JSON as a transaction; :class:`InvalidInput` names each bad field."""
+    try:
+        return Transaction.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput.from_validation(exc, prefix) from None
+
+
+class Scorer:
+    """Scores transactions, records every decision, and takes label feedback."""
+
+    def __init__(
+        self,
+        models: ModelSlot,
+        store: AuditStore,
+        *,
+        engine: OnlineFeatureEngine | None = None,
+        reason_count: int = DEFAULT_REASON_COUNT,
+        metrics: ScoringMetrics | None = None,
+        explainer_factory: Callable[[FastModel], Explainer] | None = None,
+    ) -> None:
+        self._models = models
+        self._store = store
+        self._engine = engine or OnlineFeatureEngine()
+        self._reason_count = reason_count
+        self._metrics = metrics
+        self._explainer_factory = explainer_factory or (lambda m: LightGBMTreeShap(m.booster))
+        self._bundle_cache: _ModelBundle | None = None
+        self._pending: dict[str, _Pending] = {}
+        self.warmed = False
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def store(self) -> AuditStore:
+        return self._store
+
+    @property
+    def model_version(self) -> str:
+        return self._models.model.version
+
+    @property
+    def engine(self) -> OnlineFeatureEngine:
+        return self._engine
+
+    def check_ready(self) -> list[str]:
+        """What keeps the scorer from serving, empty when ready (for /readyz)."""
+        problems = []
+        if not self._models.ready:
+            problems.append("no model is loaded")
+        if not self.warmed:
+            problems.append("the feature state is still being rebuilt")
+        try:
+            self._store.check_writable()
+        except AuditStoreError as exc:
+            problems.append(f"audit store is not writable: {exc}")
+        return problems
+
+    def warm_start(self, progress: Callable[[int], object] | None = None) -> int:
+        """Rebuild the online feature state from stored decisions and labels.
+
+        Replays the stored transactions that any window can still see (the longest window
+        plus its delay back from the latest one), then applies their latest labels: the
+        state a process that never stopped would hold. Returns the transactions replayed.
+        """
+        latest = self._store.latest_event_ms()
+        replayed = 0
+        if latest is not None:
+            since = latest - self._engine.plan.longest_horizon_ms
+            for event in self._store.replay_events(since):
+                try:
+                    self._engine.update_raw(
+                        event.transaction_id,
+                        event.customer_id,
+                        event.terminal_id,
+                        event.epoch_ms,
+                        event.local_epoch_ms,
+                        event.amount,
+                    )
+                except DuplicateTransaction:
+                    continue  # already applied by an earlier warm start of this engine
+                replayed += 1
+                if progress is not None and replayed % 10_000 == 0:
+                    progress(10_000)
+            for transaction_id, is_fraud in self._store.latest_labels(since):
+                self._engine.record_label(transaction_id, is_fraud)
+        if progress is not None:
+            progress(replayed % 10_000)
+        self.warmed = True
+        return replayed
+
+    def _bundle(self) -> _ModelBundle:
+        model = self._models.model
+        cached = self._bundle_cache
+        if cached is None or cached.model is not model:
+            # The explainer and reason coder follow the model: a swap rebuilds them once.
+            cached = _ModelBundle(
+                model,
+                self._explainer_factory(model),
+                ReasonCoder(model.feature_names, self._reason_count),
+            )
+            self._bundle_cache = cached
+        return cached
+
+    # ---------------------------------------------------------------- scoring
+
+    async def score(self, tx: Transaction) -> Scored:
+        """Decide one transaction, or return the decision already made for its id.
+
+        Raises :class:`IdempotencyConflict` for a known id with a different body and
+        :class:`AuditUnavailable` when the decision could not be made durable.
+        """
+        started = time.perf_counter()
+        digest = request_digest(tx)
+        earlier = self._earlier(tx.transaction_id, digest)
+        if earlier is not None:
+            return await asyncio.shield(earlier)
+        record = self._decide([tx], [digest], started)[0]
+        if isinstance(record, IdempotencyConflict):
+            raise record
+        # Shielded: a cancelled request must not cancel the write other retries wait on.
+        return await asyncio.shield(self._register(record, digest))
+
+    async def score_batch(self, items: list[Transaction]) -> list[Scored | IdempotencyConflict]:
+        """Decide many transactions together (one model call, one explainer call).
+
+        Items are applied to the feature state in the order given. Each gets its own
+        result: a decision, or the conflict that refused it; the rest still score.
+        """
+        started = time.perf_counter()
+        results: list[Scored | IdempotencyConflict | None] = [None] * len(items)
+        waits: dict[int, asyncio.Future[Scored]] = {}
+        fresh: list[int] = []
+        digests: dict[int, str] = {}
+        first_in_batch: dict[str, int] = {}
+        for i, tx in enumerate(items):
+            digest = digests[i] = request_digest(tx)
+            try:
+                earlier = self._earlier(tx.transaction_id, digest)
+                if earlier is None and tx.transaction_id in first_in_batch:
+                    j = first_in_batch[tx.transaction_id]
+                    _check_same(tx.transaction_id, digests[j], digest)
+                    continue  # a repeat inside the batch: settled below with its first
+            except IdempotencyConflict as exc:
+                results[i] = exc
+                continue
+            if earlier is not None:
+                waits[i] = earlier
+            else:
+                first_in_batch[tx.transaction_id] = i
+                fresh.append(i)
+        decided = self._decide([items[i] for i in fresh], [digests[i] for i in fresh], started)
+        for i, record in zip(fresh, decided, strict=True):
+            if isinstance(record, IdempotencyConflict):
+                results[i] = record
+            else:
+                waits[i] = self._register(record, digests[i])
+        settled = await asyncio.shield(asyncio.gather(*waits.values(), return_exceptions=True))
+        for i, outcome in zip(waits, settled, strict=True):
+            if isinstance(outcome, BaseException):
+                raise outcome  # the audit store failed: nothing of the batch is answered
+            results[i] = outcome
+        for i, tx in enumerate(items):
+            if results[i] is None:
+                first = results[first_in_batch[tx.transaction_id]]
+                assert isinstance(first, Scored)
+                results[i] = Scored(first.record, replayed=True)
+        return [r for r in results if r is not None]
+
+    def _earlier(self, transaction_id: str, digest: str) -> asyncio.Future[Scored] | None:
+        """The earlier decision for this id (pending or stored), checked for a same body."""
+        pending = self._pending.get(transaction_id)
+        if pending is not None:
+            _check_same(transaction_id, pending.digest, digest)
+            if pending.future.done() and pending.future.exception() is not None:
+                # Its audit write failed: the decision stands, so write it again.
+                return self._register(pending.record, digest, retry=True)
+            return _as_replay(pending.future)
+        stored = self._store.get(transaction_id)
+        if stored is None:
+            return None
+        _check_same(transaction_id, stored.request_sha256, digest)
+        done: asyncio.Future[Scored] = asyncio.get_running_loop().create_future()
+        done.set_result(Scored(stored, replayed=True))
+        return done
+
+    def _decide(
+        self, txs: list[Transaction], digests: list[str], started: float
+    ) -> list[DecisionRecord | IdempotencyConflict]:
+        if not txs:
+            return []
+        bundle = self._bundle()
+        model = bundle.model
+        t0 = time.perf_counter()
+        x = np.empty((len(txs), len(model.feature_names)), dtype=np.float64)
+        refused: dict[int, IdempotencyConflict] = {}
+        for i, tx in enumerate(txs):
+            try:
+                self._engine.update(tx, out=x[i])
+            except DuplicateTransaction:
+                # In the feature state but with no decision on record (a process that
+                # stopped between the two): scoring it again would count it twice.
+                refused[i] = IdempotencyConflict(
+                    f"transaction {tx.transaction_id!r} was already applied to the feature "
+                    "state but has no recorded decision; send it with a new id"
+                )
+        t1 = time.perf_counter()
+        raw = model.predict_raw(x)
+        scores = 1.0 / (1.0 + np.exp(-raw))
+        t2 = time.perf_counter()
+        contributions = bundle.explainer.contributions(x)
+        t3 = time.perf_counter()
+        thresholds = model.thresholds
+        in_force = ThresholdsInForce(review=thresholds.review, decline=thresholds.decline)
+        decided_at = datetime.now(UTC)
+        n = len(txs)
+        out: list[DecisionRecord | IdempotencyConflict] = []
+        for i, tx in enumerate(txs):
+            if i in refused:
+                out.append(refused[i])
+                continue
+            score = float(scores[i])
+            # Per transaction; in a batch each stage's time is shared out evenly.
+            timings = {
+                "features": _ms((t1 - t0) / n),
+                "model": _ms((t2 - t1) / n),
+                "explain": _ms((t3 - t2) / n),
+            }
+            out.append(
+                DecisionRecord(
+                    transaction=tx,
+                    request_sha256=digests[i],
+                    decided_at=decided_at,
+                    score=score,
+                    action=thresholds.action(score),
+                    stage=FAST_STAGE,
+                    fallback=False,
+                    model_version=model.version,
+                    reasons=bundle.coder.reasons(x[i], contributions[i]),
+                    explanation=bundle.coder.explanation(
+                        bundle.explainer.method, x[i], contributions[i], float(raw[i])
+                    ),
+                    thresholds=in_force,
+                    timings_ms=timings,
+                    latency_ms=_ms(time.perf_counter() - started),
+                )
+            )
+        return out
+
+    def _register(
+        self, record: DecisionRecord, digest: str, retry: bool = False
+    ) -> asyncio.Future[Scored]:
+        """Submit the record for a durable write; the future settles once it is on disk.
+
+        Registered synchronously, before any ``await``, so that a concurrent request with
+        the same id finds it and waits instead of scoring again.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Scored] = loop.create_future()
+        self._pending[record.transaction_id] = _Pending(digest, record, future)
+        submitted = time.perf_counter()
+        try:
+            written = self._store.submit(record)
+        except AuditStoreError as exc:
+            self._fail(future, exc)
+            return future
+
+        def on_written(done: Future[bool]) -> None:
+            loop.call_soon_threadsafe(self._settle, record, future, done, submitted, retry)
+
+        written.add_done_callback(on_written)
+        return future
+
+    def _settle(
+        self,
+        record: DecisionRecord,
+        future: asyncio.Future[Scored],
+        written: Future[bool],
+        submitted: float,
+        retry: bool,
+    ) -> None:
+        error = written.exception()
+        if error is not None:
+            log.error("audit write failed for %s: %s", record.transaction_id, error)
+            self._fail(future, error)
+            return
+        self._pending.pop(record.transaction_id, None)
+        if written.result():
+            outcome = Scored(record, replayed=retry)
+            if self._metrics is not None:
+                self._metrics.observe_decision(record, time.perf_counter() - submitted)
+        else:
+            # Another writer stored this id first; its record is the decision.
+            stored = self._store.get(record.transaction_id)
+            outcome = Scored(stored or record, replayed=True)
+        if not future.done():
+            future.set_result(outcome)
+
+    @staticmethod
+    def _fail(future: asyncio.Future[Scored], error: BaseException) -> None:
+        if not future.done():
+            future.set_exception(
+                AuditUnavailable(
+                    f"the decision could not be recorded ({error}); retry with the same "
+                    "transaction_id"
+                )
+            )
+            # Mark retrieved: waiters re-raise it, and nobody waiting is no error.
+            future.exception()
+
+    # ----------------------------------------------------------------- labels
+
+    async def record_label(
+        self, transaction_id: str, is_fraud: bool, labelled_at: datetime | None = None
+    ) -> LabelOutcomeName:
+        """Feed a label back into the feature state and record it.
+
+        Returns ``applied`` (the state changed), ``unchanged`` (the same label was known)
+        or ``recorded`` (stored for reports; too old for any feature window). Raises
+        :class:`NotFound` for a transaction that was never decided.
+        """
+        pending = self._pending.get(transaction_id)
+        if pending is None and self._store.get(transaction_id) is None:
+            raise NotFound(f"no decision recorded for transaction {transaction_id!r}")
+        outcome = self._engine.record_label(transaction_id, is_fraud)
+        label = LabelRecord(
+            transaction_id=transaction_id,
+            is_fraud=is_fraud,
+            labelled_at=labelled_at,
+            received_at=datetime.now(UTC),
+        )
+        try:
+            await self._store.append_label(label)
+        except AuditStoreError as exc:
+            raise AuditUnavailable(f"the label could not be recorded ({exc}); retry") from exc
+        reported: LabelOutcomeName = (
+            "recorded" if outcome is LabelOutcome.UNKNOWN else outcome.value  # type: ignore[assignment]
+        )
+        if self._metrics is not None:
+            self._metrics.observe_label(reported)
+        return reported
+
+    def decision(self, transaction_id: str) -> DecisionRecord | None:
+        """The durable decision for a transaction id, or None."""
+        return self._store.get(transaction_id)
+
+    def pending_ids(self) -> Iterable[str]:
+        return tuple(self._pending)
+
+
+def _check_same(transaction_id: str, known: str, digest: str) -> None:
+    if known != digest:
+        raise IdempotencyConflict(
+            f"transaction {transaction_id!r} was already scored with a different body; "
+            "a transaction_id identifies one payment and cannot be reused"
+        )
+
+
+def _as_replay(future: asyncio.Future[Scored]) -> asyncio.Future[Scored]:
+    """A future giving the same decision as ``future``, marked as a replay."""
+    replay: asyncio.Future[Scored] = asyncio.get_running_loop().create_future()
+
+    def copy(done: asyncio.Future[Scored]) -> None:
+        if replay.done():
+            return
+        error = done.exception()
+        if error is not None:
+            replay.set_exception(error)
+            replay.exception()
+        else:
+            replay.set_result(Scored(done.result().record, replayed=True))
+
+    future.add_done_callback(copy)
+    return replay
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 4)

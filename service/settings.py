@@ -1,0 +1,103 @@
+"""Service settings: environment variables prefixed ``RISKSCORE_``, defaults that run on a laptop.
+
+Read once at start-up (``Settings()``) and passed down; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from models.registry import default_artifact_dir
+
+AUDIT_FILE = "audit.sqlite3"
+
+
+class Settings(BaseSettings):
+    """Everything `riskscore serve` can be configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RISKSCORE_", frozen=True, extra="forbid", use_attribute_docstrings=True
+    )
+
+    host: str = "127.0.0.1"
+    """Interface to listen on; 0.0.0.0 to accept connections from other machines."""
+
+    port: int = Field(default=8080, ge=0, le=65535)
+    """TCP port to listen on (0 picks a free one)."""
+
+    data_dir: Path = Path("var")
+    """Where the audit store and other runtime files live (created if missing)."""
+
+    model_dir: Path | None = None
+    """The fast-model artifact to serve; unset serves the model shipped with riskscore."""
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """Largest request body accepted; larger ones get 413."""
+
+    max_batch_size: int = Field(default=500, ge=1)
+    """Most transactions (or labels) in one batch request; more get 413."""
+
+    reason_count: int = Field(default=3, ge=0, le=50)
+    """Reason codes returned with each decision (the largest contributions by size)."""
+
+    api_keys: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated API keys; when set, every endpoint but /healthz needs one."""
+
+    api_key_header: str = "X-API-Key"
+    """Request header carrying the API key."""
+
+    audit_commit_window_ms: float = Field(default=1.0, ge=0.0, le=100.0)
+    """Group commit: how long the audit writer gathers decisions into one durable commit."""
+
+    audit_max_batch: int = Field(default=512, ge=1)
+    """Group commit: most decisions in one commit."""
+
+    warm_start: bool = True
+    """Rebuild the online feature state from the audit store at start-up."""
+
+    predict_threads: int = Field(default=1, ge=1)
+    """LightGBM threads per prediction; 1 is fastest for single payments."""
+
+    shutdown_timeout_s: float = Field(default=10.0, gt=0.0)
+    """On SIGTERM/SIGINT, how long in-flight requests get to finish."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Logging threshold."""
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        # An environment variable is one string: accept "key1,key2" rather than JSON.
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _long_enough(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        short = [key for key in keys if len(key) < 16]
+        if short:
+            raise ValueError("API keys must be at least 16 characters long")
+        return keys
+
+    @property
+    def audit_path(self) -> Path:
+        return self.data_dir / AUDIT_FILE
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.model_dir if self.model_dir is not None else default_artifact_dir()
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting: the README's configuration table."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "" if default in ((), None) else str(default)
+        rows.append((f"RISKSCORE_{name.upper()}", shown, field.description or ""))
+    return rows

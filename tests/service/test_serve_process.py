@@ -1,0 +1,121 @@
+"""`riskscore serve` as an operator runs it: a real process, real sockets, SIGTERM, restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+STARTUP_TIMEOUT_S = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _request(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@contextmanager
+def _serving(data_dir: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = _free_port()
+    env = {**os.environ, "RISKSCORE_DATA_DIR": str(data_dir), "RISKSCORE_PORT": str(port)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            # Readiness is the condition waited on; the loop ends when it holds.
+            if process.poll() is not None:
+                pytest.fail(
+                    f"serve exited early:\n{process.stdout.read() if process.stdout else ''}"
+                )
+            try:
+                if _request(f"{base}/readyz")[0] == 200:
+                    break
+            except (ConnectionError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("serve did not become ready")
+            time.sleep(0.1)
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    return output
+
+
+def test_serve_scores_shuts_down_cleanly_and_remembers(tmp_path: Path) -> None:
+    tx = {
+        "transaction_id": "proc-1",
+        "timestamp": "2025-06-02T14:03:27Z",
+        "customer_id": "c-1",
+        "terminal_id": "t-1",
+        "amount": 120.0,
+    }
+    with _serving(tmp_path) as (base, process):
+        status, decision = _request(f"{base}/score?explain=full", tx)
+        assert status == 200
+        assert decision["base_value"] + sum(decision["shap"].values()) == pytest.approx(
+            decision["raw_score"], abs=1e-9
+        )
+        assert _request(f"{base}/healthz") == (200, {"status": "ok"})
+        _stop(process)
+    assert (tmp_path / "audit.sqlite3").is_file()
+
+    with _serving(tmp_path) as (base, process):
+        status, record = _request(f"{base}/decisions/proc-1")
+        assert status == 200
+        assert record["score"] == decision["score"]
+        assert record["explanation"]["raw_score"] == decision["raw_score"]
+        _stop(process)
+
+
+def test_serve_refuses_bad_configuration(tmp_path: Path) -> None:
+    env = {**os.environ, "RISKSCORE_DATA_DIR": str(tmp_path), "RISKSCORE_MODEL_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "cannot load the model" in result.stderr
+    assert "Traceback" not in result.stderr

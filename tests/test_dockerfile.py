@@ -1,0 +1,49 @@
+"""The Dockerfile, checked without a Docker engine: what it copies exists, it keeps its promises."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKERFILE = (REPO / "Dockerfile").read_text()
+
+
+def _instructions() -> list[str]:
+    # Join continuation lines so each instruction is one string.
+    joined = re.sub(r"\\\n\s*", " ", DOCKERFILE)
+    lines = (line.strip() for line in joined.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_every_copied_path_exists() -> None:
+    copies = [i for i in _instructions() if i.startswith("COPY ") and "--from=" not in i]
+    assert copies
+    for instruction in copies:
+        sources = instruction.split()[1:-1]
+        for source in sources:
+            assert (REPO / source).exists(), f"{instruction}: {source} is not in the repository"
+
+
+def test_every_package_of_the_project_is_copied() -> None:
+    copied = {i.split()[1] for i in _instructions() if i.startswith("COPY ")}
+    for package in ("features", "models", "explain", "streaming", "service", "loadtest"):
+        assert package in copied
+
+
+def test_runtime_stage_is_slim_non_root_and_healthchecked() -> None:
+    stages = re.split(r"^FROM ", DOCKERFILE, flags=re.MULTILINE)[1:]
+    assert len(stages) == 2, "multi-stage: a build stage and a runtime stage"
+    runtime = stages[-1]
+    assert runtime.startswith("python:3.11-slim")
+    assert "build-essential" not in runtime and "gcc" not in runtime
+    assert "torch" not in runtime
+    assert re.search(r"^USER (?!root)\w+", runtime, flags=re.MULTILINE)
+    assert re.search(r"^HEALTHCHECK .*?/healthz", re.sub(r"\\\n\s*", " ", runtime), re.M)
+    assert 'CMD ["riskscore", "serve"]' in runtime
+
+
+def test_the_wheel_build_installs_no_training_extras() -> None:
+    # `pip wheel .` without extras: torch (the `train` extra) stays out of the image.
+    build = [i for i in _instructions() if i.startswith("RUN pip wheel")]
+    assert build and "[" not in build[0]
