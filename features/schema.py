@@ -13,7 +13,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 # Larger than any single card payment we expect; beyond it the value is almost surely a
 # unit error (cents sent as units) and scoring it would only produce a confident nonsense.
@@ -23,7 +23,20 @@ MAX_AMOUNT = 1_000_000.0
 # would also drag every window forward and age all other state out.
 MAX_FUTURE_SKEW = timedelta(hours=24)
 
-Identifier = Annotated[str, Field(min_length=1, max_length=128)]
+
+# Printable ids only: control characters (NUL above all) break logs, URLs and databases
+# that stop strings at NUL; "." and ".." cannot be looked up in a URL path.
+def _not_dots(value: str) -> str:
+    if value in (".", ".."):
+        raise ValueError("an id cannot be '.' or '..'")
+    return value
+
+
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"),
+    AfterValidator(_not_dots),
+]
 
 
 class Transaction(BaseModel):
@@ -61,7 +74,10 @@ class Transaction(BaseModel):
         if isinstance(value, bool):
             raise ValueError("amount must be a number")
         if isinstance(value, int):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                raise ValueError("amount is far too large") from None
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("amount must be a finite number")
         return value

@@ -41,6 +41,7 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
         settings.audit_path,
         commit_window_ms=settings.audit_commit_window_ms,
         max_batch=settings.audit_max_batch,
+        busy_timeout_ms=settings.audit_busy_timeout_ms,
     )
     return Scorer(models, store, reason_count=settings.reason_count, metrics=metrics)
 
@@ -73,21 +74,28 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Applicat
 async def _owned_scorer_lifecycle(app: web.Application) -> AsyncIterator[None]:
     scorer = app[SCORER]
     settings = app[SETTINGS]
-    if settings.warm_start:
-        # In a thread so the server answers /healthz and /readyz while it runs; scoring
-        # waits for it (the handlers refuse with 503 until the state is whole).
-        app[WARM_START] = asyncio.create_task(asyncio.to_thread(_warm, scorer))
-    else:
-        scorer.warmed = True
+    # In a thread so the server answers /healthz and /readyz while it runs; scoring
+    # waits for it (the handlers refuse with 503 until the state is whole).
+    app[WARM_START] = asyncio.create_task(
+        asyncio.to_thread(_warm, scorer, settings.warm_start, app[METRICS])
+    )
     yield
     task = app.get(WARM_START)
     if task is not None and not task.done():
         task.cancel()  # the thread finishes its replay; nothing waits for it
     # Requests have finished (aiohttp waits up to shutdown_timeout): make everything durable.
     await asyncio.to_thread(scorer.store.close, settings.shutdown_timeout_s)
+    log.info("audit store flushed and closed")
 
 
-def _warm(scorer: Scorer) -> int:
-    replayed = scorer.warm_start()
+def _warm(scorer: Scorer, from_store: bool, metrics: ScoringMetrics) -> int:
+    try:
+        replayed = scorer.warm_start(from_store)
+    except Exception as exc:
+        # Scoring stays refused (503) and /readyz says why; the operator must act.
+        log.exception("rebuilding the feature state failed")
+        scorer.warm_error = f"{type(exc).__name__}: {exc}"
+        return -1
     log.info("feature state rebuilt from %d stored transactions", replayed)
+    metrics.ready.set(1)
     return replayed

@@ -93,4 +93,4 @@ class AuditUnavailable(ServiceError):
 
 def _path(prefix: str, loc: tuple[int | str, ...]) -> str:
     """Dotted field path; the body itself when the error is about the whole document."""
-    return prefix + ".".join(str(p) for p in loc) or "body"
+    return (prefix + ".".join(str(p) for p in loc)).rstrip(".") or "body"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, TypeVar
 
@@ -61,7 +62,9 @@ async def read_json(request: web.Request, limit: int) -> Any:
     raw = await request.read()  # aiohttp enforces the limit on bodies without a length
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise InvalidJson("body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # also UnicodeDecodeError, JSONDecodeError, huge integers
         raise InvalidJson(f"body is not valid JSON: {exc}") from None
 
 
@@ -160,25 +163,31 @@ class Views:
             raise PayloadTooLarge(
                 f"batch of {len(batch.labels)} labels exceeds the limit of {limit}"
             )
-        results: list[LabelResponse | BatchItemError] = []
+        results: list[LabelResponse | BatchItemError | None] = [None] * len(batch.labels)
+        valid: list[tuple[int, LabelRequest]] = []
         for i, item in enumerate(batch.labels):
             try:
-                label = _validated(LabelRequest, item, prefix=f"labels.{i}.")
-                outcome = await self._scorer.record_label(
-                    label.transaction_id, label.is_fraud, label.labelled_at
-                )
-            except (InvalidInput, NotFound) as exc:
-                # Unknown ids are reported per item, never dropped silently.
-                results.append(_item_error(i, item, exc))
-                continue
-            results.append(LabelResponse(transaction_id=label.transaction_id, outcome=outcome))
-        return json_response(LabelBatchResponse(results=results))
+                valid.append((i, _validated(LabelRequest, item, prefix=f"labels.{i}.")))
+            except InvalidInput as exc:
+                results[i] = _item_error(i, item, exc)
+        outcomes = await self._scorer.record_labels(
+            [(label.transaction_id, label.is_fraud, label.labelled_at) for _, label in valid]
+        )
+        for (i, label), outcome in zip(valid, outcomes, strict=True):
+            # Unknown ids (and labels that could not be stored) are reported per item.
+            results[i] = (
+                _item_error(i, batch.labels[i], outcome)
+                if isinstance(outcome, ServiceError)
+                else LabelResponse(transaction_id=label.transaction_id, outcome=outcome)
+            )
+        return json_response(LabelBatchResponse(results=[r for r in results if r is not None]))
 
     async def healthz(self, request: web.Request) -> web.Response:
         return json_response(Health())
 
     async def readyz(self, request: web.Request) -> web.Response:
-        problems = self._scorer.check_ready()
+        # The audit-file check can wait on a lock: never on the event loop.
+        problems = await asyncio.to_thread(self._scorer.check_ready)
         self._metrics.ready.set(0 if problems else 1)
         if problems:
             raise NotReady("; ".join(problems))
@@ -189,7 +198,9 @@ class Views:
         return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(openapi_document(self._settings.api_key_header))
+        return web.json_response(
+            openapi_document(self._settings.api_key_header, bool(self._settings.api_keys))
+        )
 
 
 def _validated(model: type[M], data: object, prefix: str = "") -> M:

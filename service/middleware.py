@@ -113,7 +113,8 @@ def auth_middleware(keys: tuple[str, ...], header: str) -> Middleware:
         given = request.headers.get(header)
         if not given:
             raise Unauthorized(f"missing API key: send it in the {header} header")
-        candidate = given.encode()
+        # Header bytes that are not UTF-8 arrive as surrogates: keep them, as a wrong key.
+        candidate = given.encode("utf-8", "surrogateescape")
         # Compare with every key, without stopping early: the time taken must not reveal
         # how much of a key was right, nor which key matched.
         matched = False

@@ -57,7 +57,9 @@ _EXPLAIN_PARAM = {
 
 
 @cache
-def openapi_document(api_key_header: str = "X-API-Key") -> dict[str, Any]:
+def openapi_document(
+    api_key_header: str = "X-API-Key", keys_required: bool = False
+) -> dict[str, Any]:
     requests: list[type[BaseModel]] = [Transaction, BatchRequest, LabelRequest, LabelBatchRequest]
     responses: list[type[BaseModel]] = [
         ScoreResponse,
@@ -133,7 +135,7 @@ def openapi_document(api_key_header: str = "X-API-Key") -> dict[str, Any]:
                     "responses": {
                         "200": _json(DecisionDetail, "The decision as recorded."),
                         "404": _json(ErrorResponse, "No decision for this id."),
-                        **_errors("401", "403"),
+                        **_errors("401", "403", "503"),
                     },
                 }
             },
@@ -193,5 +195,5 @@ def openapi_document(api_key_header: str = "X-API-Key") -> dict[str, Any]:
                 }
             },
         },
-        "security": [{"apiKey": []}],
+        "security": [{"apiKey": []}] if keys_required else [],
     }

@@ -99,6 +99,7 @@ class Scorer:
         self._bundle_cache: _ModelBundle | None = None
         self._pending: dict[str, _Pending] = {}
         self.warmed = False
+        self.warm_error: str | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -115,11 +116,16 @@ class Scorer:
         return self._engine
 
     def check_ready(self) -> list[str]:
-        """What keeps the scorer from serving, empty when ready (for /readyz)."""
+        """What keeps the scorer from serving, empty when ready (for /readyz).
+
+        Blocking (it tries a write on the audit file): call it off the event loop.
+        """
         problems = []
         if not self._models.ready:
             problems.append("no model is loaded")
-        if not self.warmed:
+        if self.warm_error is not None:
+            problems.append(f"rebuilding the feature state failed: {self.warm_error}")
+        elif not self.warmed:
             problems.append("the feature state is still being rebuilt")
         try:
             self._store.check_writable()
@@ -127,14 +133,17 @@ class Scorer:
             problems.append(f"audit store is not writable: {exc}")
         return problems
 
-    def warm_start(self, progress: Callable[[int], object] | None = None) -> int:
-        """Rebuild the online feature state from stored decisions and labels.
+    def warm_start(
+        self, from_store: bool = True, progress: Callable[[int], object] | None = None
+    ) -> int:
+        """Get ready to score: rebuild the feature state, then run the hot path once.
 
-        Replays the stored transactions that any window can still see (the longest window
-        plus its delay back from the latest one), then applies their latest labels: the
-        state a process that never stopped would hold. Returns the transactions replayed.
+        With ``from_store``, replays the stored transactions that any window can still see
+        (the longest window plus its delay back from the latest one), then applies their
+        latest labels: the state a process that never stopped would hold. Returns the
+        transactions replayed.
         """
-        latest = self._store.latest_event_ms()
+        latest = self._store.latest_event_ms() if from_store else None
         replayed = 0
         if latest is not None:
             since = latest - self._engine.plan.longest_horizon_ms
@@ -157,8 +166,24 @@ class Scorer:
                 self._engine.record_label(transaction_id, is_fraud)
         if progress is not None:
             progress(replayed % 10_000)
+        self._compile_hot_path()
         self.warmed = True
         return replayed
+
+    def _compile_hot_path(self) -> None:
+        """Run every scoring step once on scratch state, so the first real payment does not
+        pay for loading compiled kernels and LightGBM's lazy set-up (~0.4 s measured)."""
+        scratch = OnlineFeatureEngine(tuple(slot.definition for slot in self._engine.plan.slots))
+        day = 86_400_000
+        for i, t in enumerate((day, 2 * day, 10 * day)):
+            x = scratch.update_raw(f"warm-{i}", "c", "t", t, t, 10.0 + i)
+        scratch.record_label("warm-0", True)
+        scratch.expire(100 * day)
+        bundle = self._bundle()
+        row = x.reshape(1, -1)
+        bundle.model.predict_raw(row)
+        contributions = bundle.explainer.contributions(row)
+        bundle.coder.reason_data(x, contributions[0])
 
     def _bundle(self) -> _ModelBundle:
         model = self._models.model
@@ -234,8 +259,10 @@ class Scorer:
         for i, tx in enumerate(items):
             if results[i] is None:
                 first = results[first_in_batch[tx.transaction_id]]
-                assert isinstance(first, Scored)
-                results[i] = Scored(first.record, replayed=True)
+                # A repeat shares its first copy's fate: the decision, or its refusal.
+                results[i] = (
+                    Scored(first.record, replayed=True) if isinstance(first, Scored) else first
+                )
         return [r for r in results if r is not None]
 
     def _earlier(self, transaction_id: str, digest: str) -> asyncio.Future[Scored] | None:
@@ -298,22 +325,24 @@ class Scorer:
                 "explain": _ms((t3 - t2) / n),
             }
             out.append(
-                DecisionRecord(
-                    transaction=tx,
-                    request_sha256=digests[i],
-                    decided_at=decided_at,
-                    score=score,
-                    action=thresholds.action(score),
-                    stage=FAST_STAGE,
-                    fallback=False,
-                    model_version=model.version,
-                    reasons=bundle.coder.reasons(x[i], contributions[i]),
-                    explanation=bundle.coder.explanation(
-                        bundle.explainer.method, x[i], contributions[i], float(raw[i])
-                    ),
-                    thresholds=in_force,
-                    timings_ms=timings,
-                    latency_ms=_ms(time.perf_counter() - started),
+                DecisionRecord.model_validate(
+                    {
+                        "transaction": tx,
+                        "request_sha256": digests[i],
+                        "decided_at": decided_at,
+                        "score": score,
+                        "action": thresholds.action(score),
+                        "stage": FAST_STAGE,
+                        "fallback": False,
+                        "model_version": model.version,
+                        "reasons": bundle.coder.reason_data(x[i], contributions[i]),
+                        "explanation": bundle.coder.explanation_data(
+                            bundle.explainer.method, x[i], contributions[i], float(raw[i])
+                        ),
+                        "thresholds": in_force,
+                        "timings_ms": timings,
+                        "latency_ms": _ms(time.perf_counter() - started),
+                    }
                 )
             )
         return out
@@ -350,30 +379,33 @@ class Scorer:
         submitted: float,
         retry: bool,
     ) -> None:
-        error = written.exception()
-        if error is not None:
-            log.error("audit write failed for %s: %s", record.transaction_id, error)
-            self._fail(future, error)
-            return
-        self._pending.pop(record.transaction_id, None)
-        if written.result():
-            outcome = Scored(record, replayed=retry)
-            if self._metrics is not None:
-                self._metrics.observe_decision(record, time.perf_counter() - submitted)
-        else:
-            # Another writer stored this id first; its record is the decision.
-            stored = self._store.get(record.transaction_id)
-            outcome = Scored(stored or record, replayed=True)
-        if not future.done():
-            future.set_result(outcome)
+        try:
+            error = written.exception()
+            if error is not None:
+                self._fail(future, error)
+                return
+            self._pending.pop(record.transaction_id, None)
+            if written.result():
+                outcome = Scored(record, replayed=retry)
+                if self._metrics is not None:
+                    self._metrics.observe_decision(record, time.perf_counter() - submitted)
+            else:
+                # Another writer stored this id first; its record is the decision.
+                stored = self._store.get(record.transaction_id)
+                outcome = Scored(stored or record, replayed=True)
+            if not future.done():
+                future.set_result(outcome)
+        except Exception as exc:  # whatever happens here, nobody may be left waiting
+            self._fail(future, exc)
 
     @staticmethod
     def _fail(future: asyncio.Future[Scored], error: BaseException) -> None:
+        # The cause (file paths, SQL) goes to the log, not to the client.
+        log.error("a decision could not be recorded: %s", error)
         if not future.done():
             future.set_exception(
                 AuditUnavailable(
-                    f"the decision could not be recorded ({error}); retry with the same "
-                    "transaction_id"
+                    "the decision could not be recorded; retry with the same transaction_id"
                 )
             )
             # Mark retrieved: waiters re-raise it, and nobody waiting is no error.
@@ -384,16 +416,23 @@ class Scorer:
     async def record_label(
         self, transaction_id: str, is_fraud: bool, labelled_at: datetime | None = None
     ) -> LabelOutcomeName:
-        """Feed a label back into the feature state and record it.
+        """Record a label durably, then feed it into the feature state.
 
         Returns ``applied`` (the state changed), ``unchanged`` (the same label was known)
         or ``recorded`` (stored for reports; too old for any feature window). Raises
-        :class:`NotFound` for a transaction that was never decided.
+        :class:`NotFound` unless the transaction has a recorded decision (waiting for one
+        still being written), :class:`AuditUnavailable` if the label cannot be stored.
         """
         pending = self._pending.get(transaction_id)
-        if pending is None and self._store.get(transaction_id) is None:
+        if pending is not None:
+            try:
+                await asyncio.shield(_as_replay(pending.future))
+            except AuditUnavailable:
+                raise NotFound(
+                    f"the decision for transaction {transaction_id!r} was not recorded"
+                ) from None
+        elif self._store.get(transaction_id) is None:
             raise NotFound(f"no decision recorded for transaction {transaction_id!r}")
-        outcome = self._engine.record_label(transaction_id, is_fraud)
         label = LabelRecord(
             transaction_id=transaction_id,
             is_fraud=is_fraud,
@@ -403,13 +442,33 @@ class Scorer:
         try:
             await self._store.append_label(label)
         except AuditStoreError as exc:
-            raise AuditUnavailable(f"the label could not be recorded ({exc}); retry") from exc
+            log.error("a label could not be recorded: %s", exc)
+            raise AuditUnavailable("the label could not be recorded; retry") from None
+        # Only a durable label changes the state: a failed one is retried, not half-applied.
+        outcome = self._engine.record_label(transaction_id, is_fraud)
         reported: LabelOutcomeName = (
             "recorded" if outcome is LabelOutcome.UNKNOWN else outcome.value  # type: ignore[assignment]
         )
         if self._metrics is not None:
             self._metrics.observe_label(reported)
         return reported
+
+    async def record_labels(
+        self, labels: list[tuple[str, bool, datetime | None]]
+    ) -> list[LabelOutcomeName | NotFound | AuditUnavailable]:
+        """Many labels at once, sharing group commits; each gets its outcome or error."""
+        settled = await asyncio.gather(
+            *(self.record_label(*label) for label in labels), return_exceptions=True
+        )
+        out: list[LabelOutcomeName | NotFound | AuditUnavailable] = []
+        for outcome in settled:
+            if isinstance(outcome, NotFound | AuditUnavailable):
+                out.append(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                out.append(outcome)
+        return out
 
     def decision(self, transaction_id: str) -> DecisionRecord | None:
         """The durable decision for a transaction id, or None."""

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     audit_max_batch: int = Field(default=512, ge=1)
     """Group commit: most decisions in one commit."""
 
+    audit_busy_timeout_ms: int = Field(default=5000, ge=1)
+    """How long an audit write waits for a lock held by another process before failing."""
+
     warm_start: bool = True
     """Rebuild the online feature state from the audit store at start-up."""
 

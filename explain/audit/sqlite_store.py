@@ -309,35 +309,49 @@ class SQLiteAuditStore(AuditStore):
                 rows.append((item, *_row(item.record)))
             except Exception as exc:  # one unserialisable record must not sink its batch
                 _settle(item.future, error=AuditStoreError(f"cannot serialise record: {exc}"))
+        try:
+            self._commit_and_settle(rows)
+        except sqlite3.IntegrityError:
+            # One record breaking a constraint must not sink the others it was grouped
+            # with: write them one by one, so only the bad one fails.
+            for row in rows:
+                with contextlib.suppress(sqlite3.IntegrityError):
+                    self._commit_and_settle([row])
+        for item in batch:
+            if item.record is None:
+                _settle(item.future)
+
+    def _commit_and_settle(self, rows: list[tuple[_Pending, str, dict[str, Any]]]) -> None:
+        """Write ``rows`` in one transaction and settle their futures. A constraint error
+        on a group is re-raised (after rollback) so the caller can retry row by row."""
+        if not rows:
+            return
         conn = self._write_conn
         inserted: list[bool] = []
         try:
-            if rows:
-                conn.execute("BEGIN IMMEDIATE")
-                for _, sql, params in rows:
-                    inserted.append(conn.execute(sql, params).rowcount == 1)
-                conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            for _, sql, params in rows:
+                inserted.append(conn.execute(sql, params).rowcount == 1)
+            conn.execute("COMMIT")
         except Exception as exc:
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             self._stats = replace(self._stats, failed_batches=self._stats.failed_batches + 1)
+            if isinstance(exc, sqlite3.IntegrityError) and len(rows) > 1:
+                raise
             message = f"audit batch of {len(rows)} records not written to {self._path}: {exc}"
             for item, _, _ in rows:
                 error = AuditStoreError(message)
                 error.__cause__ = exc
                 _settle(item.future, error=error)
-        else:
-            if rows:
-                stats = self._stats
-                self._stats = replace(
-                    stats, commits=stats.commits + 1, records=stats.records + len(rows)
-                )
-            for (item, _, _), was_new in zip(rows, inserted, strict=True):
-                _settle(item.future, was_new if isinstance(item.record, DecisionRecord) else None)
-        for item in batch:
-            if item.record is None:
-                _settle(item.future)
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise
+            return
+        stats = self._stats
+        self._stats = replace(stats, commits=stats.commits + 1, records=stats.records + len(rows))
+        for (item, _, _), was_new in zip(rows, inserted, strict=True):
+            _settle(item.future, was_new if isinstance(item.record, DecisionRecord) else None)
 
     # -- reading -------------------------------------------------------------------------
 

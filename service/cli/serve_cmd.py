@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = {key: value for key in ("host", "port") if (value := getattr(args, key))}
+    overrides = {
+        key: value for key in ("host", "port") if (value := getattr(args, key)) is not None
+    }
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:

@@ -365,21 +365,24 @@ def test_read_only_file_fails_check_writable_and_writes(db: Path) -> None:
         db.chmod(0o644)
 
 
-def test_failed_batch_fails_all_its_futures_and_the_writer_survives(db: Path) -> None:
+def test_a_record_breaking_a_constraint_fails_alone(db: Path) -> None:
     with SQLiteAuditStore(db, commit_window_ms=60_000) as store:
         # Validation is bypassed by model_copy; the table's CHECK still refuses the score.
         impossible = make_record("tx-bad").model_copy(update={"score": 2.0})
-        good, bad = store.submit(make_record("tx-good")), store.submit(impossible)
-        store.flush(timeout=10)  # the flush closes the batch holding both
-        for future in (good, bad):
-            with pytest.raises(AuditStoreError, match="CHECK constraint"):
-                future.result(timeout=0)
-        assert store.stats.failed_batches == 1
-        assert store.get("tx-good") is None
-        later = store.submit(make_record("tx-good"))
+        good = store.submit(make_record("tx-good"))
+        bad = store.submit(impossible)
+        after = store.submit(make_record("tx-after"))
+        store.flush(timeout=10)  # the flush closes the batch holding all three
+        with pytest.raises(AuditStoreError, match="CHECK constraint"):
+            bad.result(timeout=0)
+        # Its batch neighbours were written one by one instead.
+        assert good.result(timeout=0) is True and after.result(timeout=0) is True
+        assert store.get("tx-good") is not None and store.get("tx-bad") is None
+        assert store.stats.failed_batches == 2  # the group, then the bad record alone
+        later = store.submit(make_record("tx-later"))
         store.flush(timeout=10)
         assert later.result(timeout=0) is True
-        assert store.counts()["decisions"] == 1
+        assert store.counts()["decisions"] == 3
 
 
 def test_write_blocked_by_another_writer_fails_then_recovers(db: Path) -> None:

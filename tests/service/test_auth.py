@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -70,3 +71,17 @@ def test_short_keys_are_refused() -> None:
 
     with pytest.raises(ValidationError, match="at least 16"):
         Settings(api_keys=("short",))
+
+
+async def test_a_key_that_is_not_utf8_is_refused_not_a_crash(make_client: ClientFactory) -> None:
+    client = await make_client(api_keys=(API_KEY,))
+    # A raw request: HTTP clients refuse to send such header bytes themselves.
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-API-Key: \xe9\xff\r\nConnection: close\r\n\r\n"
+    )
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    assert status_line.split()[1] == b"403"

@@ -132,3 +132,52 @@ async def test_bad_label_is_422(client: Any) -> None:
     response = await client.post("/labels", json={"transaction_id": "x", "is_fraud": "yes"})
     error = await _error(response, 422, "validation_error")
     assert [f["field"] for f in error["fields"]] == ["is_fraud"]
+
+
+@pytest.mark.parametrize("bad_id", ["\u0000x", "tab\there", "..", "."])
+async def test_ids_that_would_break_storage_or_urls_are_422(
+    client: Any, transaction: dict, bad_id: str
+) -> None:
+    error = await _error(
+        await client.post("/score", json={**transaction, "transaction_id": bad_id}),
+        422,
+        "validation_error",
+    )
+    assert [f["field"] for f in error["fields"]] == ["transaction_id"]
+
+
+async def test_deeply_nested_json_is_400(client: Any) -> None:
+    response = await client.post(
+        "/score", data=b"[" * 100_000, headers={"Content-Type": "application/json"}
+    )
+    await _error(response, 400, "invalid_json")
+
+
+async def test_integer_too_long_to_parse_is_400(client: Any) -> None:
+    body = b'{"amount": ' + b"9" * 5000 + b"}"
+    response = await client.post("/score", data=body, headers={"Content-Type": "application/json"})
+    await _error(response, 400, "invalid_json")
+
+
+async def test_amount_beyond_any_float_is_422(client: Any, transaction: dict) -> None:
+    body = json.dumps({**transaction, "amount": 0}).replace('"amount": 0', '"amount": ' + "9" * 400)
+    response = await client.post(
+        "/score", data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    error = await _error(response, 422, "validation_error")
+    assert [f["field"] for f in error["fields"]] == ["amount"]
+
+
+async def test_content_type_parameters_are_accepted(client: Any, transaction: dict) -> None:
+    response = await client.post(
+        "/score",
+        data=json.dumps(transaction).encode(),
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert response.status == 200
+
+
+async def test_batch_item_that_is_not_an_object_names_the_item(client: Any) -> None:
+    response = await client.post("/score/batch", json={"transactions": [42]})
+    item = (await response.json())["results"][0]
+    assert item["error"]["fields"][0]["field"] == "transactions.0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import Any
 
 from service.app import SCORER
@@ -90,3 +91,34 @@ async def test_restart_rebuilds_the_feature_state(make_client: ClientFactory) ->
     assert features["CUSTOMER_ID_NB_TX_7DAY_WINDOW"] == 4.0
     assert features["CUSTOMER_ID_SECONDS_SINCE_PREVIOUS"] == 86_400.0
     assert features["CUSTOMER_ID_AVG_AMOUNT_7DAY_WINDOW"] == (20 + 21 + 22 + 23) / 4
+
+
+async def test_a_failed_audit_write_is_refused_and_its_retry_decides_once(
+    make_client: ClientFactory, transaction: dict
+) -> None:
+    client = await make_client(audit_busy_timeout_ms=50)
+    store = client.app[SCORER].store
+    # Another process holding the write lock: the write fails after the busy timeout.
+    other = sqlite3.connect(store.path, isolation_level=None)  # type: ignore[attr-defined]
+    other.execute("BEGIN IMMEDIATE")
+    refused = await client.post("/score", json=transaction)
+    assert refused.status == 503
+    error = (await refused.json())["error"]
+    assert error["type"] == "audit_unavailable"
+    assert "sqlite" not in error["message"] and "/" not in error["message"]
+    # The label of a decision that was never recorded is refused too.
+    label = await client.post(
+        "/labels", json={"transaction_id": transaction["transaction_id"], "is_fraud": True}
+    )
+    assert label.status == 404
+    other.execute("ROLLBACK")
+    other.close()
+
+    retry = await client.post("/score", json=transaction)
+    assert retry.status == 200
+    assert (await client.get(f"/decisions/{transaction['transaction_id']}")).status == 200
+    later = {**transaction, "transaction_id": "tx-0002", "timestamp": "2025-06-02T15:00:00+02:00"}
+    await client.post("/score", json=later)
+    record = await (await client.get("/decisions/tx-0002")).json()
+    # The refused attempt and its retry count as one payment.
+    assert _features(record)["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 2.0

@@ -1,0 +1,24 @@
+"""The README stays true: its configuration table lists every setting the service reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service.settings import settings_table
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_every_setting_is_in_the_configuration_table() -> None:
+    for name, default, description in settings_table():
+        row = next((line for line in README.splitlines() if line.startswith(f"| `{name}` |")), "")
+        assert row, f"{name} is missing from the README's configuration table"
+        assert description in row
+        if default:
+            assert f"`{default}`" in row
+
+
+def test_make_run_serves() -> None:
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    assert "run: $(STAMP)\n\t$(BIN)/riskscore serve" in makefile
+    assert "make run     # serve the shipped model" in README
