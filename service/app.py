@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from explain.audit.sqlite_store import SQLiteAuditStore
+from explain.explainer import make_explainer
 from models.fast import ModelSlot
 from service.handlers import Views
 from service.metrics import ScoringMetrics
@@ -36,14 +37,22 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
     """The production scorer for these settings: verified model, SQLite audit store."""
     models = ModelSlot()
     # Load before anything else opens: a bad artifact should fail start-up with its reason.
-    models.swap(settings.artifact_dir, num_threads=settings.predict_threads)
+    models.swap(
+        settings.artifact_dir, num_threads=settings.predict_threads, predictor=settings.predictor
+    )
     store = SQLiteAuditStore(
         settings.audit_path,
         commit_window_ms=settings.audit_commit_window_ms,
         max_batch=settings.audit_max_batch,
         busy_timeout_ms=settings.audit_busy_timeout_ms,
     )
-    return Scorer(models, store, reason_count=settings.reason_count, metrics=metrics)
+    return Scorer(
+        models,
+        store,
+        reason_count=settings.reason_count,
+        metrics=metrics,
+        explainer_factory=lambda model: make_explainer(settings.explainer, model),
+    )
 
 
 def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Application:

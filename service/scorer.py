@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from explain.audit.store import AuditStore, AuditStoreError
-from explain.explainer import Explainer, LightGBMTreeShap
+from explain.explainer import Explainer, make_explainer
 from explain.reasons import DEFAULT_REASON_COUNT, ReasonCoder
 from explain.records import DecisionRecord, LabelOutcomeName, LabelRecord, ThresholdsInForce
 from features.online import DuplicateTransaction, LabelOutcome, OnlineFeatureEngine
@@ -95,7 +95,7 @@ class Scorer:
         self._engine = engine or OnlineFeatureEngine()
         self._reason_count = reason_count
         self._metrics = metrics
-        self._explainer_factory = explainer_factory or (lambda m: LightGBMTreeShap(m.booster))
+        self._explainer_factory = explainer_factory or (lambda m: make_explainer("fast", m))
         self._bundle_cache: _ModelBundle | None = None
         self._pending: dict[str, _Pending] = {}
         self.warmed = False

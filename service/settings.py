@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     warm_start: bool = True
     """Rebuild the online feature state from the audit store at start-up."""
 
+    explainer: Literal["fast", "lightgbm"] = "fast"
+    """Exact TreeSHAP implementation: fast (tables built at model load) or lightgbm
+    (LightGBM's pred_contrib, the reference); both give the same values."""
+
+    predictor: Literal["compiled", "lightgbm"] = "compiled"
+    """Fast-path prediction: compiled tree walking (same values) or Booster.predict."""
+
     predict_threads: int = Field(default=1, ge=1)
     """LightGBM threads per prediction; 1 is fastest for single payments."""
 
@@ -102,5 +109,6 @@ def settings_table() -> list[tuple[str, str, str]]:
     for name, field in Settings.model_fields.items():
         default = field.default
         shown = "" if default in ((), None) else str(default)
-        rows.append((f"RISKSCORE_{name.upper()}", shown, field.description or ""))
+        description = " ".join((field.description or "").split())
+        rows.append((f"RISKSCORE_{name.upper()}", shown, description))
     return rows

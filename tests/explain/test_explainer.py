@@ -1,4 +1,4 @@
-"""Exact TreeSHAP: contributions plus base value equal the model's raw score (to 1e-9)."""
+"""Exact TreeSHAP, both implementations: contributions plus base value equal the raw score."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from explain.explainer import Explainer, LightGBMTreeShap
+from explain.fast_treeshap import FastTreeShap
 from features.data import frame_from_pandas
 from features.offline import compute_features
 from features.simulator import SimulationConfig, simulate
@@ -49,7 +50,8 @@ def test_shipped_model_is_additive_on_real_feature_rows(
 ) -> None:
     x = simulated_features
     assert len(x) > 10_000
-    _check_additive(LightGBMTreeShap(shipped.booster), shipped.predict_raw(x), x)
+    for explainer in (LightGBMTreeShap(shipped.booster), FastTreeShap(shipped.booster)):
+        _check_additive(explainer, shipped.predict_raw(x), x)
 
 
 def test_shipped_model_is_additive_on_random_rows(
@@ -57,7 +59,8 @@ def test_shipped_model_is_additive_on_random_rows(
 ) -> None:
     x = _random_rows(simulated_features, 5_000, seed=11)
     x[::17, 3] = np.nan  # missing values take the trees' default branches
-    _check_additive(LightGBMTreeShap(shipped.booster), shipped.predict_raw(x), x)
+    for explainer in (LightGBMTreeShap(shipped.booster), FastTreeShap(shipped.booster)):
+        _check_additive(explainer, shipped.predict_raw(x), x)
 
 
 def test_additive_on_a_deep_model(simulated_features: np.ndarray) -> None:
@@ -70,7 +73,8 @@ def test_additive_on_a_deep_model(simulated_features: np.ndarray) -> None:
         num_boost_round=60,
     )
     rows = _random_rows(x, 2_000, seed=12)
-    _check_additive(LightGBMTreeShap(booster), booster.predict(rows, raw_score=True), rows)
+    for explainer in (LightGBMTreeShap(booster), FastTreeShap(booster)):
+        _check_additive(explainer, booster.predict(rows, raw_score=True), rows)
 
 
 def test_explainer_refuses_a_wrong_shape(shipped: FastModel) -> None:

@@ -215,3 +215,16 @@ def test_a_failed_first_load_leaves_the_slot_empty(tmp_path: Path) -> None:
         slot.swap(tmp_path)
 
     assert not slot.ready
+
+
+def test_compiled_predictor_gives_lightgbms_raw_scores() -> None:
+    import numpy as np
+
+    from models.fast import FastModel
+    from models.registry import default_artifact_dir
+
+    compiled = FastModel.load(default_artifact_dir(), predictor="compiled")
+    reference = FastModel.load(default_artifact_dir(), predictor="lightgbm")
+    rows = np.random.default_rng(4).uniform(0, 400, size=(300, len(compiled.feature_names)))
+    rows[::7, 0] = np.nan
+    np.testing.assert_array_equal(compiled.predict_raw(rows), reference.predict_raw(rows))

@@ -169,3 +169,22 @@ async def test_concurrent_requests_keep_the_feature_state_consistent(client: Any
         counts.append(values["CUSTOMER_ID_NB_TX_30DAY_WINDOW"])
     # Every payment counted exactly once, whatever order the requests were served in.
     assert sorted(counts) == [float(n) for n in range(1, 31)]
+
+
+async def test_fast_and_reference_explainers_give_the_same_decision(
+    make_client: ClientFactory, tmp_path: Any, transaction: dict
+) -> None:
+    bodies = {}
+    for explainer, predictor in (("fast", "compiled"), ("lightgbm", "lightgbm")):
+        client = await make_client(
+            data_dir=tmp_path / explainer, explainer=explainer, predictor=predictor
+        )
+        await client.post("/score", json=transaction)
+        response = await client.get(f"/decisions/{transaction['transaction_id']}")
+        bodies[explainer] = (await response.json())["explanation"]
+    fast, reference = bodies["fast"], bodies["lightgbm"]
+    assert fast["method"] == "treeshap-fast" and reference["method"] == "treeshap-lightgbm"
+    assert fast["raw_score"] == reference["raw_score"]
+    assert fast["base_value"] == pytest.approx(reference["base_value"], abs=1e-9)
+    for a, b in zip(fast["attributions"], reference["attributions"], strict=True):
+        assert a["contribution"] == pytest.approx(b["contribution"], abs=1e-9)
