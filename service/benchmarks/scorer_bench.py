@@ -75,7 +75,7 @@ def measure(
             totals, records = asyncio.run(_run(scorer, txs))
         finally:
             store.close()
-    features = np.array([[a.value for a in r.explanation.attributions] for r in records])
+    features = np.array([[a["value"] for a in r.explanation.attributions] for r in records])
     stages = {
         name: summary_ms([r.timings_ms[name] / 1000.0 for r in records])
         for name in ("features", "model", "explain")

@@ -35,7 +35,7 @@ def test_explanation_keeps_every_feature_and_the_raw_score() -> None:
     names = feature_names()
     contributions = np.linspace(-1, 1, len(names) + 1)
     explanation = ReasonCoder(names).explanation("m", np.ones(len(names)), contributions, 1.5)
-    assert [a.feature for a in explanation.attributions] == names
+    assert [a["feature"] for a in explanation.attributions] == names
     assert explanation.base_value == contributions[-1]
     assert explanation.raw_score == 1.5
     assert explanation.shap()[names[0]] == -1.0
