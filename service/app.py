@@ -14,6 +14,7 @@ from aiohttp.typedefs import Middleware
 from explain.audit.sqlite_store import SQLiteAuditStore
 from explain.explainer import make_explainer
 from models.fast import ModelSlot
+from service.app_keys import METRICS, SCORER, SETTINGS, STREAM, WARM_START
 from service.handlers import Views
 from service.metrics import ScoringMetrics
 from service.middleware import (
@@ -24,13 +25,11 @@ from service.middleware import (
 from service.routes import setup_routes
 from service.scorer import Scorer
 from service.settings import Settings
+from service.stream_runner import StreamRunner
 
 log = logging.getLogger(__name__)
 
-SCORER = web.AppKey("scorer", Scorer)
-SETTINGS = web.AppKey("settings", Settings)
-METRICS = web.AppKey("metrics", ScoringMetrics)
-WARM_START = web.AppKey("warm_start", asyncio.Task[int])
+__all__ = ["METRICS", "SCORER", "SETTINGS", "STREAM", "WARM_START", "build_scorer", "create_app"]
 
 
 def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> Scorer:
@@ -88,7 +87,16 @@ async def _owned_scorer_lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[WARM_START] = asyncio.create_task(
         asyncio.to_thread(_warm, scorer, settings.warm_start, app[METRICS])
     )
+    runner = None
+    if settings.kafka == "on":
+        runner = StreamRunner(settings, scorer, asyncio.get_running_loop())
+        app[STREAM] = runner
+        await asyncio.to_thread(runner.start)
     yield
+    if runner is not None:
+        # First the consumer (it finishes and commits its batch through the scorer), then
+        # the store: nothing committed on Kafka is missing from the audit trail.
+        await asyncio.to_thread(runner.stop, settings.shutdown_timeout_s)
     task = app.get(WARM_START)
     if task is not None and not task.done():
         task.cancel()  # the thread finishes its replay; nothing waits for it

@@ -24,6 +24,7 @@ from service.api_models import (
     Readiness,
     ScoreResponse,
 )
+from service.app_keys import STREAM
 from service.errors import (
     InvalidInput,
     InvalidJson,
@@ -188,6 +189,9 @@ class Views:
     async def readyz(self, request: web.Request) -> web.Response:
         # The audit-file check can wait on a lock: never on the event loop.
         problems = await asyncio.to_thread(self._scorer.check_ready)
+        runner = request.app.get(STREAM)
+        if runner is not None:
+            problems += runner.problems()
         self._metrics.ready.set(0 if problems else 1)
         if problems:
             raise NotReady("; ".join(problems))

@@ -75,6 +75,39 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(default=10.0, gt=0.0)
     """On SIGTERM/SIGINT, how long in-flight requests get to finish."""
 
+    kafka: Literal["on", "off"] = "on"
+    """Consume transactions and labels from Kafka beside the HTTP API (off: HTTP only)."""
+
+    kafka_bootstrap_servers: str | None = None
+    """Kafka brokers (host:port,...); unset starts the embedded Tansu broker."""
+
+    kafka_embedded_port: int = Field(default=9092, ge=0, le=65535)
+    """Port of the embedded broker (0 picks a free one)."""
+
+    kafka_group_id: str = "riskscore"
+    """Consumer group of the scoring consumers."""
+
+    kafka_transactions_topic: str = "transactions"
+    """Transactions to score; producers key them by customer id."""
+
+    kafka_decisions_topic: str = "decisions"
+    """One decision per transaction, keyed by transaction id (the /score response JSON)."""
+
+    kafka_dead_letter_topic: str = "transactions.dlq"
+    """Records that cannot be processed, with headers naming the error and the source."""
+
+    kafka_labels_topic: str = "labels"
+    """Label feedback (the /labels body)."""
+
+    kafka_partitions: int = Field(default=4, ge=1)
+    """Partitions of topics riskscore creates."""
+
+    kafka_max_batch: int = Field(default=500, ge=1)
+    """Most records per polled batch."""
+
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    """Consumer-group session timeout; a group join takes about this long."""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Logging threshold."""
 

@@ -9,9 +9,11 @@ from types import ModuleType
 
 from service.cli import (
     bench_cmd,
+    consume_cmd,
     demo_cmd,
     evaluate_cmd,
     features_cmd,
+    produce_cmd,
     serve_cmd,
     simulate_cmd,
     train_cmd,
@@ -21,6 +23,8 @@ from service.cli.errors import UserError
 # Order is the order shown in --help: the natural first-run sequence.
 COMMANDS: tuple[ModuleType, ...] = (
     serve_cmd,
+    consume_cmd,
+    produce_cmd,
     demo_cmd,
     simulate_cmd,
     features_cmd,

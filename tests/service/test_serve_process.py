@@ -13,10 +13,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaConsumer
+
+from features.simulator import SimulationConfig, simulate, write_csv
 
 STARTUP_TIMEOUT_S = 60.0
 
@@ -38,9 +42,16 @@ def _request(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[st
 
 
 @contextmanager
-def _serving(data_dir: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def _serving(
+    data_dir: Path, kafka_port: int | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = _free_port()
-    env = {**os.environ, "RISKSCORE_DATA_DIR": str(data_dir), "RISKSCORE_PORT": str(port)}
+    env = {
+        **os.environ,
+        "RISKSCORE_DATA_DIR": str(data_dir),
+        "RISKSCORE_PORT": str(port),
+        "RISKSCORE_KAFKA_EMBEDDED_PORT": str(kafka_port or _free_port()),
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"],
         env=env,
@@ -119,3 +130,36 @@ def test_serve_refuses_bad_configuration(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "cannot load the model" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_scores_the_kafka_stream_too(tmp_path: Path) -> None:
+    history = tmp_path / "history.csv"
+    config = SimulationConfig(customers=40, terminals=60, days=3, start=date(2025, 4, 1), seed=4)
+    write_csv(simulate(config), history)
+    kafka_port = _free_port()
+    servers = f"127.0.0.1:{kafka_port}"
+    with _serving(tmp_path / "var", kafka_port) as (base, process):
+        produced = subprocess.run(
+            [
+                *(sys.executable, "-m", "service.cli", "produce", "--data", str(history)),
+                *("--limit", "50", "--bootstrap-servers", servers, "--id-prefix", "kp-"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert produced.returncode == 0, produced.stderr
+        consumer = KafkaConsumer(
+            "decisions", bootstrap_servers=servers, auto_offset_reset="earliest", group_id=None
+        )
+        decisions: list[Any] = []
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while len(decisions) < 50 and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                decisions.extend(batch)
+        consumer.close()
+        assert len(decisions) == 50
+        first = json.loads(decisions[0].value)
+        status, record = _request(f"{base}/decisions/{first['transaction_id']}")
+        assert status == 200 and record["score"] == first["score"]
+        _stop(process)

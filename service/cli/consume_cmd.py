@@ -1,0 +1,62 @@
+"""`riskscore consume`: the Kafka consumer alone, without the HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from pydantic import ValidationError
+
+from models.errors import ArtifactError
+from service.cli.errors import UserError
+from service.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser(
+        "consume",
+        help="score the Kafka transactions topic (no HTTP API)",
+        description=(
+            "Consume transactions (and labels) from Kafka, score each, record the decision in "
+            "the audit store and publish it to the decisions topic; commit offsets only after. "
+            "Configured like `riskscore serve` (RISKSCORE_KAFKA_* variables; without "
+            "RISKSCORE_KAFKA_BOOTSTRAP_SERVERS an embedded broker is started). SIGTERM or "
+            "SIGINT: finish the batch, commit, close."
+        ),
+    ).set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings(kafka="on")
+    except ValidationError as exc:
+        raise UserError(f"invalid configuration: {exc}") from None
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(_consume(settings))
+    except ArtifactError as exc:
+        raise UserError(f"cannot load the model: {exc}") from exc
+    return 0
+
+
+async def _consume(settings: Settings) -> None:
+    from service.app import build_scorer
+    from service.stream_runner import StreamRunner
+
+    scorer = build_scorer(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = StreamRunner(settings, scorer, loop)
+    try:
+        await asyncio.to_thread(scorer.warm_start, settings.warm_start)
+        await asyncio.to_thread(runner.start)
+        await stop.wait()
+    finally:
+        await asyncio.to_thread(runner.stop, settings.shutdown_timeout_s)
+        await asyncio.to_thread(scorer.store.close, settings.shutdown_timeout_s)

@@ -1,0 +1,61 @@
+"""The scorer as the streaming loop's callables: the Kafka thread hands batches to the one
+``Scorer`` on the event loop and waits for durable decisions.
+
+The scorer stays single-threaded (its feature state is touched only on the event loop);
+the consumer thread only waits. Errors that are the record's (a reused transaction id,
+a label for an unknown transaction) become dead letters; the rest are retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from features.schema import Transaction
+from service.api_models import ScoreResponse
+from service.errors import AuditUnavailable, IdempotencyConflict, NotFound, NotReady
+from service.scorer import Scorer
+from streaming.codec import RecordError
+from streaming.processor import Decision, RetryableError
+
+# Long enough for any batch; a stuck loop fails the batch, which is then retried.
+CALL_TIMEOUT_S = 60.0
+
+
+class ScorerBridge:
+    def __init__(self, scorer: Scorer, loop: asyncio.AbstractEventLoop) -> None:
+        self._scorer = scorer
+        self._loop = loop
+
+    def score(self, txs: list[Transaction]) -> list[Decision | RecordError]:
+        if not self._scorer.warmed:
+            raise RetryableError("the scorer is still rebuilding its feature state")
+        future = asyncio.run_coroutine_threadsafe(self._scorer.score_batch(txs), self._loop)
+        try:
+            outcomes = future.result(CALL_TIMEOUT_S)
+        except (AuditUnavailable, NotReady, TimeoutError) as exc:
+            raise RetryableError(str(exc) or type(exc).__name__) from exc
+        out: list[Decision | RecordError] = []
+        for outcome in outcomes:
+            if isinstance(outcome, IdempotencyConflict):
+                out.append(RecordError(outcome.type, outcome.message))
+            else:
+                body = ScoreResponse.from_record(outcome.record, full=False)
+                out.append(
+                    Decision(
+                        outcome.record.transaction_id,
+                        body.model_dump_json(exclude_none=True).encode(),
+                    )
+                )
+        return out
+
+    def labels(self, labels: list[tuple[str, bool, datetime | None]]) -> list[RecordError | None]:
+        if not self._scorer.warmed:
+            raise RetryableError("the scorer is still rebuilding its feature state")
+        future = asyncio.run_coroutine_threadsafe(self._scorer.record_labels(labels), self._loop)
+        outcomes = future.result(CALL_TIMEOUT_S)
+        if any(isinstance(o, AuditUnavailable) for o in outcomes):
+            raise RetryableError("the audit store could not record labels")
+        return [
+            RecordError(o.type, o.message) if isinstance(o, NotFound) else None for o in outcomes
+        ]

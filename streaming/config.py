@@ -1,0 +1,36 @@
+"""How the streaming path connects: broker, topics, consumer group, batching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names; producers key ``transactions`` by customer id so that one customer's
+    payments stay in one partition, in order."""
+
+    transactions: str = "transactions"
+    decisions: str = "decisions"
+    dead_letters: str = "transactions.dlq"
+    labels: str = "labels"
+
+    def all(self) -> tuple[str, ...]:
+        return (self.transactions, self.decisions, self.dead_letters, self.labels)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Consumer-group settings. Processing guarantee: at-least-once delivery; effects are
+    exactly-once because the scorer's audit store is idempotent by transaction id."""
+
+    bootstrap_servers: str
+    topics: Topics = Topics()
+    group_id: str = "riskscore"
+    max_batch: int = 500
+    poll_timeout_ms: int = 200
+    # A group (re)join takes about this long; tests use short ones.
+    session_timeout_ms: int = 10_000
+    # Backoff between retries of a batch that failed for reasons not its own.
+    retry_backoff_s: float = 0.2
+    retry_backoff_max_s: float = 5.0

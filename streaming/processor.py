@@ -1,0 +1,217 @@
+"""The consumer-group loop: poll a batch, score it, publish decisions, then commit.
+
+Order of effects for every batch, which is what makes a crash at any point safe:
+
+1. decode each record; one that cannot be decoded goes to the dead-letter topic with its
+   original bytes and headers naming the error and where it came from;
+2. hand the valid transactions to the scoring callable, which returns only once every
+   decision is durable in the audit store (a re-delivered transaction gets its recorded
+   decision back, it is not scored twice);
+3. publish one decision per transaction (key = transaction id) and wait for the broker's
+   acknowledgement of everything sent;
+4. commit the batch's offsets.
+
+A crash before 4 re-delivers the batch: decisions are re-published unchanged, nothing is
+decided twice. A failure that is not the records' fault (:class:`RetryableError`: store
+or broker unavailable) retries the same batch with backoff; the partition is never skipped.
+Partitions are processed in offset order, so a customer's payments (keyed by customer id)
+are decided in order. Rebalances happen inside ``poll``, between batches, when everything
+polled so far is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from features.schema import Transaction
+from streaming.codec import RecordError, decode_label, decode_transaction
+from streaming.config import StreamConfig
+
+log = logging.getLogger(__name__)
+
+
+class RetryableError(RuntimeError):
+    """Processing failed for a reason that is not the records' (store, broker): retry."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the scoring callable returns for a transaction it decided."""
+
+    transaction_id: str
+    payload: bytes  # the decision JSON, as the HTTP API returns it
+
+
+# Scores transactions in order; one result per transaction. Raises RetryableError.
+BatchScorer = Callable[[list[Transaction]], list[Decision | RecordError]]
+# Applies labels; None per label applied, or the label's error. Raises RetryableError.
+LabelSink = Callable[[list[tuple[str, bool, datetime | None]]], list[RecordError | None]]
+
+
+@dataclass
+class StreamStats:
+    """Running totals, for metrics and tests."""
+
+    batches: int = 0
+    records: int = 0
+    decisions: int = 0
+    labels: int = 0
+    dead_letters: int = 0
+    retries: int = 0
+    last_commit_s: float = 0.0
+    lag: dict[str, int] = field(default_factory=dict)
+
+
+class StreamProcessor:
+    """Runs the loop in the calling thread until ``stop`` is set; see the module doc."""
+
+    def __init__(
+        self,
+        config: StreamConfig,
+        score: BatchScorer,
+        labels: LabelSink | None = None,
+    ) -> None:
+        self.config = config
+        self._score = score
+        self._labels = labels
+        self.stats = StreamStats()
+        self.healthy = False
+        self.error: str | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        c = self.config
+        topics = [c.topics.transactions] + ([c.topics.labels] if self._labels else [])
+        consumer = KafkaConsumer(
+            bootstrap_servers=c.bootstrap_servers,
+            group_id=c.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=c.session_timeout_ms,
+            heartbeat_interval_ms=max(100, c.session_timeout_ms // 3),
+            max_poll_records=c.max_batch,
+        )
+        producer = KafkaProducer(
+            bootstrap_servers=c.bootstrap_servers, acks="all", linger_ms=2, retries=5
+        )
+        try:
+            consumer.subscribe(topics)
+            self.healthy = True
+            while not stop.is_set():
+                batch = consumer.poll(timeout_ms=c.poll_timeout_ms, max_records=c.max_batch)
+                if not batch:
+                    continue
+                if not self._process_until_done(batch, producer, stop):
+                    break  # stopping mid-retry: nothing committed, the batch is re-delivered
+                started = time.perf_counter()
+                consumer.commit(
+                    {
+                        tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+                        for tp, records in batch.items()
+                    }
+                )
+                self.stats.last_commit_s = time.perf_counter() - started
+                self._update_lag(consumer, batch)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("stream processing stopped")
+            raise
+        finally:
+            self.healthy = False
+            producer.close(timeout=5)
+            consumer.close(autocommit=False)
+
+    def _process_until_done(
+        self, batch: dict[TopicPartition, list[Any]], producer: KafkaProducer, stop: threading.Event
+    ) -> bool:
+        backoff = self.config.retry_backoff_s
+        while True:
+            try:
+                self._process(batch, producer)
+                return True
+            except RetryableError as exc:
+                self.stats.retries += 1
+                log.warning("batch failed (%s); retrying in %.1f s", exc, backoff)
+                if stop.wait(backoff):
+                    return False
+                backoff = min(backoff * 2, self.config.retry_backoff_max_s)
+
+    def _process(self, batch: dict[TopicPartition, list[Any]], producer: KafkaProducer) -> None:
+        topics = self.config.topics
+        txs: list[Transaction] = []
+        tx_records: list[Any] = []
+        labels: list[tuple[str, bool, datetime | None]] = []
+        label_records: list[Any] = []
+        sent = []
+        for tp, records in batch.items():
+            for record in records:
+                if tp.topic == topics.labels:
+                    decoded_label = decode_label(record.value)
+                    if isinstance(decoded_label, RecordError):
+                        sent.append(self._dead_letter(producer, record, decoded_label))
+                    else:
+                        labels.append(decoded_label.as_tuple())
+                        label_records.append(record)
+                    continue
+                decoded = decode_transaction(record.value)
+                if isinstance(decoded, RecordError):
+                    sent.append(self._dead_letter(producer, record, decoded))
+                else:
+                    txs.append(decoded)
+                    tx_records.append(record)
+        if txs:
+            outcomes = self._score(txs)
+            for record, outcome in zip(tx_records, outcomes, strict=True):
+                if isinstance(outcome, RecordError):
+                    sent.append(self._dead_letter(producer, record, outcome))
+                else:
+                    sent.append(
+                        producer.send(
+                            topics.decisions,
+                            key=outcome.transaction_id.encode(),
+                            value=outcome.payload,
+                        )
+                    )
+                    self.stats.decisions += 1
+        if labels and self._labels is not None:
+            for record, error in zip(label_records, self._labels(labels), strict=True):
+                if error is not None:
+                    sent.append(self._dead_letter(producer, record, error))
+                else:
+                    self.stats.labels += 1
+        producer.flush()
+        for future in sent:
+            if future.failed():
+                raise RetryableError(f"the broker did not acknowledge a record: {future.exception}")
+        self.stats.batches += 1
+        self.stats.records += sum(len(r) for r in batch.values())
+
+    def _dead_letter(self, producer: KafkaProducer, record: Any, error: RecordError) -> Any:
+        self.stats.dead_letters += 1
+        headers = [
+            *(record.headers or []),
+            ("error.type", error.type.encode()),
+            ("error.message", error.message.encode()),
+            ("source.topic", record.topic.encode()),
+            ("source.partition", str(record.partition).encode()),
+            ("source.offset", str(record.offset).encode()),
+        ]
+        return producer.send(
+            self.config.topics.dead_letters, key=record.key, value=record.value, headers=headers
+        )
+
+    def _update_lag(self, consumer: KafkaConsumer, batch: dict[TopicPartition, list[Any]]) -> None:
+        for tp, records in batch.items():
+            high = consumer.highwater(tp)
+            if high is not None:
+                self.stats.lag[f"{tp.topic}/{tp.partition}"] = max(
+                    0, high - (records[-1].offset + 1)
+                )
