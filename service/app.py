@@ -16,7 +16,7 @@ from explain.explainer import make_explainer
 from models.fast import ModelSlot
 from service.app_keys import METRICS, SCORER, SETTINGS, STREAM, WARM_START
 from service.handlers import Views
-from service.metrics import ScoringMetrics
+from service.metrics import ScoringMetrics, StreamCollector
 from service.middleware import (
     auth_middleware,
     error_middleware,
@@ -91,6 +91,9 @@ async def _owned_scorer_lifecycle(app: web.Application) -> AsyncIterator[None]:
     if settings.kafka == "on":
         runner = StreamRunner(settings, scorer, asyncio.get_running_loop())
         app[STREAM] = runner
+        app[METRICS].registry.register(
+            StreamCollector(lambda: runner.processor.stats if runner.processor else None)
+        )
         await asyncio.to_thread(runner.start)
     yield
     if runner is not None:

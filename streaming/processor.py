@@ -67,6 +67,7 @@ class StreamStats:
     labels: int = 0
     dead_letters: int = 0
     retries: int = 0
+    last_batch: int = 0
     last_commit_s: float = 0.0
     lag: dict[str, int] = field(default_factory=dict)
 
@@ -192,7 +193,8 @@ class StreamProcessor:
             if future.failed():
                 raise RetryableError(f"the broker did not acknowledge a record: {future.exception}")
         self.stats.batches += 1
-        self.stats.records += sum(len(r) for r in batch.values())
+        self.stats.last_batch = sum(len(r) for r in batch.values())
+        self.stats.records += self.stats.last_batch
 
     def _dead_letter(self, producer: KafkaProducer, record: Any, error: RecordError) -> Any:
         self.stats.dead_letters += 1

@@ -162,4 +162,8 @@ def test_serve_scores_the_kafka_stream_too(tmp_path: Path) -> None:
         first = json.loads(decisions[0].value)
         status, record = _request(f"{base}/decisions/{first['transaction_id']}")
         assert status == 200 and record["score"] == first["score"]
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert "riskscore_kafka_decisions_total 50.0" in metrics
+        assert 'riskscore_decisions_total{action="approve",stage="fast"}' in metrics
         _stop(process)
