@@ -5,46 +5,24 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
-import uuid
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
 
-from features.data import frame_from_pandas
-from features.simulator import SimulationConfig, simulate
 from service.app import build_scorer
 from service.scorer import Scorer
 from service.settings import Settings
 from service.stream_bridge import ScorerBridge
-from streaming.broker import EmbeddedBroker, ensure_topics
+from streaming.broker import EmbeddedBroker
 from streaming.config import StreamConfig, Topics
 from streaming.processor import StreamProcessor
+from tests.streaming.conftest import payloads as _payloads
+from tests.streaming.conftest import produce as _produce
+from tests.streaming.conftest import read_topic as _read
 
 WAIT_S = 60.0
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker(port=0) as running:
-        yield running
-
-
-@pytest.fixture
-def topics(broker: EmbeddedBroker) -> Topics:
-    suffix = uuid.uuid4().hex[:8]
-    names = Topics(
-        transactions=f"tx-{suffix}",
-        decisions=f"dec-{suffix}",
-        dead_letters=f"dlq-{suffix}",
-        labels=f"lab-{suffix}",
-    )
-    ensure_topics(broker.bootstrap_servers, names.all(), partitions=2)
-    return names
 
 
 @pytest.fixture
@@ -60,41 +38,6 @@ def scorer_on_loop(tmp_path: Path) -> Iterator[tuple[Scorer, asyncio.AbstractEve
     thread.join(10)
     loop.close()
     scorer.store.close()
-
-
-def _payloads(n: int) -> list[dict[str, Any]]:
-    config = SimulationConfig(customers=50, terminals=80, days=20, start=date(2025, 2, 1), seed=9)
-    frame = frame_from_pandas(simulate(config), source="simulated")
-    return list(frame.payloads("k-"))[:n]
-
-
-def _produce(broker: EmbeddedBroker, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
-    for key, value in records:
-        producer.send(topic, key=key, value=value)
-    producer.flush()
-    producer.close()
-
-
-def _read(broker: EmbeddedBroker, topic: str, expected: int) -> list[Any]:
-    """Every record of ``topic``, read until ``expected`` arrived (or the deadline)."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=broker.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    records: list[Any] = []
-    deadline = time.monotonic() + WAIT_S
-    while len(records) < expected and time.monotonic() < deadline:
-        for batch in consumer.poll(timeout_ms=500).values():
-            records.extend(batch)
-    # One more short poll: more than expected would be a duplicate we must see.
-    for batch in consumer.poll(timeout_ms=500).values():
-        records.extend(batch)
-    consumer.close()
-    return records
 
 
 class Running:

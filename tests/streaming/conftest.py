@@ -1,0 +1,95 @@
+"""A real Kafka-protocol broker (Tansu) for the streaming tests, and helpers around it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from features.data import frame_from_pandas
+from features.simulator import SimulationConfig, simulate
+from streaming.broker import EmbeddedBroker, ensure_topics
+from streaming.config import Topics
+
+WAIT_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(port=0) as running:
+        yield running
+
+
+@pytest.fixture
+def topics(broker: EmbeddedBroker) -> Topics:
+    suffix = uuid.uuid4().hex[:8]
+    names = Topics(
+        transactions=f"tx-{suffix}",
+        decisions=f"dec-{suffix}",
+        dead_letters=f"dlq-{suffix}",
+        labels=f"lab-{suffix}",
+    )
+    ensure_topics(broker.bootstrap_servers, names.all(), partitions=2)
+    return names
+
+
+def payloads(n: int, customers: int = 50, seed: int = 9) -> list[dict[str, Any]]:
+    """``n`` simulated payments in time order, as /score bodies."""
+    days = 20
+    while True:
+        config = SimulationConfig(
+            customers=customers,
+            terminals=2 * customers,
+            days=days,
+            start=date(2025, 2, 1),
+            seed=seed,
+        )
+        out = list(frame_from_pandas(simulate(config), source="simulated").payloads("k-"))
+        if len(out) >= n:
+            return out[:n]
+        days *= 2
+
+
+def produce(broker: EmbeddedBroker, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", linger_ms=5)
+    for key, value in records:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def read_topic(
+    broker: EmbeddedBroker,
+    topic: str,
+    expected: int,
+    wait_s: float = WAIT_S,
+    distinct_keys: bool = False,
+) -> list[Any]:
+    """Every record of ``topic``, read until ``expected`` arrived (or the deadline); with
+    ``distinct_keys``, until that many different keys arrived (duplicates expected)."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=broker.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    records: list[Any] = []
+    keys: set[bytes] = set()
+    deadline = time.monotonic() + wait_s
+    while (len(keys) if distinct_keys else len(records)) < expected:
+        if time.monotonic() > deadline:
+            break
+        for batch in consumer.poll(timeout_ms=500).values():
+            records.extend(batch)
+            keys.update(r.key for r in batch)
+    # One more short poll: more than expected would be a duplicate we must see.
+    for batch in consumer.poll(timeout_ms=500).values():
+        records.extend(batch)
+    consumer.close()
+    return records
