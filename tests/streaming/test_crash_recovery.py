@@ -12,12 +12,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from kafka import KafkaAdminClient
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from streaming.broker import EmbeddedBroker
 from streaming.config import Topics
 from tests.streaming.conftest import payloads, produce, read_topic
 
 TOTAL = 20_000
+_NONE = OffsetAndMetadata(0, "", -1)  # a partition with no commit
 KILLS = 5
 DEADLINE_S = 240.0
 
@@ -99,3 +102,34 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
     assert set(published) == ids
     # Re-deliveries after a kill re-publish the recorded decision, byte for byte.
     assert all(len(values) == 1 for values in published.values())
+
+
+def test_sigterm_commits_nothing_undecided(
+    broker: EmbeddedBroker, topics: Topics, tmp_path: Path
+) -> None:
+    sent = payloads(5000, customers=1000, seed=22)
+    produce(
+        broker,
+        topics.transactions,
+        [(p["customer_id"].encode(), json.dumps(p).encode()) for p in sent],
+    )
+    store = tmp_path / "var" / "audit.sqlite3"
+    process = _consumer(tmp_path / "var", broker, topics)
+    _wait_for(store, 1500, process, time.monotonic() + DEADLINE_S)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    group = f"crash-{topics.transactions}"
+    committed = admin.list_group_offsets(group)[group]
+    admin.close()
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+        decided = {row[0] for row in db.execute("SELECT transaction_id FROM decisions")}
+    records = read_topic(broker, topics.transactions, len(sent))
+    below_commit = [
+        json.loads(r.value)["transaction_id"]
+        for r in records
+        if r.offset < committed.get(TopicPartition(r.topic, r.partition), _NONE).offset
+    ]
+    assert below_commit, "the consumer committed nothing before stopping"
+    assert set(below_commit) <= decided
