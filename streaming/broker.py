@@ -58,21 +58,23 @@ def ensure_topics(bootstrap_servers: str, names: tuple[str, ...], partitions: in
 class EmbeddedBroker:
     """Start Tansu on 127.0.0.1 (a free port unless given); stop it on close."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, advertised_port: int | None = None) -> None:
         self.port = port or free_port()
-        self.bootstrap_servers = f"127.0.0.1:{self.port}"
+        # Clients connect to the advertised address after bootstrap: a proxy in front of the
+        # broker is advertised instead of the broker itself.
+        self.advertised_port = advertised_port or self.port
+        self.bootstrap_servers = f"127.0.0.1:{self.advertised_port}"
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> EmbeddedBroker:
-        url = f"tcp://127.0.0.1:{self.port}"
         self._process = subprocess.Popen(
             [
                 str(tansu_binary()),
                 "broker",
                 "--listener-url",
-                url,
+                f"tcp://127.0.0.1:{self.port}",
                 "--advertised-listener-url",
-                url,
+                f"tcp://127.0.0.1:{self.advertised_port}",
                 "--storage-engine",
                 "memory://tansu/",
             ],

@@ -34,3 +34,5 @@ class StreamConfig:
     # Backoff between retries of a batch that failed for reasons not its own.
     retry_backoff_s: float = 0.2
     retry_backoff_max_s: float = 5.0
+    # Longest wait for the broker to acknowledge a batch's decisions before retrying it.
+    flush_timeout_s: float = 30.0

@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from features.schema import Transaction
@@ -67,8 +68,14 @@ class StreamStats:
     labels: int = 0
     dead_letters: int = 0
     retries: int = 0
+    commit_failures: int = 0
     last_batch: int = 0
     last_commit_s: float = 0.0
+    # Seconds spent per step, summed over batches: where the time goes.
+    decode_s: float = 0.0
+    score_s: float = 0.0
+    publish_s: float = 0.0
+    commit_s: float = 0.0
     lag: dict[str, int] = field(default_factory=dict)
 
 
@@ -113,13 +120,21 @@ class StreamProcessor:
                 if not self._process_until_done(batch, producer, stop):
                     break  # stopping mid-retry: nothing committed, the batch is re-delivered
                 started = time.perf_counter()
-                consumer.commit(
-                    {
-                        tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
-                        for tp, records in batch.items()
-                    }
-                )
+                try:
+                    consumer.commit(
+                        {
+                            tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+                            for tp, records in batch.items()
+                        }
+                    )
+                except KafkaError as exc:
+                    # Not committed means re-delivered: the decisions are already durable
+                    # and are re-published unchanged, so going on loses nothing.
+                    self.stats.commit_failures += 1
+                    log.warning("offset commit failed (%s); the batch will be re-delivered", exc)
+                    continue
                 self.stats.last_commit_s = time.perf_counter() - started
+                self.stats.commit_s += self.stats.last_commit_s
                 self._update_lag(consumer, batch)
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
@@ -152,6 +167,7 @@ class StreamProcessor:
         labels: list[tuple[str, bool, datetime | None]] = []
         label_records: list[Any] = []
         sent = []
+        started = time.perf_counter()
         for tp, records in batch.items():
             for record in records:
                 if tp.topic == topics.labels:
@@ -168,8 +184,12 @@ class StreamProcessor:
                 else:
                     txs.append(decoded)
                     tx_records.append(record)
+        decoded_at = time.perf_counter()
+        self.stats.decode_s += decoded_at - started
         if txs:
             outcomes = self._score(txs)
+            scored_at = time.perf_counter()
+            self.stats.score_s += scored_at - decoded_at
             for record, outcome in zip(tx_records, outcomes, strict=True):
                 if isinstance(outcome, RecordError):
                     sent.append(self._dead_letter(producer, record, outcome))
@@ -188,7 +208,12 @@ class StreamProcessor:
                     sent.append(self._dead_letter(producer, record, error))
                 else:
                     self.stats.labels += 1
-        producer.flush()
+        flush_started = time.perf_counter()
+        try:
+            producer.flush(timeout=self.config.flush_timeout_s)
+        except KafkaError as exc:
+            raise RetryableError(f"the broker did not acknowledge the batch: {exc}") from exc
+        self.stats.publish_s += time.perf_counter() - flush_started
         for future in sent:
             if future.failed():
                 raise RetryableError(f"the broker did not acknowledge a record: {future.exception}")

@@ -45,6 +45,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     explain.add_argument("--model", type=Path, help="artifact directory (default: shipped)")
     explain.add_argument("--json", type=Path, help="also write the figures as JSON")
     explain.set_defaults(run=run_explain)
+    stream = kinds.add_parser(
+        "stream",
+        help="Kafka path throughput and end-to-end latency (embedded broker)",
+        description=(
+            "Starts an embedded broker and one consumer with the shipped model and a real "
+            "SQLite store; drains a backlog of --count transactions (throughput, time per "
+            "step), then publishes at --rate per second for --seconds and reports the time "
+            "from send to decision on the decisions topic."
+        ),
+    )
+    stream.add_argument("--count", type=positive_int, default=30_000, help="backlog size")
+    stream.add_argument("--rate", type=positive_int, default=5000, help="latency run rate")
+    stream.add_argument("--seconds", type=positive_int, default=10, help="latency run length")
+    stream.add_argument("--json", type=Path, help="also write the figures as JSON")
+    stream.set_defaults(run=run_stream)
 
 
 def run_scorer(args: argparse.Namespace) -> int:
@@ -70,6 +85,23 @@ def run_explain(args: argparse.Namespace) -> int:
 
     result = measure(FastModel.load(args.model or default_artifact_dir()), calls=args.calls)
     print(table(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    from service.benchmarks.stream_bench import measure
+
+    result = measure(args.count, float(args.rate), float(args.seconds))
+    print(f"throughput: {result['throughput_tx_per_s']:,.0f} transactions/s (backlog {args.count})")
+    for step, us in result["step_us_per_tx"].items():
+        print(f"  {step:<48} {us:8.1f} µs/tx")
+    print(
+        f"latency at {args.rate}/s: p50 {result['latency_p50_ms']:.1f} ms, "
+        f"p99 {result['latency_p99_ms']:.1f} ms, max {result['latency_max_ms']:.1f} ms "
+        f"({result['latency_n']} transactions)"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

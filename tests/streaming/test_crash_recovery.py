@@ -68,11 +68,15 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
     broker: EmbeddedBroker, topics: Topics, tmp_path: Path
 ) -> None:
     sent = payloads(TOTAL, customers=3000, seed=21)
-    produce(
-        broker,
-        topics.transactions,
-        [(p["customer_id"].encode(), json.dumps(p).encode()) for p in sent],
-    )
+    records = [(p["customer_id"].encode(), json.dumps(p).encode()) for p in sent]
+    # 1% malformed, spread through the stream: each must reach the dead-letter topic.
+    bad = [
+        (b"bad", json.dumps({"transaction_id": f"bad-{i}", "amount": -1}).encode())
+        for i in range(TOTAL // 100)
+    ]
+    for i, record in enumerate(bad):
+        records.insert(i * 101 + 50, record)
+    produce(broker, topics.transactions, records)
     store = tmp_path / "var" / "audit.sqlite3"
     deadline = time.monotonic() + DEADLINE_S
     rng = np.random.default_rng(7)
@@ -102,6 +106,9 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
     assert set(published) == ids
     # Re-deliveries after a kill re-publish the recorded decision, byte for byte.
     assert all(len(values) == 1 for values in published.values())
+    dead = read_topic(broker, topics.dead_letters, len(bad))
+    assert {r.value for r in dead} == {value for _, value in bad}
+    assert all(dict(r.headers)["error.type"] == b"validation_error" for r in dead)
 
 
 def test_sigterm_commits_nothing_undecided(

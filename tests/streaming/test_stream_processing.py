@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,13 @@ from service.app import build_scorer
 from service.scorer import Scorer
 from service.settings import Settings
 from service.stream_bridge import ScorerBridge
-from streaming.broker import EmbeddedBroker
+from streaming.broker import EmbeddedBroker, ensure_topics, free_port
 from streaming.config import StreamConfig, Topics
 from streaming.processor import StreamProcessor
 from tests.streaming.conftest import payloads as _payloads
 from tests.streaming.conftest import produce as _produce
 from tests.streaming.conftest import read_topic as _read
+from tests.streaming.tcp_proxy import OutageProxy
 
 WAIT_S = 60.0
 
@@ -151,3 +153,39 @@ def test_labels_reach_the_feature_state_and_unknown_ones_are_dead_letters(
         True
     ]
     assert dict(dead[0].headers)["error.type"] == b"not_found"
+
+
+def test_a_broker_outage_mid_run_loses_nothing(
+    scorer_on_loop: tuple[Scorer, Any], tmp_path: Path
+) -> None:
+    scorer, loop = scorer_on_loop
+    proxy_port = free_port()
+    with EmbeddedBroker(advertised_port=proxy_port) as broker:
+        proxy = OutageProxy(proxy_port, broker.port)
+        try:
+            names = Topics("tx-o", "dec-o", "dlq-o", "lab-o")
+            ensure_topics(broker.bootstrap_servers, names.all(), partitions=2)
+            sent = _payloads(2000, customers=300, seed=3)
+            _produce(
+                broker,
+                names.transactions,
+                [(p["customer_id"].encode(), json.dumps(p).encode()) for p in sent],
+            )
+            running = Running(_processor(broker, names, scorer, loop))
+            with running:
+                while scorer.store.counts()["decisions"] < 300:  # type: ignore[attr-defined]
+                    assert running.thread.is_alive()
+                    time.sleep(0.02)  # waiting for the condition above, not for time
+                proxy.cut()
+                # The outage itself: the scenario is "unreachable for a few seconds".
+                running.stop.wait(3.0)
+                during_outage = scorer.store.counts()["decisions"]  # type: ignore[attr-defined]
+                proxy.restore()
+                decisions = _read(broker, names.decisions, len(sent), distinct_keys=True)
+            assert running.processor.error is None
+            assert during_outage < len(sent), "the outage did not interrupt the run"
+            stored = scorer.store.counts()["decisions"]  # type: ignore[attr-defined]
+            assert stored == len(sent)
+            assert {r.key.decode() for r in decisions} == {p["transaction_id"] for p in sent}
+        finally:
+            proxy.close()
