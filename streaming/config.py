@@ -29,6 +29,9 @@ class StreamConfig:
     group_id: str = "riskscore"
     max_batch: int = 500
     poll_timeout_ms: int = 200
+    # How long the broker may hold a fetch waiting for data: short, so that a payment that
+    # arrives alone is not kept waiting for company.
+    fetch_max_wait_ms: int = 20
     # A group (re)join takes about this long; tests use short ones.
     session_timeout_ms: int = 10_000
     # Backoff between retries of a batch that failed for reasons not its own.

@@ -106,6 +106,7 @@ class StreamProcessor:
             session_timeout_ms=c.session_timeout_ms,
             heartbeat_interval_ms=max(100, c.session_timeout_ms // 3),
             max_poll_records=c.max_batch,
+            fetch_max_wait_ms=c.fetch_max_wait_ms,
         )
         producer = KafkaProducer(
             bootstrap_servers=c.bootstrap_servers, acks="all", linger_ms=2, retries=5

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
+from dataclasses import asdict
 
 from pydantic import ValidationError
 
@@ -60,3 +62,6 @@ async def _consume(settings: Settings) -> None:
     finally:
         await asyncio.to_thread(runner.stop, settings.shutdown_timeout_s)
         await asyncio.to_thread(scorer.store.close, settings.shutdown_timeout_s)
+        if runner.processor is not None:
+            # One JSON line of totals on stdout: what an operator (or a benchmark) reads.
+            print(json.dumps({"stream_summary": asdict(runner.processor.stats)}), flush=True)
