@@ -67,6 +67,13 @@ class EmbeddedBroker:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> EmbeddedBroker:
+        # Another listener on the port would answer the readiness probe below in the
+        # broker's place: refuse at once instead of timing out later.
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", self.port))
+            except OSError:
+                raise BrokerError(f"port {self.port} is already in use") from None
         self._process = subprocess.Popen(
             [
                 str(tansu_binary()),
@@ -84,7 +91,10 @@ class EmbeddedBroker:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
             if self._process.poll() is not None:
-                raise BrokerError(f"the embedded broker exited with {self._process.returncode}")
+                raise BrokerError(
+                    f"the embedded broker exited with {self._process.returncode}; "
+                    f"is port {self.port} already in use?"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return self

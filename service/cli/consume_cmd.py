@@ -9,11 +9,14 @@ import logging
 import signal
 from dataclasses import asdict
 
+from kafka.errors import KafkaError
 from pydantic import ValidationError
 
 from models.errors import ArtifactError
 from service.cli.errors import UserError
+from service.cli.serve_cmd import KAFKA_HINT
 from service.settings import Settings
+from streaming.broker import BrokerError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(_consume(settings))
     except ArtifactError as exc:
         raise UserError(f"cannot load the model: {exc}") from exc
+    except (BrokerError, KafkaError) as exc:
+        raise UserError(f"{KAFKA_HINT}: {exc}") from exc
     return 0
 
 

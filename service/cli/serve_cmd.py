@@ -6,11 +6,18 @@ import argparse
 import logging
 
 from aiohttp import web
+from kafka.errors import KafkaError
 from pydantic import ValidationError
 
 from models.errors import ArtifactError
 from service.cli.errors import UserError
 from service.settings import Settings, settings_table
+from streaming.broker import BrokerError
+
+KAFKA_HINT = (
+    "Kafka is not available (set RISKSCORE_KAFKA_EMBEDDED_PORT to a free port, "
+    "RISKSCORE_KAFKA_BOOTSTRAP_SERVERS to your brokers, or RISKSCORE_KAFKA=off)"
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,12 +68,17 @@ def run(args: argparse.Namespace) -> int:
         settings.port,
         settings.audit_path,
     )
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout_s,
-        access_log=None,
-        print=lambda message: log.info("%s", message.strip()),
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_timeout_s,
+            access_log=None,
+            print=lambda message: log.info("%s", message.strip()),
+        )
+    except (BrokerError, KafkaError) as exc:
+        raise UserError(f"{KAFKA_HINT}: {exc}") from exc
+    except OSError as exc:
+        raise UserError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
     return 0

@@ -167,3 +167,25 @@ def test_serve_scores_the_kafka_stream_too(tmp_path: Path) -> None:
         assert "riskscore_kafka_decisions_total 50.0" in metrics
         assert 'riskscore_decisions_total{action="approve",stage="fast"}' in metrics
         _stop(process)
+
+
+def test_serve_explains_a_busy_kafka_port(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        env = {
+            **os.environ,
+            "RISKSCORE_DATA_DIR": str(tmp_path),
+            "RISKSCORE_PORT": str(_free_port()),
+            "RISKSCORE_KAFKA_EMBEDDED_PORT": str(busy.getsockname()[1]),
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "service.cli", "serve"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert "already in use" in result.stderr and "RISKSCORE_KAFKA=off" in result.stderr
+    assert "Traceback" not in result.stderr
