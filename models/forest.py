@@ -74,10 +74,8 @@ def read_forest(booster: lgb.Booster) -> Forest:
     header = _fields(text.split("\nTree=", 1)[0])
     if header.get("num_class", "1") != "1" or header.get("num_tree_per_iteration", "1") != "1":
         raise UnsupportedModel("only single-output (binary or regression) models are supported")
-    if "linear_tree" in header or "is_linear=1" in text:
+    if "is_linear=1" in text:
         raise UnsupportedModel("linear trees are not supported")
-    if "average_output" in header:
-        raise UnsupportedModel("averaged output (random forest mode) is not supported")
     num_features = int(header["max_feature_idx"]) + 1
     body = text.split("\nTree=")[1:]
     body[-1] = body[-1].split("\nend of trees", 1)[0]

@@ -12,8 +12,9 @@ import math
 import numba
 import numpy as np
 
-# LightGBM's kZeroThreshold: |x| <= this counts as zero for zero-as-missing splits.
-ZERO_THRESHOLD = 1e-35
+# LightGBM's kZeroThreshold, 1e-35f: a float, so slightly above 1e-35 as a double;
+# |x| <= this counts as zero for zero-as-missing splits.
+ZERO_THRESHOLD = float(np.float32(1e-35))
 
 
 @numba.njit(cache=True, inline="always")

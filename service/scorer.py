@@ -98,6 +98,7 @@ class Scorer:
         self._explainer_factory = explainer_factory or (lambda m: make_explainer("fast", m))
         self._bundle_cache: _ModelBundle | None = None
         self._pending: dict[str, _Pending] = {}
+        self._writing_labels: dict[tuple[str, bool, datetime | None], asyncio.Future[None]] = {}
         self.warmed = False
         self.warm_error: str | None = None
 
@@ -433,6 +434,27 @@ class Scorer:
                 ) from None
         elif self._store.get(transaction_id) is None:
             raise NotFound(f"no decision recorded for transaction {transaction_id!r}")
+        # Labels are idempotent by content: a re-delivered or repeated label (same verdict,
+        # same time) is not stored again, whether it is still being written or already is.
+        key = (transaction_id, is_fraud, labelled_at)
+        writing = self._writing_labels.get(key)
+        if writing is not None:
+            await asyncio.shield(writing)
+            return "unchanged"
+        known = self._store.labels(transaction_id)
+        if known and (known[-1].is_fraud, known[-1].labelled_at) == (is_fraud, labelled_at):
+            return "unchanged"
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writing_labels[key] = done
+        try:
+            return await self._store_label(transaction_id, is_fraud, labelled_at)
+        finally:
+            del self._writing_labels[key]
+            done.set_result(None)
+
+    async def _store_label(
+        self, transaction_id: str, is_fraud: bool, labelled_at: datetime | None
+    ) -> LabelOutcomeName:
         label = LabelRecord(
             transaction_id=transaction_id,
             is_fraud=is_fraud,

@@ -9,9 +9,13 @@ a label for an unknown transaction) become dead letters; the rest are retried.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from datetime import datetime
+from typing import Any, TypeVar
 
+from explain.audit.store import AuditStoreError
 from features.schema import Transaction
+from models.errors import ModelNotReady
 from service.api_models import ScoreResponse
 from service.errors import AuditUnavailable, IdempotencyConflict, NotFound, NotReady
 from service.scorer import Scorer
@@ -20,6 +24,7 @@ from streaming.processor import Decision, RetryableError
 
 # Long enough for any batch; a stuck loop fails the batch, which is then retried.
 CALL_TIMEOUT_S = 60.0
+T = TypeVar("T")
 
 
 class ScorerBridge:
@@ -27,14 +32,20 @@ class ScorerBridge:
         self._scorer = scorer
         self._loop = loop
 
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run on the scorer's loop and wait; failures that are not the records' fault
+        (store, model, a stuck loop) become :class:`RetryableError`."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(CALL_TIMEOUT_S)
+        except (AuditUnavailable, AuditStoreError, NotReady, ModelNotReady, TimeoutError) as exc:
+            future.cancel()
+            raise RetryableError(str(exc) or type(exc).__name__) from exc
+
     def score(self, txs: list[Transaction]) -> list[Decision | RecordError]:
         if not self._scorer.warmed:
             raise RetryableError("the scorer is still rebuilding its feature state")
-        future = asyncio.run_coroutine_threadsafe(self._scorer.score_batch(txs), self._loop)
-        try:
-            outcomes = future.result(CALL_TIMEOUT_S)
-        except (AuditUnavailable, NotReady, TimeoutError) as exc:
-            raise RetryableError(str(exc) or type(exc).__name__) from exc
+        outcomes = self._call(self._scorer.score_batch(txs))
         out: list[Decision | RecordError] = []
         for outcome in outcomes:
             if isinstance(outcome, IdempotencyConflict):
@@ -52,8 +63,7 @@ class ScorerBridge:
     def labels(self, labels: list[tuple[str, bool, datetime | None]]) -> list[RecordError | None]:
         if not self._scorer.warmed:
             raise RetryableError("the scorer is still rebuilding its feature state")
-        future = asyncio.run_coroutine_threadsafe(self._scorer.record_labels(labels), self._loop)
-        outcomes = future.result(CALL_TIMEOUT_S)
+        outcomes = self._call(self._scorer.record_labels(labels))
         if any(isinstance(o, AuditUnavailable) for o in outcomes):
             raise RetryableError("the audit store could not record labels")
         return [

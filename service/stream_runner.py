@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 
 from service.scorer import Scorer
 from service.settings import Settings
@@ -20,6 +21,8 @@ from streaming.config import StreamConfig, Topics
 from streaming.processor import StreamProcessor
 
 log = logging.getLogger(__name__)
+# A batch retried for longer than this makes the service unready (store or broker down).
+RETRYING_UNREADY_S = 10.0
 
 
 def stream_config(settings: Settings, bootstrap_servers: str) -> StreamConfig:
@@ -45,6 +48,7 @@ class StreamRunner:
         self._scorer = scorer
         self._loop = loop
         self._stop = threading.Event()
+        self.stopped = threading.Event()  # set when the consumer thread has ended
         self._thread: threading.Thread | None = None
         self.broker: EmbeddedBroker | None = None
         self.processor: StreamProcessor | None = None
@@ -68,8 +72,11 @@ class StreamRunner:
     def _run(self) -> None:
         assert self.processor is not None
         # A failure is recorded in processor.error and shown by /readyz.
-        with contextlib.suppress(Exception):
-            self.processor.run(self._stop)
+        try:
+            with contextlib.suppress(Exception):
+                self.processor.run(self._stop)
+        finally:
+            self.stopped.set()
 
     def problems(self) -> list[str]:
         if self.processor is None:
@@ -78,6 +85,11 @@ class StreamRunner:
             return [f"the Kafka consumer stopped: {self.processor.error}"]
         if self._thread is not None and not self._thread.is_alive():
             return ["the Kafka consumer is not running"]
+        since = self.processor.retrying_since
+        if since is not None and time.monotonic() - since > RETRYING_UNREADY_S:
+            return [
+                f"the Kafka consumer has been retrying a batch for {time.monotonic() - since:.0f} s"
+            ]
         return []
 
     def stop(self, timeout: float) -> None:
@@ -85,5 +97,11 @@ class StreamRunner:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning(
+                    "the Kafka consumer did not stop within %.0f s; its batch is not committed "
+                    "and will be re-delivered",
+                    timeout,
+                )
         if self.broker is not None:
             self.broker.close()

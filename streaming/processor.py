@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from features.schema import Transaction
@@ -94,30 +94,41 @@ class StreamProcessor:
         self.stats = StreamStats()
         self.healthy = False
         self.error: str | None = None
+        # When the current batch first failed (monotonic), None while batches succeed.
+        self.retrying_since: float | None = None
 
     def run(self, stop: threading.Event) -> None:
         c = self.config
         topics = [c.topics.transactions] + ([c.topics.labels] if self._labels else [])
-        consumer = KafkaConsumer(
-            bootstrap_servers=c.bootstrap_servers,
-            group_id=c.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=c.session_timeout_ms,
-            heartbeat_interval_ms=max(100, c.session_timeout_ms // 3),
-            max_poll_records=c.max_batch,
-            fetch_max_wait_ms=c.fetch_max_wait_ms,
-        )
-        producer = KafkaProducer(
-            bootstrap_servers=c.bootstrap_servers, acks="all", linger_ms=2, retries=5
-        )
+        consumer: KafkaConsumer | None = None
+        producer: KafkaProducer | None = None
         try:
+            consumer = KafkaConsumer(
+                bootstrap_servers=c.bootstrap_servers,
+                group_id=c.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=c.session_timeout_ms,
+                heartbeat_interval_ms=max(100, c.session_timeout_ms // 3),
+                max_poll_records=c.max_batch,
+                fetch_max_wait_ms=c.fetch_max_wait_ms,
+            )
+            producer = KafkaProducer(
+                bootstrap_servers=c.bootstrap_servers,
+                acks="all",
+                linger_ms=2,
+                retries=5,
+                # A send waits this long for metadata (broker down) before failing the batch
+                # as retryable, instead of the client's default minute.
+                max_block_ms=int(c.flush_timeout_s * 1000),
+            )
             consumer.subscribe(topics)
             self.healthy = True
             while not stop.is_set():
                 batch = consumer.poll(timeout_ms=c.poll_timeout_ms, max_records=c.max_batch)
                 if not batch:
                     continue
+                self.retrying_since = None
                 if not self._process_until_done(batch, producer, stop):
                     break  # stopping mid-retry: nothing committed, the batch is re-delivered
                 started = time.perf_counter()
@@ -143,8 +154,10 @@ class StreamProcessor:
             raise
         finally:
             self.healthy = False
-            producer.close(timeout=5)
-            consumer.close(autocommit=False)
+            if producer is not None:
+                producer.close(timeout=5)
+            if consumer is not None:
+                consumer.close(autocommit=False)
 
     def _process_until_done(
         self, batch: dict[TopicPartition, list[Any]], producer: KafkaProducer, stop: threading.Event
@@ -156,6 +169,8 @@ class StreamProcessor:
                 return True
             except RetryableError as exc:
                 self.stats.retries += 1
+                if self.retrying_since is None:
+                    self.retrying_since = time.monotonic()
                 log.warning("batch failed (%s); retrying in %.1f s", exc, backoff)
                 if stop.wait(backoff):
                     return False
@@ -196,10 +211,11 @@ class StreamProcessor:
                     sent.append(self._dead_letter(producer, record, outcome))
                 else:
                     sent.append(
-                        producer.send(
+                        self._send(
+                            producer,
                             topics.decisions,
-                            key=outcome.transaction_id.encode(),
-                            value=outcome.payload,
+                            outcome.transaction_id.encode(),
+                            outcome.payload,
                         )
                     )
                     self.stats.decisions += 1
@@ -225,16 +241,36 @@ class StreamProcessor:
     def _dead_letter(self, producer: KafkaProducer, record: Any, error: RecordError) -> Any:
         self.stats.dead_letters += 1
         headers = [
-            *(record.headers or []),
+            (key, value if value is not None else b"") for key, value in record.headers or []
+        ]
+        headers += [
             ("error.type", error.type.encode()),
             ("error.message", error.message.encode()),
             ("source.topic", record.topic.encode()),
             ("source.partition", str(record.partition).encode()),
             ("source.offset", str(record.offset).encode()),
         ]
-        return producer.send(
-            self.config.topics.dead_letters, key=record.key, value=record.value, headers=headers
-        )
+        value = record.value if record.value is not None else b""
+        try:
+            return self._send(producer, self.config.topics.dead_letters, record.key, value, headers)
+        except MessageSizeTooLargeError:
+            # Too large to forward whole (its own headers pushed it over): the dead letter
+            # keeps the headers and says how large the value was.
+            headers.append(("dead_letter.value_bytes", str(len(value)).encode()))
+            return self._send(producer, self.config.topics.dead_letters, record.key, b"", headers)
+
+    @staticmethod
+    def _send(
+        producer: KafkaProducer,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Any:
+        try:
+            return producer.send(topic, key=key, value=value, headers=headers)
+        except KafkaTimeoutError as exc:
+            raise RetryableError(f"the broker is not reachable: {exc}") from exc
 
     def _update_lag(self, consumer: KafkaConsumer, batch: dict[TopicPartition, list[Any]]) -> None:
         for tp, records in batch.items():

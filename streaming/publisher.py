@@ -9,6 +9,10 @@ from collections.abc import Callable, Iterable
 from kafka import KafkaProducer
 
 
+class PublishError(RuntimeError):
+    """Some records were not acknowledged by the broker."""
+
+
 def publish(
     bootstrap_servers: str,
     topic: str,
@@ -21,6 +25,7 @@ def publish(
     them. Returns the number sent, all acknowledged."""
     producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
     sent = 0
+    futures = []
     started = time.perf_counter()
     try:
         for payload in payloads:
@@ -28,15 +33,22 @@ def publish(
                 delay = started + sent / rate - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)  # pacing to the requested rate
-            producer.send(
-                topic,
-                key=str(payload["customer_id"]).encode(),
-                value=json.dumps(payload).encode(),
+            futures.append(
+                producer.send(
+                    topic,
+                    key=str(payload["customer_id"]).encode(),
+                    value=json.dumps(payload).encode(),
+                )
             )
             sent += 1
             if progress is not None and sent % 1000 == 0:
                 progress(1000)
         producer.flush()
+        failed = [f for f in futures if f.failed()]
+        if failed:
+            raise PublishError(
+                f"{len(failed)} of {sent} records were not acknowledged: {failed[0].exception}"
+            )
     finally:
         producer.close()
     if progress is not None:

@@ -47,7 +47,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"cannot load the model: {exc}") from exc
     except (BrokerError, KafkaError) as exc:
         raise UserError(f"{KAFKA_HINT}: {exc}") from exc
+    except ConsumerFailed as exc:
+        raise UserError(f"the consumer stopped: {exc}") from exc
     return 0
+
+
+class ConsumerFailed(RuntimeError):
+    """The consumer thread ended without being asked to."""
 
 
 async def _consume(settings: Settings) -> None:
@@ -63,7 +69,13 @@ async def _consume(settings: Settings) -> None:
     try:
         await asyncio.to_thread(scorer.warm_start, settings.warm_start)
         await asyncio.to_thread(runner.start)
-        await stop.wait()
+        # Until a signal, or until the consumer thread ends on its own (a failure).
+        ended = asyncio.ensure_future(asyncio.to_thread(runner.stopped.wait))
+        await asyncio.wait(
+            [asyncio.ensure_future(stop.wait()), ended], return_when=asyncio.FIRST_COMPLETED
+        )
+        if runner.stopped.is_set() and not stop.is_set():
+            raise ConsumerFailed("; ".join(runner.problems()))
     finally:
         await asyncio.to_thread(runner.stop, settings.shutdown_timeout_s)
         await asyncio.to_thread(scorer.store.close, settings.shutdown_timeout_s)

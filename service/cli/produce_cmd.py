@@ -12,7 +12,7 @@ from tqdm import tqdm
 from features.data import DataError, load_transactions
 from service.cli.arguments import positive_float, positive_int
 from service.cli.errors import UserError
-from streaming.publisher import publish
+from streaming.publisher import PublishError, publish
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with tqdm(total=total, desc="publishing", unit="tx") as bar:
             sent = publish(args.bootstrap_servers, args.topic, payloads, args.rate, bar.update)
-    except KafkaError as exc:
+    except (KafkaError, PublishError) as exc:
         raise UserError(f"cannot publish to {args.bootstrap_servers}: {exc}") from exc
     print(f"published {sent} transactions to {args.topic} on {args.bootstrap_servers}")
     return 0

@@ -42,6 +42,10 @@ def _random_model(seed: int, num_leaves: int, max_depth: int, trees: int, missin
     rows[:, 2] = rng.integers(-1, 5, 50)
     rows[rng.random((50, k)) < 0.1] = np.nan
     rows[rng.random((50, k)) < 0.1] = 0.0
+    # Either side of LightGBM's zero threshold (1e-35f, slightly above 1e-35).
+    rows[rng.random((50, k)) < 0.05] = 1.0000000180025095e-35
+    rows[rng.random((50, k)) < 0.05] = -1.0000000180025096e-35
+    rows[rng.random((50, k)) < 0.05] = 1.00000002e-35
     return booster, np.vstack([rows, x[:50]])
 
 

@@ -44,13 +44,25 @@ async def test_labels_reach_the_terminal_risk_of_later_payments(client: Any) -> 
     assert [label["is_fraud"] for label in labels] == [True]
 
 
-async def test_a_changed_label_is_applied_and_both_are_kept(client: Any) -> None:
+async def test_a_changed_label_is_applied_and_a_repeated_one_is_not_stored_twice(
+    client: Any,
+) -> None:
     await client.post("/score", json=_tx(0, day=1))
     for fraud, expected in ((True, "applied"), (True, "unchanged"), (False, "applied")):
         response = await client.post("/labels", json={"transaction_id": "l-1-0", "is_fraud": fraud})
         assert (await response.json())["outcome"] == expected
     labels = (await (await client.get("/decisions/l-1-0")).json())["labels"]
-    assert [label["is_fraud"] for label in labels] == [True, True, False]
+    assert [label["is_fraud"] for label in labels] == [True, False]
+
+
+async def test_simultaneous_identical_labels_are_stored_once(client: Any) -> None:
+    await client.post("/score", json=_tx(0, day=1))
+    label = {"transaction_id": "l-1-0", "is_fraud": True}
+    response = await client.post("/labels", json={"labels": [label] * 5})
+    results = (await response.json())["results"]
+    assert sorted(r["outcome"] for r in results) == ["applied"] + ["unchanged"] * 4
+    labels = (await (await client.get("/decisions/l-1-0")).json())["labels"]
+    assert len(labels) == 1
 
 
 async def test_label_for_an_unknown_transaction_is_404(client: Any) -> None:

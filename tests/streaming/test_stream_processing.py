@@ -59,7 +59,11 @@ class Running:
 
 
 def _processor(
-    broker: EmbeddedBroker, topics: Topics, scorer: Scorer, loop: asyncio.AbstractEventLoop
+    broker: EmbeddedBroker,
+    topics: Topics,
+    scorer: Scorer,
+    loop: asyncio.AbstractEventLoop,
+    flush_timeout_s: float = 30.0,
 ) -> StreamProcessor:
     bridge = ScorerBridge(scorer, loop)
     config = StreamConfig(
@@ -68,6 +72,8 @@ def _processor(
         group_id=f"g-{topics.transactions}",
         session_timeout_ms=6000,
         max_batch=100,
+        flush_timeout_s=flush_timeout_s,
+        retry_backoff_max_s=0.5,
     )
     return StreamProcessor(config, bridge.score, bridge.labels)
 
@@ -171,7 +177,8 @@ def test_a_broker_outage_mid_run_loses_nothing(
                 names.transactions,
                 [(p["customer_id"].encode(), json.dumps(p).encode()) for p in sent],
             )
-            running = Running(_processor(broker, names, scorer, loop))
+            # Acknowledgements are awaited 1 s, so the 3 s outage fails batches for real.
+            running = Running(_processor(broker, names, scorer, loop, flush_timeout_s=1.0))
             with running:
                 while scorer.store.counts()["decisions"] < 300:  # type: ignore[attr-defined]
                     assert running.thread.is_alive()
@@ -184,6 +191,8 @@ def test_a_broker_outage_mid_run_loses_nothing(
                 decisions = _read(broker, names.decisions, len(sent), distinct_keys=True)
             assert running.processor.error is None
             assert during_outage < len(sent), "the outage did not interrupt the run"
+            stats = running.processor.stats
+            assert stats.retries + stats.commit_failures > 0, "no failure path was exercised"
             stored = scorer.store.counts()["decisions"]  # type: ignore[attr-defined]
             assert stored == len(sent)
             assert {r.key.decode() for r in decisions} == {p["transaction_id"] for p in sent}
