@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaProducer
 
 from service.app import build_scorer
 from service.scorer import Scorer
@@ -198,3 +199,29 @@ def test_a_broker_outage_mid_run_loses_nothing(
             assert {r.key.decode() for r in decisions} == {p["transaction_id"] for p in sent}
         finally:
             proxy.close()
+
+
+def test_records_that_cannot_be_forwarded_whole_still_reach_the_dlq(
+    broker: EmbeddedBroker, topics: Topics, scorer_on_loop: tuple[Scorer, Any]
+) -> None:
+    scorer, loop = scorer_on_loop
+    good = _payloads(5)
+    # A value the broker took but that, with the dead-letter headers, exceeds the
+    # client's request limit; and a tombstone (no value at all).
+    huge = b"x" * 1_048_450
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+    producer.send(topics.transactions, key=b"c", value=huge)
+    producer.send(topics.transactions, key=b"c", value=None)
+    for p in good:
+        producer.send(topics.transactions, key=b"c", value=json.dumps(p).encode())
+    producer.flush()
+    producer.close()
+    running = Running(_processor(broker, topics, scorer, loop))
+    with running:
+        decisions = _read(broker, topics.decisions, len(good))
+        dead = _read(broker, topics.dead_letters, 2)
+    assert running.processor.error is None
+    assert len(decisions) == len(good)
+    first, second = (dict(r.headers) for r in dead)
+    assert first["dead_letter.value_bytes"] == str(len(huge)).encode() and dead[0].value == b""
+    assert second["error.type"] == b"invalid_json" and dead[1].value == b""
