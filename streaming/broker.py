@@ -70,6 +70,8 @@ class EmbeddedBroker:
         # Another listener on the port would answer the readiness probe below in the
         # broker's place: refuse at once instead of timing out later.
         with socket.socket() as probe:
+            # As a server binds: connections of a previous run in TIME_WAIT do not count.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", self.port))
             except OSError:
