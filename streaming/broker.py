@@ -111,7 +111,9 @@ class EmbeddedBroker:
         if process is not None and process.poll() is None:
             process.terminate()
             try:
-                process.wait(timeout=5)
+                # It waits for open client connections on SIGTERM; with memory storage there
+                # is nothing to flush, so a short grace is enough before killing it.
+                process.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
