@@ -118,14 +118,20 @@ def test_serve_scores_shuts_down_cleanly_and_remembers(tmp_path: Path) -> None:
         _stop(process)
 
 
-def test_serve_refuses_bad_configuration(tmp_path: Path) -> None:
-    env = {**os.environ, "RISKSCORE_DATA_DIR": str(tmp_path), "RISKSCORE_MODEL_DIR": str(tmp_path)}
-    result = subprocess.run(
+def _serve_expecting_failure(**variables: str) -> subprocess.CompletedProcess[str]:
+    """`riskscore serve` with these environment variables, expected to exit at start-up."""
+    return subprocess.run(
         [sys.executable, "-m", "service.cli", "serve"],
-        env=env,
+        env={**os.environ, "RISKSCORE_PORT": str(_free_port()), **variables},
         capture_output=True,
         text=True,
         timeout=60,
+    )
+
+
+def test_serve_refuses_bad_configuration(tmp_path: Path) -> None:
+    result = _serve_expecting_failure(
+        RISKSCORE_DATA_DIR=str(tmp_path), RISKSCORE_MODEL_DIR=str(tmp_path)
     )
     assert result.returncode == 2
     assert "cannot load the model" in result.stderr
@@ -173,18 +179,9 @@ def test_serve_explains_a_busy_kafka_port(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        env = {
-            **os.environ,
-            "RISKSCORE_DATA_DIR": str(tmp_path),
-            "RISKSCORE_PORT": str(_free_port()),
-            "RISKSCORE_KAFKA_EMBEDDED_PORT": str(busy.getsockname()[1]),
-        }
-        result = subprocess.run(
-            [sys.executable, "-m", "service.cli", "serve"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
+        result = _serve_expecting_failure(
+            RISKSCORE_DATA_DIR=str(tmp_path),
+            RISKSCORE_KAFKA_EMBEDDED_PORT=str(busy.getsockname()[1]),
         )
     assert result.returncode == 2
     assert "already in use" in result.stderr and "RISKSCORE_KAFKA=off" in result.stderr
