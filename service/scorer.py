@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -495,9 +495,6 @@ class Scorer:
     def decision(self, transaction_id: str) -> DecisionRecord | None:
         """The durable decision for a transaction id, or None."""
         return self._store.get(transaction_id)
-
-    def pending_ids(self) -> Iterable[str]:
-        return tuple(self._pending)
 
 
 def _check_same(transaction_id: str, known: str, digest: str) -> None:

@@ -34,7 +34,11 @@ class ScorerBridge:
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run on the scorer's loop and wait; failures that are not the records' fault
-        (store, model, a stuck loop) become :class:`RetryableError`."""
+        (store, model, a stuck loop, a scorer still warming up) become
+        :class:`RetryableError`."""
+        if not self._scorer.warmed:
+            coroutine.close()
+            raise RetryableError("the scorer is still rebuilding its feature state")
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
             return future.result(CALL_TIMEOUT_S)
@@ -43,8 +47,6 @@ class ScorerBridge:
             raise RetryableError(str(exc) or type(exc).__name__) from exc
 
     def score(self, txs: list[Transaction]) -> list[Decision | RecordError]:
-        if not self._scorer.warmed:
-            raise RetryableError("the scorer is still rebuilding its feature state")
         outcomes = self._call(self._scorer.score_batch(txs))
         out: list[Decision | RecordError] = []
         for outcome in outcomes:
@@ -61,8 +63,6 @@ class ScorerBridge:
         return out
 
     def labels(self, labels: list[tuple[str, bool, datetime | None]]) -> list[RecordError | None]:
-        if not self._scorer.warmed:
-            raise RetryableError("the scorer is still rebuilding its feature state")
         outcomes = self._call(self._scorer.record_labels(labels))
         if any(isinstance(o, AuditUnavailable) for o in outcomes):
             raise RetryableError("the audit store could not record labels")

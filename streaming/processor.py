@@ -92,7 +92,6 @@ class StreamProcessor:
         self._score = score
         self._labels = labels
         self.stats = StreamStats()
-        self.healthy = False
         self.error: str | None = None
         # When the current batch first failed (monotonic), None while batches succeed.
         self.retrying_since: float | None = None
@@ -123,7 +122,6 @@ class StreamProcessor:
                 max_block_ms=int(c.flush_timeout_s * 1000),
             )
             consumer.subscribe(topics)
-            self.healthy = True
             while not stop.is_set():
                 batch = consumer.poll(timeout_ms=c.poll_timeout_ms, max_records=c.max_batch)
                 if not batch:
@@ -153,7 +151,6 @@ class StreamProcessor:
             log.exception("stream processing stopped")
             raise
         finally:
-            self.healthy = False
             if producer is not None:
                 producer.close(timeout=5)
             if consumer is not None:
