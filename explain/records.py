@@ -22,6 +22,10 @@ Direction = Literal["raises", "lowers"]
 # A label's effect: applied (feature state changed), unchanged (already known), recorded
 # (stored for reports; too old for any feature window).
 LabelOutcomeName = Literal["applied", "unchanged", "recorded"]
+Stage = Literal["fast", "sequence"]
+# Why the sequence stage was wanted (fast score inside the ambiguous band) but did not decide:
+# not admitted for lack of budget, did not finish within it, or failed.
+FallbackReason = Literal["budget", "timeout", "error"]
 
 
 class Reason(BaseModel):
@@ -63,6 +67,35 @@ class Explanation(BaseModel):
         return {a["feature"]: a["contribution"] for a in self.attributions}
 
 
+class PastTransactionAttribution(TypedDict):
+    """One transaction of the customer's sequence and its effect on the sequence model."""
+
+    transaction_id: str
+    timestamp: str
+    amount: float
+    contribution: float
+
+
+class SequenceExplanation(BaseModel):
+    """What the second stage saw and how each transaction of the sequence moved it.
+
+    Contributions are occlusions: the sequence model's logit with the whole sequence minus
+    its logit with that one transaction left out. They are not additive like SHAP values;
+    they rank which past payments made the sequence model more (or less) suspicious.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str = Field(description="How the contributions were computed (occlusion).")
+    model_version: str = Field(description="The sequence model's version.")
+    fast_score: float = Field(ge=0.0, le=1.0, description="The fast path's probability.")
+    sequence_score: float = Field(ge=0.0, le=1.0, description="The sequence model's probability.")
+    combination: str = Field(description="How the two scores were combined into the final one.")
+    attributions: list[PastTransactionAttribution] = Field(
+        description="The sequence, newest (this payment) first."
+    )
+
+
 class ThresholdsInForce(BaseModel):
     """The cut points the action was taken with."""
 
@@ -86,12 +119,18 @@ class DecisionRecord(BaseModel):
     decided_at: AwareDatetime
     score: float = Field(ge=0.0, le=1.0, description="Fraud probability.")
     action: Action
-    stage: str = Field(description="Which model decided: 'fast' or 'sequence'.")
+    stage: Stage = Field(description="Which model decided: 'fast' or 'sequence'.")
     fallback: bool = Field(description="True when the sequence stage was wanted but skipped.")
+    fallback_reason: FallbackReason | None = Field(
+        default=None, description="Why the sequence stage did not decide: budget, timeout, error."
+    )
     model_version: str
     reasons: list[Reason]
     explanation: Explanation
     thresholds: ThresholdsInForce
+    sequence: SequenceExplanation | None = Field(
+        default=None, description="The second stage's view, when it decided."
+    )
     timings_ms: dict[str, float] = Field(description="Milliseconds spent per stage.")
     latency_ms: float = Field(description="Milliseconds from receipt to the decision.")
 

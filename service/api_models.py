@@ -6,7 +6,15 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from explain.records import Action, DecisionRecord, LabelOutcomeName, LabelRecord, Reason
+from explain.records import (
+    Action,
+    DecisionRecord,
+    FallbackReason,
+    LabelOutcomeName,
+    LabelRecord,
+    Reason,
+    Stage,
+)
 
 
 class FieldError(BaseModel):
@@ -30,8 +38,11 @@ class ScoreResponse(BaseModel):
     transaction_id: str
     score: float = Field(description="Fraud probability.")
     action: Action
-    stage: str = Field(description="Which model decided: 'fast' or 'sequence'.")
+    stage: Stage = Field(description="Which model decided: 'fast' or 'sequence'.")
     fallback: bool = Field(description="True when the sequence stage was wanted but skipped.")
+    fallback_reason: FallbackReason | None = Field(
+        description="Why the sequence stage did not decide (budget, timeout, error), else null."
+    )
     reasons: list[Reason] = Field(description="Top reason codes, largest contribution first.")
     model_version: str
     latency_ms: float = Field(description="Milliseconds the service took to decide.")
@@ -53,6 +64,7 @@ class ScoreResponse(BaseModel):
             action=record.action,
             stage=record.stage,
             fallback=record.fallback,
+            fallback_reason=record.fallback_reason,
             reasons=record.reasons,
             model_version=record.model_version,
             latency_ms=record.latency_ms,
