@@ -1,25 +1,31 @@
 # Two commands on a fresh machine: `make run` and `make test`. Both create and reuse a
-# local virtual environment (.venv) with the project installed in editable mode.
+# local virtual environment (.venv) with the project installed in editable mode: serving
+# needs only the runtime dependencies; the tests also train small sequence models (torch).
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint install default-artifact clean
+.PHONY: run demo test lint install default-artifact sequence-artifact clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,train]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/riskscore serve
 
-demo: $(STAMP)
+demo: $(RUN_STAMP)
 	$(BIN)/riskscore demo
 
 test: $(STAMP)
@@ -32,6 +38,9 @@ lint: $(STAMP)
 
 default-artifact: $(STAMP)
 	$(BIN)/python -m models.train.build_default_artifact
+
+sequence-artifact: $(STAMP)
+	$(BIN)/python -m models.train.build_default_sequence_artifact
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -18,7 +18,7 @@ import os
 import tempfile
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import lightgbm as lgb
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -165,7 +165,7 @@ def write_artifact(
     return manifest
 
 
-def write_manifest(out_dir: str | Path, manifest: Manifest) -> None:
+def write_manifest(out_dir: str | Path, manifest: BaseModel) -> None:
     """Atomically (re)write ``manifest.json``, e.g. to add ``shape_tradeoff`` later.
 
     The manifest does not checksum itself, so rewriting it keeps the artifact valid as long
@@ -176,26 +176,53 @@ def write_manifest(out_dir: str | Path, manifest: Manifest) -> None:
     _atomic_write(_prepared_dir(out_dir) / MANIFEST_FILE, text.encode("utf-8"))
 
 
+def write_file(out_dir: str | Path, name: str, data: bytes) -> str:
+    """Atomically write one artifact file; returns its SHA-256 for the manifest."""
+    _atomic_write(_prepared_dir(out_dir) / name, data)
+    return sha256_bytes(data)
+
+
+class _ListsFiles(BaseModel):
+    files: dict[FileName, Sha256]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
 def load_manifest(artifact_dir: str | Path) -> Manifest:
+    """Parse and validate the fast model's ``manifest.json``."""
+    return load_manifest_as(artifact_dir, Manifest)
+
+
+def read_verified(artifact_dir: str | Path) -> tuple[Manifest, dict[str, bytes]]:
+    """The fast model's manifest and files, checked (see :func:`read_verified_as`)."""
+    return read_verified_as(artifact_dir, Manifest)
+
+
+def load_manifest_as(artifact_dir: str | Path, manifest_type: type[M]) -> M:
     """Parse and validate ``manifest.json``; :class:`ArtifactError` if absent or malformed."""
     path = Path(artifact_dir) / MANIFEST_FILE
     raw = _read(path, limit=MAX_MANIFEST_BYTES)
     try:
-        return Manifest.model_validate_json(raw)
+        return manifest_type.model_validate_json(raw)
     except ValidationError as exc:
-        raise ArtifactError(f"{path}: not a valid {KIND} manifest: {exc}") from exc
+        kind = manifest_type.model_fields["kind"].default
+        raise ArtifactError(f"{path}: not a valid {kind} manifest: {exc}") from exc
 
 
-def read_verified(artifact_dir: str | Path) -> tuple[Manifest, dict[str, bytes]]:
+def read_verified_as(
+    artifact_dir: str | Path, manifest_type: type[M]
+) -> tuple[M, dict[str, bytes]]:
     """The manifest and the contents of every file it lists, each checked against its SHA-256.
 
     Callers parse the returned bytes, never re-read the files, so what they load is what
-    was checked.
+    was checked. Any manifest with a ``files`` table (name → SHA-256) works.
     """
     directory = Path(artifact_dir)
-    manifest = load_manifest(directory)
+    manifest = load_manifest_as(directory, manifest_type)
+    listed = _ListsFiles.model_validate(manifest.model_dump(include={"files"})).files
     contents: dict[str, bytes] = {}
-    for name, expected in manifest.files.items():
+    for name, expected in listed.items():
         data = _read(directory / name)
         actual = sha256_bytes(data)
         if actual != expected:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 DEFAULT_ARTIFACT = "default_artifact"
+DEFAULT_SEQUENCE_ARTIFACT = "default_sequence_artifact"
 
 
 def default_artifact_dir() -> Path:
@@ -16,3 +17,8 @@ def default_artifact_dir() -> Path:
     need a real directory anyway (no zipped installs).
     """
     return Path(__file__).resolve().parent / DEFAULT_ARTIFACT
+
+
+def default_sequence_artifact_dir() -> Path:
+    """Directory of the shipped sequence stage (distilled student, ONNX), beside the fast one."""
+    return Path(__file__).resolve().parent / DEFAULT_SEQUENCE_ARTIFACT

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from explain.records import (
     Action,
@@ -54,6 +61,14 @@ class ScoreResponse(BaseModel):
     raw_score: float | None = Field(
         default=None, description="With explain=full: log-odds; base_value + sum(shap)."
     )
+
+    @model_serializer(mode="wrap")
+    def _always_fallback_reason(self, handler: SerializerFunctionWrapHandler):
+        # Responses drop unset optional fields (the full explanation), but fallback_reason
+        # is part of every decision: null says the sequence stage was not needed or decided.
+        out = handler(self)
+        out.setdefault("fallback_reason", self.fallback_reason)
+        return out
 
     @classmethod
     def from_record(cls, record: DecisionRecord, full: bool) -> ScoreResponse:

@@ -13,7 +13,10 @@ from aiohttp.typedefs import Middleware
 
 from explain.audit.sqlite_store import SQLiteAuditStore
 from explain.explainer import make_explainer
+from models.cascade import Cascade, FaultInjection
+from models.errors import ArtifactError
 from models.fast import ModelSlot
+from models.sequence import SequenceModel
 from service.app_keys import METRICS, SCORER, SETTINGS, STREAM, WARM_START
 from service.handlers import Views
 from service.metrics import ScoringMetrics, StreamCollector
@@ -39,6 +42,7 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
     models.swap(
         settings.artifact_dir, num_threads=settings.predict_threads, predictor=settings.predictor
     )
+    cascade = build_cascade(settings, models.model.version)
     store = SQLiteAuditStore(
         settings.audit_path,
         commit_window_ms=settings.audit_commit_window_ms,
@@ -51,6 +55,29 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
         reason_count=settings.reason_count,
         metrics=metrics,
         explainer_factory=lambda model: make_explainer(settings.explainer, model),
+        cascade=cascade,
+        budget_ms=settings.sequence_budget_ms,
+    )
+
+
+def build_cascade(settings: Settings, fast_model_version: str) -> Cascade | None:
+    """The second stage for these settings, or None when it is switched off."""
+    if settings.sequence == "off":
+        return None
+    try:
+        model = SequenceModel.load(settings.sequence_artifact_dir, fast_model_version)
+    except ArtifactError as exc:
+        raise ArtifactError(
+            f"{exc} (set RISKSCORE_SEQUENCE_MODEL_DIR to a matching sequence artifact, "
+            "or RISKSCORE_SEQUENCE=off to serve the fast path alone)"
+        ) from None
+    return Cascade(
+        model,
+        reserve_ms=settings.sequence_reserve_ms,
+        faults=FaultInjection(
+            delay_ms=settings.sequence_fault_delay_ms,
+            error_rate=settings.sequence_fault_error_rate,
+        ),
     )
 
 
@@ -104,6 +131,7 @@ async def _owned_scorer_lifecycle(app: web.Application) -> AsyncIterator[None]:
     if task is not None and not task.done():
         task.cancel()  # the thread finishes its replay; nothing waits for it
     # Requests have finished (aiohttp waits up to shutdown_timeout): make everything durable.
+    await scorer.drain(settings.shutdown_timeout_s)
     await asyncio.to_thread(scorer.store.close, settings.shutdown_timeout_s)
     log.info("audit store flushed and closed")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -44,6 +45,8 @@ M = TypeVar("M", bound=BaseModel)
 JSON_TYPE = "application/json"
 REPLAYED_HEADER = "Idempotent-Replayed"
 EXPLAIN_HEADER = "X-Explain"
+DEADLINE_HEADER = "X-Deadline-Ms"
+MAX_DEADLINE_MS = 60_000.0
 
 
 def json_response(model: BaseModel, headers: dict[str, str] | None = None) -> web.Response:
@@ -79,6 +82,23 @@ def _full_explanation(request: web.Request) -> bool:
     return wanted == "full"
 
 
+def _budget_ms(request: web.Request) -> float | None:
+    """The request's own latency budget (X-Deadline-Ms), or None for the default."""
+    value = request.headers.get(DEADLINE_HEADER)
+    if value is None:
+        return None
+    try:
+        budget = float(value)
+    except ValueError:
+        budget = float("nan")
+    if not 0.0 < budget <= MAX_DEADLINE_MS:  # also false for NaN
+        raise InvalidInput(
+            f"{DEADLINE_HEADER} must be milliseconds in (0, {MAX_DEADLINE_MS:.0f}]",
+            [{"field": DEADLINE_HEADER, "message": f"got {value!r}"}],
+        )
+    return budget
+
+
 def _item_error(index: int, item: object, error: ServiceError) -> BatchItemError:
     transaction_id = item.get("transaction_id") if isinstance(item, dict) else None
     return BatchItemError(
@@ -105,16 +125,20 @@ class Views:
             raise NotReady("the feature state is still being rebuilt from the audit store")
 
     async def score(self, request: web.Request) -> web.Response:
+        received = time.perf_counter()  # the budget counts from here
         full = _full_explanation(request)
+        budget = _budget_ms(request)
         body = await read_json(request, self._settings.max_body_bytes)
         tx = parse_transaction(body)
         self._require_ready()
-        scored = await self._scorer.score(tx)
+        scored = await self._scorer.score(tx, received, budget)
         headers = {REPLAYED_HEADER: "true"} if scored.replayed else None
         return json_response(ScoreResponse.from_record(scored.record, full), headers)
 
     async def score_batch(self, request: web.Request) -> web.Response:
+        received = time.perf_counter()
         full = _full_explanation(request)
+        budget = _budget_ms(request)
         body = await read_json(request, self._settings.max_body_bytes)
         batch = _validated(BatchRequest, body)
         limit = self._settings.max_batch_size
@@ -132,7 +156,9 @@ class Views:
                 valid.append(i)
             except InvalidInput as exc:
                 results[i] = _item_error(i, item, exc)
-        for i, outcome in zip(valid, await self._scorer.score_batch(txs), strict=True):
+        for i, outcome in zip(
+            valid, await self._scorer.score_batch(txs, received, budget), strict=True
+        ):
             if isinstance(outcome, ServiceError):
                 results[i] = _item_error(i, batch.transactions[i], outcome)
             else:

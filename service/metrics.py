@@ -58,9 +58,12 @@ class ScoringMetrics:
         )
         self.fallbacks = Counter(
             "riskscore_fallbacks",
-            "Decisions where the sequence stage was wanted but the fast score decided.",
+            "Decisions where the sequence stage was wanted but the fast score decided, by reason.",
+            ["reason"],
             registry=r,
         )
+        for reason in ("budget", "timeout", "error"):
+            self.fallbacks.labels(reason)  # exported as 0 from the start, for alerting rules
         self.labels = Counter(
             "riskscore_labels",
             "Labels received, by outcome (applied, unchanged, recorded).",
@@ -78,7 +81,7 @@ class ScoringMetrics:
         self.stage_seconds.labels("store").observe(store_seconds)
         self.decisions.labels(record.action, record.stage).inc()
         if record.fallback:
-            self.fallbacks.inc()
+            self.fallbacks.labels(record.fallback_reason or "unknown").inc()
 
     def observe_label(self, outcome: str) -> None:
         self.labels.labels(outcome).inc()

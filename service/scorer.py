@@ -1,13 +1,16 @@
 """The one scoring core behind every transport (HTTP today, Kafka next).
 
-For each transaction: idempotency check → online features → fast model → (second stage)
-→ exact SHAP explanation → decision policy → durable audit record → result. It knows no
+For each transaction: idempotency check → online features → fast model → exact SHAP
+explanation → (second stage, inside the ambiguous band and the request's budget) →
+decision policy → durable audit record → result. It knows no
 HTTP or Kafka types: transports decode into :class:`~features.schema.Transaction`, call
 :meth:`Scorer.score` or :meth:`Scorer.score_batch`, and encode what comes back.
 
-Everything up to the audit write runs synchronously on the event loop: the work is well
+Everything up to the second stage runs synchronously on the event loop: the work is well
 under a millisecond, and doing it without an ``await`` is what keeps concurrent requests
-from interleaving updates of the feature state or racing on the same transaction id.
+from interleaving updates of the feature state or racing on the same transaction id. A
+payment sent to the second stage is registered as pending before the ``await``, so a retry
+of it waits for its decision rather than scoring it again.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -27,9 +31,17 @@ from pydantic import ValidationError
 from explain.audit.store import AuditStore, AuditStoreError
 from explain.explainer import Explainer, make_explainer
 from explain.reasons import DEFAULT_REASON_COUNT, ReasonCoder
-from explain.records import DecisionRecord, LabelOutcomeName, LabelRecord, ThresholdsInForce
+from explain.records import (
+    DecisionRecord,
+    LabelOutcomeName,
+    LabelRecord,
+    PastTransactionAttribution,
+    ThresholdsInForce,
+)
 from features.online import DuplicateTransaction, LabelOutcome, OnlineFeatureEngine
 from features.schema import Transaction
+from features.sequence import OnlineSequences, SequenceView
+from models.cascade import DEFAULT_BUDGET_MS, Cascade, SequenceResult
 from models.fast import FastModel, ModelSlot
 from service.errors import AuditUnavailable, IdempotencyConflict, InvalidInput, NotFound
 from service.metrics import ScoringMetrics
@@ -37,6 +49,7 @@ from service.metrics import ScoringMetrics
 log = logging.getLogger(__name__)
 
 FAST_STAGE = "fast"
+SEQUENCE_STAGE = "sequence"
 
 
 @dataclass(frozen=True)
@@ -49,11 +62,28 @@ class Scored:
 
 @dataclass
 class _Pending:
-    """A decision made but not yet durable: retries wait on it instead of re-scoring."""
+    """A decision made but not yet durable: retries wait on it instead of re-scoring.
+
+    ``record`` is None while the second stage is still deciding.
+    """
 
     digest: str
-    record: DecisionRecord
+    record: DecisionRecord | None
     future: asyncio.Future[Scored]
+
+
+@dataclass
+class _Draft:
+    """The fast path's work on one payment, before the second stage and the record."""
+
+    tx: Transaction
+    digest: str
+    x: np.ndarray
+    raw: float
+    score: float
+    contributions: np.ndarray
+    timings: dict[str, float]
+    view: SequenceView | None  # set when the payment goes to the second stage
 
 
 @dataclass(frozen=True)
@@ -89,6 +119,8 @@ class Scorer:
         reason_count: int = DEFAULT_REASON_COUNT,
         metrics: ScoringMetrics | None = None,
         explainer_factory: Callable[[FastModel], Explainer] | None = None,
+        cascade: Cascade | None = None,
+        budget_ms: float = DEFAULT_BUDGET_MS,
     ) -> None:
         self._models = models
         self._store = store
@@ -99,6 +131,14 @@ class Scorer:
         self._bundle_cache: _ModelBundle | None = None
         self._pending: dict[str, _Pending] = {}
         self._writing_labels: dict[tuple[str, bool, datetime | None], asyncio.Future[None]] = {}
+        self._cascade = cascade
+        self._budget_ms = budget_ms
+        self._sequences = (
+            None
+            if cascade is None
+            else OnlineSequences(cascade.model.spec, self._engine.plan.longest_horizon_ms)
+        )
+        self._escalations: set[asyncio.Task[None]] = set()
         self.warmed = False
         self.warm_error: str | None = None
 
@@ -115,6 +155,10 @@ class Scorer:
     @property
     def engine(self) -> OnlineFeatureEngine:
         return self._engine
+
+    @property
+    def cascade(self) -> Cascade | None:
+        return self._cascade
 
     def check_ready(self) -> list[str]:
         """What keeps the scorer from serving, empty when ready (for /readyz).
@@ -150,7 +194,7 @@ class Scorer:
             since = latest - self._engine.plan.longest_horizon_ms
             for event in self._store.replay_events(since):
                 try:
-                    self._engine.update_raw(
+                    x = self._engine.update_raw(
                         event.transaction_id,
                         event.customer_id,
                         event.terminal_id,
@@ -160,6 +204,10 @@ class Scorer:
                     )
                 except DuplicateTransaction:
                     continue  # already applied by an earlier warm start of this engine
+                if self._sequences is not None:
+                    self._sequences.append(
+                        event.customer_id, event.transaction_id, event.epoch_ms, event.amount, x
+                    )
                 replayed += 1
                 if progress is not None and replayed % 10_000 == 0:
                     progress(10_000)
@@ -185,6 +233,11 @@ class Scorer:
         bundle.model.predict_raw(row)
         contributions = bundle.explainer.contributions(row)
         bundle.coder.reason_data(x, contributions[0])
+        if self._cascade is not None:
+            spec = self._cascade.model.spec
+            sequence = np.zeros((spec.length, spec.width))
+            sequence[-2:, -1] = 1.0
+            self._cascade.model.explain([sequence])
 
     def _bundle(self) -> _ModelBundle:
         model = self._models.model
@@ -199,32 +252,54 @@ class Scorer:
             self._bundle_cache = cached
         return cached
 
+    async def drain(self, timeout_s: float) -> None:
+        """Wait for second-stage decisions still in flight, then stop the stage's thread."""
+        if self._escalations:
+            await asyncio.wait(set(self._escalations), timeout=timeout_s)
+        if self._cascade is not None:
+            self._cascade.close()
+
     # ---------------------------------------------------------------- scoring
 
-    async def score(self, tx: Transaction) -> Scored:
+    async def score(
+        self, tx: Transaction, received: float | None = None, budget_ms: float | None = None
+    ) -> Scored:
         """Decide one transaction, or return the decision already made for its id.
 
-        Raises :class:`IdempotencyConflict` for a known id with a different body and
-        :class:`AuditUnavailable` when the decision could not be made durable.
+        ``received`` is the ``time.perf_counter()`` instant the request arrived (default:
+        now) and ``budget_ms`` its latency budget from then (default: the scorer's); the
+        second stage never runs past it. Raises :class:`IdempotencyConflict` for a known
+        id with a different body and :class:`AuditUnavailable` when the decision could
+        not be made durable.
         """
-        started = time.perf_counter()
+        started = time.perf_counter() if received is None else received
         digest = request_digest(tx)
         earlier = self._earlier(tx.transaction_id, digest)
         if earlier is not None:
             return await asyncio.shield(earlier)
-        record = self._decide([tx], [digest], started)[0]
-        if isinstance(record, IdempotencyConflict):
-            raise record
-        # Shielded: a cancelled request must not cancel the write other retries wait on.
-        return await asyncio.shield(self._register(record, digest))
+        draft = self._decide([tx], [digest], started)[0]
+        if isinstance(draft, IdempotencyConflict):
+            raise draft
+        if draft.view is None:
+            # Shielded: a cancelled request must not cancel the write retries wait on.
+            return await asyncio.shield(self._register(self._finish(draft, started), digest))
+        future = self._reserve(tx.transaction_id, digest)
+        self._escalate([draft], [future], started, budget_ms)
+        return await asyncio.shield(future)
 
-    async def score_batch(self, items: list[Transaction]) -> list[Scored | IdempotencyConflict]:
+    async def score_batch(
+        self,
+        items: list[Transaction],
+        received: float | None = None,
+        budget_ms: float | None = None,
+    ) -> list[Scored | IdempotencyConflict]:
         """Decide many transactions together (one model call, one explainer call).
 
         Items are applied to the feature state in the order given. Each gets its own
-        result: a decision, or the conflict that refused it; the rest still score.
+        result: a decision, or the conflict that refused it; the rest still score. The
+        in-band ones share one second-stage call and the budget (see :meth:`score`).
         """
-        started = time.perf_counter()
+        started = time.perf_counter() if received is None else received
         results: list[Scored | IdempotencyConflict | None] = [None] * len(items)
         waits: dict[int, asyncio.Future[Scored]] = {}
         fresh: list[int] = []
@@ -247,11 +322,19 @@ class Scorer:
                 first_in_batch[tx.transaction_id] = i
                 fresh.append(i)
         decided = self._decide([items[i] for i in fresh], [digests[i] for i in fresh], started)
-        for i, record in zip(fresh, decided, strict=True):
-            if isinstance(record, IdempotencyConflict):
-                results[i] = record
+        escalated: list[_Draft] = []
+        reserved: list[asyncio.Future[Scored]] = []
+        for i, draft in zip(fresh, decided, strict=True):
+            if isinstance(draft, IdempotencyConflict):
+                results[i] = draft
+            elif draft.view is None:
+                waits[i] = self._register(self._finish(draft, started), digests[i])
             else:
-                waits[i] = self._register(record, digests[i])
+                waits[i] = self._reserve(draft.tx.transaction_id, digests[i])
+                escalated.append(draft)
+                reserved.append(waits[i])
+        if escalated:
+            self._escalate(escalated, reserved, started, budget_ms)
         settled = await asyncio.shield(asyncio.gather(*waits.values(), return_exceptions=True))
         for i, outcome in zip(waits, settled, strict=True):
             if isinstance(outcome, BaseException):
@@ -271,7 +354,8 @@ class Scorer:
         pending = self._pending.get(transaction_id)
         if pending is not None:
             _check_same(transaction_id, pending.digest, digest)
-            if pending.future.done() and pending.future.exception() is not None:
+            failed = pending.future.done() and pending.future.exception() is not None
+            if failed and pending.record is not None:
                 # Its audit write failed: the decision stands, so write it again.
                 return self._register(pending.record, digest, retry=True)
             return _as_replay(pending.future)
@@ -285,7 +369,7 @@ class Scorer:
 
     def _decide(
         self, txs: list[Transaction], digests: list[str], started: float
-    ) -> list[DecisionRecord | IdempotencyConflict]:
+    ) -> list[_Draft | IdempotencyConflict]:
         if not txs:
             return []
         bundle = self._bundle()
@@ -293,6 +377,7 @@ class Scorer:
         t0 = time.perf_counter()
         x = np.empty((len(txs), len(model.feature_names)), dtype=np.float64)
         refused: dict[int, IdempotencyConflict] = {}
+        sequences = self._sequences
         for i, tx in enumerate(txs):
             try:
                 self._engine.update(tx, out=x[i])
@@ -303,50 +388,139 @@ class Scorer:
                     f"transaction {tx.transaction_id!r} was already applied to the feature "
                     "state but has no recorded decision; send it with a new id"
                 )
+                continue
+            if sequences is not None:
+                sequences.append(tx.customer_id, tx.transaction_id, tx.epoch_ms, tx.amount, x[i])
         t1 = time.perf_counter()
         raw = model.predict_raw(x)
         scores = 1.0 / (1.0 + np.exp(-raw))
         t2 = time.perf_counter()
         contributions = bundle.explainer.contributions(x)
         t3 = time.perf_counter()
-        thresholds = model.thresholds
-        in_force = ThresholdsInForce(review=thresholds.review, decline=thresholds.decline)
-        decided_at = datetime.now(UTC)
         n = len(txs)
-        out: list[DecisionRecord | IdempotencyConflict] = []
+        # Per transaction; in a batch each stage's time is shared out evenly.
+        timings = {
+            "features": _ms((t1 - t0) / n),
+            "model": _ms((t2 - t1) / n),
+            "explain": _ms((t3 - t2) / n),
+        }
+        cascade = self._cascade
+        out: list[_Draft | IdempotencyConflict] = []
         for i, tx in enumerate(txs):
             if i in refused:
                 out.append(refused[i])
                 continue
             score = float(scores[i])
-            # Per transaction; in a batch each stage's time is shared out evenly.
-            timings = {
-                "features": _ms((t1 - t0) / n),
-                "model": _ms((t2 - t1) / n),
-                "explain": _ms((t3 - t2) / n),
-            }
+            view = None
+            if cascade is not None and sequences is not None and cascade.wants(score):
+                view = sequences.view(tx.customer_id, tx.epoch_ms)
             out.append(
-                DecisionRecord.model_validate(
-                    {
-                        "transaction": tx,
-                        "request_sha256": digests[i],
-                        "decided_at": decided_at,
-                        "score": score,
-                        "action": thresholds.action(score),
-                        "stage": FAST_STAGE,
-                        "fallback": False,
-                        "model_version": model.version,
-                        "reasons": bundle.coder.reason_data(x[i], contributions[i]),
-                        "explanation": bundle.coder.explanation_data(
-                            bundle.explainer.method, x[i], contributions[i], float(raw[i])
-                        ),
-                        "thresholds": in_force,
-                        "timings_ms": timings,
-                        "latency_ms": _ms(time.perf_counter() - started),
-                    }
-                )
+                _Draft(tx, digests[i], x[i], float(raw[i]), score, contributions[i], timings, view)
             )
         return out
+
+    def _finish(
+        self, draft: _Draft, started: float, second: SequenceResult | None = None
+    ) -> DecisionRecord:
+        """The decision record: the fast path's, or the second stage's when it decided."""
+        bundle = self._bundle()
+        model = bundle.model
+        thresholds = model.thresholds
+        score = draft.score
+        fields: dict[str, Any] = {"stage": FAST_STAGE, "fallback": False}
+        timings = draft.timings
+        if second is not None:
+            timings = {**timings, "sequence": _ms(second.seconds)}
+            if second.decided and second.score is not None:
+                score = second.score
+                fields = {
+                    "stage": SEQUENCE_STAGE,
+                    "fallback": False,
+                    "sequence": self._sequence_explanation(draft, second),
+                }
+            else:
+                fields = {
+                    "stage": FAST_STAGE,
+                    "fallback": True,
+                    "fallback_reason": second.fallback_reason,
+                }
+        return DecisionRecord.model_validate(
+            {
+                "transaction": draft.tx,
+                "request_sha256": draft.digest,
+                "decided_at": datetime.now(UTC),
+                "score": score,
+                "action": thresholds.action(score),
+                **fields,
+                "model_version": model.version,
+                "reasons": bundle.coder.reason_data(draft.x, draft.contributions),
+                "explanation": bundle.coder.explanation_data(
+                    bundle.explainer.method, draft.x, draft.contributions, draft.raw
+                ),
+                "thresholds": ThresholdsInForce(
+                    review=thresholds.review, decline=thresholds.decline
+                ),
+                "timings_ms": timings,
+                "latency_ms": _ms(time.perf_counter() - started),
+            }
+        )
+
+    def _sequence_explanation(self, draft: _Draft, second: SequenceResult) -> dict[str, Any]:
+        assert self._cascade is not None and draft.view is not None
+        view = draft.view
+        effects = second.contributions if second.contributions is not None else np.empty(0)
+        earlier: list[PastTransactionAttribution] = [
+            {
+                "transaction_id": str(view.transaction_ids[k]),
+                "timestamp": _iso(view.epoch_ms[k]),
+                "amount": view.amounts[k],
+                "contribution": float(effects[k]),
+            }
+            for k in range(len(effects))
+        ]
+        return {
+            "method": "occlusion",
+            "model_version": self._cascade.model.version,
+            "fast_score": draft.score,
+            "sequence_score": second.sequence_score,
+            "combination": self._cascade.combination.describe(),
+            "attributions": earlier[::-1],
+        }
+
+    def _escalate(
+        self,
+        drafts: list[_Draft],
+        futures: list[asyncio.Future[Scored]],
+        started: float,
+        budget_ms: float | None,
+    ) -> None:
+        """Run the second stage for reserved payments in a task, then record them.
+
+        A task, not an ``await`` in the request: a client that disconnects must not
+        cancel a decision other retries are already waiting for.
+        """
+        budget = self._budget_ms if budget_ms is None else budget_ms
+        deadline = started + budget / 1000.0
+        task = asyncio.create_task(self._second_stage(drafts, futures, started, deadline))
+        self._escalations.add(task)
+        task.add_done_callback(self._escalations.discard)
+
+    async def _second_stage(
+        self,
+        drafts: list[_Draft],
+        futures: list[asyncio.Future[Scored]],
+        started: float,
+        deadline: float,
+    ) -> None:
+        assert self._cascade is not None
+        views = [d.view for d in drafts if d.view is not None]
+        try:
+            results = await self._cascade.run(views, [d.raw for d in drafts], deadline)
+            for draft, future, result in zip(drafts, futures, results, strict=True):
+                self._submit(self._finish(draft, started, result), future)
+        except Exception as exc:  # whatever happens, nobody may be left waiting
+            for future in futures:
+                self._fail(future, exc)
 
     def _register(
         self, record: DecisionRecord, digest: str, retry: bool = False
@@ -356,21 +530,36 @@ class Scorer:
         Registered synchronously, before any ``await``, so that a concurrent request with
         the same id finds it and waits instead of scoring again.
         """
+        future = self._reserve(record.transaction_id, digest, record)
+        self._submit(record, future, retry)
+        return future
+
+    def _reserve(
+        self, transaction_id: str, digest: str, record: DecisionRecord | None = None
+    ) -> asyncio.Future[Scored]:
+        """Mark an id as being decided; the future settles once its record is durable."""
+        future: asyncio.Future[Scored] = asyncio.get_running_loop().create_future()
+        self._pending[transaction_id] = _Pending(digest, record, future)
+        return future
+
+    def _submit(
+        self, record: DecisionRecord, future: asyncio.Future[Scored], retry: bool = False
+    ) -> None:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Scored] = loop.create_future()
-        self._pending[record.transaction_id] = _Pending(digest, record, future)
+        pending = self._pending.get(record.transaction_id)
+        if pending is not None and pending.future is future:
+            pending.record = record
         submitted = time.perf_counter()
         try:
             written = self._store.submit(record)
         except AuditStoreError as exc:
             self._fail(future, exc)
-            return future
+            return
 
         def on_written(done: Future[bool]) -> None:
             loop.call_soon_threadsafe(self._settle, record, future, done, submitted, retry)
 
         written.add_done_callback(on_written)
-        return future
 
     def _settle(
         self,
@@ -525,3 +714,7 @@ def _as_replay(future: asyncio.Future[Scored]) -> asyncio.Future[Scored]:
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 4)
+
+
+def _iso(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000.0, UTC).isoformat().replace("+00:00", "Z")

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from models.registry import default_artifact_dir
+from models.registry import default_artifact_dir, default_sequence_artifact_dir
 
 AUDIT_FILE = "audit.sqlite3"
 
@@ -108,6 +108,24 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     """Consumer-group session timeout; a group join takes about this long."""
 
+    sequence: Literal["on", "off"] = "on"
+    """Second stage: the distilled sequence model for fast scores inside its ambiguous band."""
+
+    sequence_model_dir: Path | None = None
+    """The sequence-stage artifact; unset uses the one shipped with riskscore."""
+
+    sequence_budget_ms: float = Field(default=50.0, gt=0.0, le=60_000.0)
+    """Latency budget from a request's arrival; the X-Deadline-Ms header overrides it."""
+
+    sequence_reserve_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
+    """Part of the budget kept for recording the decision after the second stage."""
+
+    sequence_fault_delay_ms: float = Field(default=0.0, ge=0.0, le=60_000.0)
+    """Fault injection (tests, demos): delay added to every second-stage run."""
+
+    sequence_fault_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Fault injection (tests, demos): share of second-stage runs that fail."""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Logging threshold."""
 
@@ -134,6 +152,12 @@ class Settings(BaseSettings):
     @property
     def artifact_dir(self) -> Path:
         return self.model_dir if self.model_dir is not None else default_artifact_dir()
+
+    @property
+    def sequence_artifact_dir(self) -> Path:
+        if self.sequence_model_dir is not None:
+            return self.sequence_model_dir
+        return default_sequence_artifact_dir()
 
 
 def settings_table() -> list[tuple[str, str, str]]:

@@ -112,7 +112,7 @@ def train_fast_model(
     # Rows after the window never enter an earlier row's (backward-looking) windows, so
     # leaving them out changes no value and saves their computation.
     upto = np.flatnonzero(history.day <= np.datetime64(train_to, "D"))
-    x = _features(history.take(upto), progress)
+    x = compute_training_features(history.take(upto), progress)
     train, valid = split.train[upto], split.valid[upto]
     y = labels[upto].astype(np.int8)
     names = feature_names(DEFAULT_FEATURES)
@@ -147,7 +147,8 @@ def train_fast_model(
     return manifest
 
 
-def _features(history: TransactionFrame, progress: bool) -> np.ndarray:
+def compute_training_features(history: TransactionFrame, progress: bool) -> np.ndarray:
+    """The offline feature matrix of ``history``, with a progress bar."""
     with tqdm(
         total=len(DEFAULT_FEATURES), desc="features", unit="feature", disable=not progress
     ) as bar:

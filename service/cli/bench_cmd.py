@@ -60,6 +60,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     stream.add_argument("--seconds", type=positive_int, default=10, help="latency run length")
     stream.add_argument("--json", type=Path, help="also write the figures as JSON")
     stream.set_defaults(run=run_stream)
+    cascade = kinds.add_parser(
+        "cascade",
+        help="the second stage over HTTP, normal and with an injected delay",
+        description=(
+            "Starts `riskscore serve` twice (Kafka off, fresh audit store): once as shipped, "
+            "once with --delay-ms injected into the second stage. Replays the same simulated "
+            "stream open-loop at --rate and reports, per phase, the share escalated to the "
+            "second stage, which stage decided, the fallback reasons and the client-side "
+            "latency from scheduled send to answer, with the count over budget + 5 ms."
+        ),
+    )
+    cascade.add_argument("--count", type=positive_int, default=2000, help="payments per phase")
+    cascade.add_argument("--rate", type=positive_int, default=100, help="payments per second")
+    cascade.add_argument("--delay-ms", type=float, default=200.0, help="injected delay")
+    cascade.add_argument("--budget-ms", type=float, default=50.0, help="latency budget")
+    cascade.add_argument("--json", type=Path, help="also write the figures as JSON")
+    cascade.set_defaults(run=run_cascade)
 
 
 def run_scorer(args: argparse.Namespace) -> int:
@@ -102,6 +119,16 @@ def run_stream(args: argparse.Namespace) -> int:
         f"p99 {result['latency_p99_ms']:.1f} ms, max {result['latency_max_ms']:.1f} ms "
         f"({result['latency_n']} transactions)"
     )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def run_cascade(args: argparse.Namespace) -> int:
+    from service.benchmarks.cascade_bench import measure, report
+
+    result = measure(args.count, float(args.rate), args.delay_ms, args.budget_ms)
+    print(report(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from features.data import DataError, load_transactions
+from features.data import DataError, TransactionFrame, load_transactions
 from features.definitions import DEFAULT_FEATURES
 from models.baselines import HANDBOOK_BASELINES
 from models.config import FastModelConfig
@@ -19,6 +21,8 @@ from models.evaluation import (
     CoverageError,
     EvaluationResult,
     FoldResult,
+    PreparedHistory,
+    Protocol,
     Training,
     evaluate_prepared,
     get_protocol,
@@ -26,6 +30,9 @@ from models.evaluation import (
 )
 from service.cli.arguments import add_history_argument
 from service.cli.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported only when --cascade runs
+    from models.cascade_evaluation import CascadeEvaluation
 
 
 def _starts(name: str) -> str:
@@ -89,6 +96,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "this is not the handbook's protocol and is reported under another name"
         ),
     )
+    parser.add_argument(
+        "--cascade",
+        action="store_true",
+        help=(
+            "also train, per fold, the sequence teacher and the distilled student and "
+            "report fast, teacher, student and cascade side by side, with metrics inside "
+            "the band, escalated share, student/teacher AP retention and latencies "
+            "(needs torch: pip install -e '.[train]'; minutes per fold)"
+        ),
+    )
+    parser.add_argument(
+        "--sequence-epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --cascade: most epochs for teacher and student (default: the shipped ones)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -109,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
     except (DataError, CoverageError) as exc:
         raise UserError(str(exc)) from exc
 
+    if args.cascade:
+        return _run_cascade(args, history, prepared, protocol)
     with _bar(len(protocol.fold_starts), "folds", "fold") as bar:
 
         def on_fold(result: FoldResult) -> None:
@@ -118,12 +144,70 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_prepared(prepared, protocol, FastModelConfig(), on_fold=on_fold)
 
     print(report(result))
-    if args.json is not None:
-        try:
-            args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-        except OSError as exc:
-            raise UserError(f"cannot write {args.json}: {exc}") from exc
+    _write_json(args.json, result.to_json())
     return 0
+
+
+def _run_cascade(
+    args: argparse.Namespace,
+    history: TransactionFrame,
+    prepared: PreparedHistory,
+    protocol: Protocol,
+) -> int:
+    try:
+        from models.cascade_evaluation import evaluate_cascade
+        from models.train.sequence_trainer import SequenceTrainingConfig
+    except ImportError as exc:
+        raise UserError(
+            f"--cascade trains the sequence models and needs torch ({exc}); "
+            "install it with: pip install -e '.[train]'"
+        ) from None
+    config = SequenceTrainingConfig()
+    if args.sequence_epochs is not None:
+        if args.sequence_epochs < 1:
+            raise UserError("--sequence-epochs must be at least 1")
+        config = replace(
+            config, teacher_epochs=args.sequence_epochs, student_epochs=args.sequence_epochs
+        )
+    evaluation = evaluate_cascade(history, prepared, protocol, FastModelConfig(), config)
+    print(report(evaluation.result))
+    print()
+    print(cascade_report(evaluation))
+    _write_json(args.json, evaluation.to_json())
+    return 0
+
+
+def cascade_report(evaluation: CascadeEvaluation) -> str:
+    """Per fold: band, escalated share, AP inside the band per model, retention, latency."""
+    lines = [
+        "inside the band (per fold): share escalated, frauds, AP of each model on those rows",
+        f"{'fold start':<12}{'band':<18}{'share':>8}{'frauds':>8}"
+        + "".join(f"{m + ' AP':>12}" for m in ("fast", "teacher", "student", "cascade"))
+        + f"{'retention':>11}",
+    ]
+    for fold in evaluation.folds:
+        aps = "".join(
+            f"{fold.in_band[m]['ap']:>12.3f}" for m in ("fast", "teacher", "student", "cascade")
+        )
+        band = f"[{fold.band[0]:g}, {fold.band[1]:g})"
+        lines.append(
+            f"{fold.fold.start!s:<12}{band:<18}{fold.escalated_share:>8.3f}"
+            f"{fold.in_band_frauds:>8}{aps}{fold.ap_retention:>11.3f}"
+        )
+    lines += ["", "latency, ms per call in ONNX Runtime, one thread (p50 / p99), last fold:"]
+    latency = evaluation.folds[-1].latency_ms
+    for name in ("teacher_single", "teacher_batch32", "student_single", "student_batch32"):
+        lines.append(f"  {name:<18}{latency[name + '_p50']:>8.3f} / {latency[name + '_p99']:.3f}")
+    return "\n".join(lines)
+
+
+def _write_json(path: Path | None, data: dict[str, object]) -> None:
+    if path is None:
+        return
+    try:
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc}") from exc
 
 
 def _bar(total: int, desc: str, unit: str) -> tqdm:

@@ -144,7 +144,8 @@ async def test_metrics_count_decisions_and_time_every_stage(client: Any, transac
         assert samples[f'riskscore_stage_duration_seconds_count{{stage="{stage}"}}'] == 1.0
     assert samples['riskscore_http_requests_total{route="/score",status="200"}'] == 2.0
     assert samples['riskscore_http_requests_total{route="/score",status="422"}'] == 1.0
-    assert samples["riskscore_fallbacks_total"] == 0.0
+    for reason in ("budget", "timeout", "error"):
+        assert samples[f'riskscore_fallbacks_total{{reason="{reason}"}}'] == 0.0
     assert all(name.startswith("riskscore_") for name in samples)
 
 

@@ -1,0 +1,213 @@
+"""A customer's recent transactions as a sequence, for the second-stage model.
+
+Each position of a sequence is one of the customer's transactions, oldest first and the
+current one last: its feature vector exactly as the fast path computed it at that
+instant (amount, calendar, customer and terminal windows, terminal risk known so far),
+then how long before the current transaction it happened, then a 1 marking a real
+transaction (0 for the padding of a short history). The feature vectors are those of the
+feature plan, so the sequence adds no definitions of its own: serving (a ring buffer per
+customer, :class:`OnlineSequences`) and training (:func:`sequence_index` +
+:func:`assemble`) build the same arrays from the same numbers.
+
+>>> spec = SequenceSpec(length=3, feature_names=("TX_AMOUNT",))
+>>> online = OnlineSequences(spec, horizon_ms=10_000)
+>>> for i, t in enumerate((1_000, 4_000)):
+...     online.append("c", f"t{i}", t, 10.0 * (i + 1), np.array([10.0 * (i + 1)]))
+>>> online.sequence("c", 4_000).tolist()
+[[0.0, 0.0, 0.0], [10.0, 3.0, 1.0], [20.0, 0.0, 1.0]]
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.data import TransactionFrame
+
+DEFAULT_SEQUENCE_LENGTH = 32
+# Columns after the feature vector at every position.
+EXTRA_COLUMNS = ("SECONDS_BEFORE_CURRENT", "IS_TRANSACTION")
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    """How long sequences are and which feature vector each position carries."""
+
+    length: int
+    feature_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.length < 1:
+            raise ValueError(f"sequence length must be at least 1, got {self.length}")
+
+    @property
+    def width(self) -> int:
+        """Numbers per position: the features, the time gap, the padding flag."""
+        return len(self.feature_names) + len(EXTRA_COLUMNS)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return self.feature_names + EXTRA_COLUMNS
+
+
+def _fill_position(
+    out: np.ndarray, features: np.ndarray, epoch_ms: np.ndarray, current_ms: np.ndarray
+) -> None:
+    """Write real positions: features, seconds before the current payment, flag 1.
+
+    One function for both engines, so their arithmetic cannot drift apart.
+    """
+    n = features.shape[-1]
+    out[..., :n] = features
+    out[..., n] = np.maximum(current_ms - epoch_ms, 0) / 1000.0
+    out[..., n + 1] = 1.0
+
+
+def sequence_index(history: TransactionFrame, length: int) -> np.ndarray:
+    """Per row, the rows of its sequence (oldest first, itself last; -1 pads).
+
+    A customer's transactions are ordered by time, then by file order — the order in
+    which a time-ordered replay reaches the online engine.
+    """
+    codes = np.unique(history.customer_id, return_inverse=True)[1].astype(np.int64)
+    times = history.epoch_ms.astype(np.int64)
+    order = np.lexsort((np.arange(len(times)), times, codes))
+    sorted_codes = codes[order]
+    position = np.arange(len(order), dtype=np.int64)
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = sorted_codes[1:] != sorted_codes[:-1]
+    segment_start = np.maximum.accumulate(np.where(first, position, 0))
+    back = position[:, None] - np.arange(length - 1, -1, -1, dtype=np.int64)[None, :]
+    valid = back >= segment_start[:, None]
+    index = np.where(valid, order[np.maximum(back, 0)], -1)
+    out = np.empty_like(index)
+    out[order] = index
+    return out
+
+
+def assemble(
+    features: np.ndarray, epoch_ms: np.ndarray, index: np.ndarray, dtype: type = np.float32
+) -> np.ndarray:
+    """Sequences (rows, length, width) for rows of ``sequence_index`` (offline).
+
+    ``features`` and ``epoch_ms`` cover the whole history the index points into.
+    """
+    rows, length = index.shape
+    out = np.zeros((rows, length, features.shape[1] + len(EXTRA_COLUMNS)), dtype=dtype)
+    valid = index >= 0
+    safe = np.where(valid, index, 0)
+    current_ms = epoch_ms[index[:, -1]].astype(np.int64)
+    filled = np.zeros_like(out)
+    _fill_position(
+        filled,
+        features[safe],
+        epoch_ms[safe].astype(np.int64),
+        np.broadcast_to(current_ms[:, None], index.shape),
+    )
+    out[valid] = filled[valid]
+    return out
+
+
+class _Ring:
+    """One customer's last ``length`` transactions."""
+
+    __slots__ = ("amounts", "count", "epoch_ms", "features", "ids", "last_ms")
+
+    def __init__(self, length: int, n_features: int) -> None:
+        self.features = np.zeros((length, n_features), dtype=np.float64)
+        self.epoch_ms = np.zeros(length, dtype=np.int64)
+        self.ids: list[Hashable] = [None] * length
+        self.amounts = np.zeros(length, dtype=np.float64)
+        self.count = 0  # transactions ever appended; the newest is at (count - 1) % length
+        self.last_ms = 0
+
+
+@dataclass(frozen=True)
+class SequenceView:
+    """A sequence as the model takes it, and which transactions it holds."""
+
+    values: np.ndarray  # (length, width)
+    transaction_ids: list[Hashable]  # oldest first, the current transaction last
+    epoch_ms: list[int]
+    amounts: list[float]
+
+
+class OnlineSequences:
+    """Each customer's recent transactions, kept as the fast path saw them (serving).
+
+    Memory is bounded: customers idle for longer than ``horizon_ms`` are dropped (the
+    feature state forgets them at the same age), and each keeps at most ``length``.
+    """
+
+    def __init__(self, spec: SequenceSpec, horizon_ms: int) -> None:
+        self.spec = spec
+        self._horizon_ms = horizon_ms
+        self._rings: OrderedDict[Hashable, _Ring] = OrderedDict()
+        self._appends = 0
+
+    def __len__(self) -> int:
+        return len(self._rings)
+
+    def append(
+        self,
+        customer_id: Hashable,
+        transaction_id: Hashable,
+        epoch_ms: int,
+        amount: float,
+        features: np.ndarray,
+    ) -> None:
+        """Record a transaction the feature engine has just applied."""
+        ring = self._rings.get(customer_id)
+        if ring is None:
+            ring = self._rings[customer_id] = _Ring(self.spec.length, len(self.spec.feature_names))
+        else:
+            self._rings.move_to_end(customer_id)
+        slot = ring.count % self.spec.length
+        ring.features[slot] = features
+        ring.epoch_ms[slot] = epoch_ms
+        ring.ids[slot] = transaction_id
+        ring.amounts[slot] = amount
+        ring.count += 1
+        ring.last_ms = max(ring.last_ms, epoch_ms)
+        self._appends += 1
+        if self._appends % 4096 == 0:
+            self.expire(ring.last_ms)
+
+    def sequence(self, customer_id: Hashable, current_ms: int) -> np.ndarray:
+        """The customer's sequence ending with their latest transaction."""
+        return self.view(customer_id, current_ms).values
+
+    def view(self, customer_id: Hashable, current_ms: int) -> SequenceView:
+        """The sequence and the transactions behind it (for attributions)."""
+        length = self.spec.length
+        values = np.zeros((length, self.spec.width), dtype=np.float64)
+        ring = self._rings.get(customer_id)
+        if ring is None:
+            return SequenceView(values, [], [], [])
+        n = min(ring.count, length)
+        slots = [(ring.count - n + i) % length for i in range(n)]
+        _fill_position(
+            values[length - n :],
+            ring.features[slots],
+            ring.epoch_ms[slots],
+            np.full(n, current_ms, dtype=np.int64),
+        )
+        return SequenceView(
+            values,
+            [ring.ids[s] for s in slots],
+            ring.epoch_ms[slots].tolist(),
+            ring.amounts[slots].tolist(),
+        )
+
+    def expire(self, now_ms: int) -> None:
+        """Forget customers idle for longer than the horizon."""
+        cutoff = now_ms - self._horizon_ms
+        rings = self._rings
+        while rings:
+            key = next(iter(rings))
+            if rings[key].last_ms > cutoff:
+                break
+            del rings[key]

@@ -1,0 +1,180 @@
+"""The cascade policy: when the sequence stage runs, and what happens when it cannot.
+
+The fast score decides alone outside the ambiguous band. Inside it the student runs if the
+request's remaining budget allows: it is admitted when the time left (minus a reserve for
+recording the decision) covers a running p99 of its recent latencies, times the work
+already queued for its thread. Admitted work runs on its own thread under a timeout of the
+time left. Not admitted, late or failed: the fast decision stands, marked as a fallback
+with the reason (``budget``, ``timeout``, ``error``). The scorer never waits past the
+deadline for the second stage.
+
+A stage that has become slow (say a noisy neighbour) would never be admitted again, and
+so never measured fast again; one request per ``probe_interval_s`` is admitted anyway
+when it has any time left, so the estimate recovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.sequence import SequenceView
+from models.sequence import SequenceModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUDGET_MS = 50.0
+DEFAULT_RESERVE_MS = 5.0
+# Recent latencies the p99 is taken over: enough for a stable tail, short enough to follow
+# a change within seconds at serving rates.
+LATENCY_WINDOW = 256
+
+
+class InjectedFault(RuntimeError):
+    """A failure injected on purpose (tests and demos of the fallback path)."""
+
+
+@dataclass(frozen=True)
+class FaultInjection:
+    """Artificial delay and failures in the second stage."""
+
+    delay_ms: float = 0.0
+    error_rate: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.delay_ms > 0 or self.error_rate > 0
+
+
+@dataclass(frozen=True)
+class SequenceResult:
+    """What the second stage made of one payment, or why it did not decide."""
+
+    decided: bool
+    fallback_reason: str | None = None  # "budget" | "timeout" | "error" when not decided
+    score: float | None = None  # the final (combined) probability
+    sequence_score: float | None = None  # the student's own probability
+    contributions: np.ndarray | None = None  # occlusion effect per earlier transaction
+    seconds: float = 0.0
+
+
+class LatencyEstimate:
+    """Running p99 of the stage's latency per sequence, seeded with the build-time figure."""
+
+    def __init__(self, prior_ms: float, window: int = LATENCY_WINDOW) -> None:
+        self._prior_s = prior_ms / 1000.0
+        self._samples: deque[float] = deque(maxlen=window)
+
+    def observe(self, seconds_per_sequence: float) -> None:
+        self._samples.append(seconds_per_sequence)
+
+    def p99(self) -> float:
+        if not self._samples:
+            return self._prior_s
+        return float(np.percentile(np.fromiter(self._samples, dtype=np.float64), 99))
+
+
+class Cascade:
+    """Runs the sequence stage for in-band payments within their deadline."""
+
+    def __init__(
+        self,
+        model: SequenceModel,
+        *,
+        reserve_ms: float = DEFAULT_RESERVE_MS,
+        faults: FaultInjection | None = None,
+        probe_interval_s: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.model = model
+        self.band = model.manifest.band
+        self.combination = model.manifest.combination
+        self._reserve_s = reserve_ms / 1000.0
+        self._faults = faults or FaultInjection()
+        self._probe_interval_s = probe_interval_s
+        self._rng = rng or random.Random()
+        prior = model.manifest.latency_ms.get("student_attribution_p99", 2.0)
+        self.latency = LatencyEstimate(prior)
+        self._queued = 0  # sequences handed to the thread and not yet finished there
+        self._last_admitted = time.perf_counter()
+        # One thread: ONNX Runtime releases the GIL, and one worker keeps the stage from
+        # taking more than one core away from the event loop.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sequence-stage")
+
+    def wants(self, fast_probability: float) -> bool:
+        return self.band.contains(fast_probability)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def run(
+        self, views: Sequence[SequenceView], fast_raw: Sequence[float], deadline: float
+    ) -> list[SequenceResult]:
+        """Score in-band payments by the student, or say why not; never past ``deadline``.
+
+        ``deadline`` is a ``time.perf_counter()`` instant; results come back in order.
+        """
+        n = len(views)
+        started = time.perf_counter()
+        left = deadline - started - self._reserve_s
+        needed = self.latency.p99() * (self._queued + n)
+        probing = started - self._last_admitted >= self._probe_interval_s
+        if left <= 0 or (needed > left and not probing):
+            return [SequenceResult(False, "budget")] * n
+        self._last_admitted = started
+        self._queued += n
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(self._executor, self._explain, [v.values for v in views])
+        job.add_done_callback(lambda finished: self._done(finished, n))
+        try:
+            async with asyncio.timeout(left):
+                await self._inject()
+                explained = await asyncio.shield(job)
+        except TimeoutError:
+            seconds = time.perf_counter() - started
+            self.latency.observe(seconds / n)
+            return [SequenceResult(False, "timeout", seconds=seconds)] * n
+        except Exception as exc:
+            log.warning("sequence stage failed, the fast score decides: %s", exc)
+            return [SequenceResult(False, "error", seconds=time.perf_counter() - started)] * n
+        seconds = time.perf_counter() - started
+        self.latency.observe(seconds / n)
+        results = []
+        for (logit, effects), raw in zip(explained, fast_raw, strict=True):
+            results.append(
+                SequenceResult(
+                    True,
+                    score=self.combination.combine(raw, logit),
+                    sequence_score=_sigmoid(logit),
+                    contributions=effects,
+                    seconds=seconds / n,
+                )
+            )
+        return results
+
+    def _explain(self, sequences: list[np.ndarray]) -> list[tuple[float, np.ndarray]]:
+        return self.model.explain(sequences)
+
+    def _done(self, finished: asyncio.Future[list[tuple[float, np.ndarray]]], n: int) -> None:
+        self._queued -= n
+        if not finished.cancelled():
+            finished.exception()  # retrieved: a late failure after a timeout is not news
+
+    async def _inject(self) -> None:
+        faults = self._faults
+        if faults.delay_ms > 0:
+            await asyncio.sleep(faults.delay_ms / 1000.0)
+        if faults.error_rate > 0 and self._rng.random() < faults.error_rate:
+            raise InjectedFault("injected second-stage failure")
+
+
+def _sigmoid(z: float) -> float:
+    return float(1.0 / (1.0 + np.exp(-z)))

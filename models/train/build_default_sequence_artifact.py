@@ -1,0 +1,108 @@
+"""Rebuild the shipped sequence stage (``models/default_sequence_artifact``) from scratch.
+
+    python -m models.train.build_default_sequence_artifact [--out DIR] [--tiny]
+
+Needs torch (``pip install -e .[train]``). Simulates the same history as the shipped fast
+model, trains teacher and student on the fast model's training days, fits the band and the
+combination rule on its validation days against that fast model, exports, verifies and
+installs. Seeds are fixed; torch does not promise bit-identical training across machines,
+so a rebuild elsewhere gives an equivalent model, not necessarily the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+
+from features.data import TransactionFrame, load_transactions
+from features.definitions import DEFAULT_FEATURES
+from features.simulator import simulate, write_csv
+from models.artifacts import MANIFEST_FILE
+from models.fast import FastModel
+from models.registry import default_artifact_dir, default_sequence_artifact_dir
+from models.sequence_artifacts import SequenceManifest
+from models.train.build_default_artifact import DEFAULT_SIMULATION, _data_name
+from models.train.fast_trainer import compute_training_features
+from models.train.sequence_stage import (
+    SequenceStage,
+    sequence_data,
+    train_sequence_stage,
+    write_sequence_artifact,
+)
+from models.train.sequence_trainer import SequenceTrainingConfig
+
+
+def build_sequence_artifact(
+    history: TransactionFrame,
+    fast_dir: Path,
+    target: Path,
+    config: SequenceTrainingConfig,
+    progress: bool = True,
+) -> tuple[SequenceManifest, SequenceStage]:
+    """Train the stage behind the fast model in ``fast_dir`` on its own training window."""
+    fast = FastModel.load(fast_dir)
+    fast_manifest = fast.manifest
+    if fast_manifest.validation_window is None:
+        raise ValueError(f"{fast_dir}: the fast model has no validation window to fit on")
+    days = history.day
+    last = np.datetime64(fast_manifest.training_window.end, "D")
+    upto = np.flatnonzero(days <= last)
+    history = history.take(upto)
+    days = days[upto]
+    features = compute_training_features(history, progress)
+    valid_from = np.datetime64(fast_manifest.validation_window.start, "D")
+    first = np.datetime64(fast_manifest.training_window.start, "D")
+    train_rows = np.flatnonzero((days >= first) & (days < valid_from))
+    valid_rows = np.flatnonzero(days >= valid_from)
+    fast_raw = fast.predict_raw(features[valid_rows])
+    stage = train_sequence_stage(
+        sequence_data(history, features, config.length),
+        tuple(d.name for d in DEFAULT_FEATURES),
+        train_rows,
+        valid_rows,
+        fast_raw,
+        config,
+        progress,
+    )
+    created_at = fast_manifest.created_at + timedelta(hours=1)
+    manifest = write_sequence_artifact(target, stage, fast.version, config, created_at)
+    return manifest, stage
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m models.train.build_default_sequence_artifact",
+        description=(
+            "Regenerate the shipped sequence stage: simulate the fast model's history, train "
+            "the teacher, distil the student, export both ONNX files, fit band and rule."
+        ),
+    )
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="artifact dir")
+    parser.add_argument("--tiny", action="store_true", help="small nets, 2 epochs (tests)")
+    args = parser.parse_args(argv)
+    config = SequenceTrainingConfig()
+    if args.tiny:
+        config = config.tiny()
+    target = args.out or default_sequence_artifact_dir()
+    with tempfile.TemporaryDirectory(prefix="riskscore-sequence-") as work:
+        data = Path(work) / _data_name(DEFAULT_SIMULATION)
+        write_csv(simulate(DEFAULT_SIMULATION, progress=True), data)
+        history = load_transactions(data)
+        manifest, _ = build_sequence_artifact(history, default_artifact_dir(), target, config)
+    size = sum((target / n).stat().st_size for n in [*manifest.files, MANIFEST_FILE])
+    print(
+        f"{manifest.model_version}: band [{manifest.band.low}, {manifest.band.high}), "
+        f"teacher AP {manifest.teacher['validation']['average_precision']}, "
+        f"student AP {manifest.student['validation']['average_precision']} "
+        f"(retention {manifest.student['ap_retention']}), student p99 "
+        f"{manifest.latency_ms['student_single_p99']} ms, {size:,} bytes -> {target}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""Training the second stage end to end on simulated data (tiny nets): teacher, distilled
+student, ONNX export checked against torch, band and rule, a loadable artifact."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from features.data import TransactionFrame, frame_from_pandas
+from features.simulator import SimulationConfig, simulate
+from models.artifacts import MANIFEST_FILE
+from models.config import FastModelConfig
+from models.errors import ArtifactError
+from models.sequence import SequenceModel
+from models.sequence_artifacts import STUDENT_FILE, SequenceManifest
+from models.train.build_default_sequence_artifact import build_sequence_artifact
+from models.train.fast_trainer import WARMUP_DAYS, train_fast_model
+from models.train.sequence_stage import SequenceStage
+from models.train.sequence_trainer import ONNX_TOLERANCE, SequenceTrainingConfig
+
+SIMULATION = SimulationConfig(customers=600, terminals=1000, days=75, seed=11)
+Built = tuple[Path, Path, SequenceManifest, SequenceStage]
+
+
+@pytest.fixture(scope="module")
+def history() -> TransactionFrame:
+    return frame_from_pandas(simulate(SIMULATION), "simulated")
+
+
+@pytest.fixture(scope="module")
+def artifacts(history: TransactionFrame, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    root = tmp_path_factory.mktemp("stage")
+    fast_dir, sequence_dir = root / "fast", root / "sequence"
+    train_fast_model(
+        history,
+        SIMULATION.start + timedelta(days=WARMUP_DAYS),
+        SIMULATION.end,
+        fast_dir,
+        FastModelConfig(validation_days=10, num_threads=1),
+        progress=False,
+    )
+    config = SequenceTrainingConfig().tiny()
+    manifest, stage = build_sequence_artifact(
+        history, fast_dir, sequence_dir, config, progress=False
+    )
+    return fast_dir, sequence_dir, manifest, stage
+
+
+def test_the_artifact_records_teacher_student_band_and_latency(
+    artifacts: Built,
+) -> None:
+    fast_dir, _, manifest, _ = artifacts
+    fast = json.loads((fast_dir / MANIFEST_FILE).read_text())
+    assert manifest.fast_model_version == fast["model_version"]
+    teacher_ap = manifest.teacher["validation"]["average_precision"]
+    student_ap = manifest.student["validation"]["average_precision"]
+    assert 0 < teacher_ap <= 1 and 0 < student_ap <= 1
+    assert manifest.student["ap_retention"] == pytest.approx(student_ap / teacher_ap, abs=1e-4)
+    assert manifest.student["onnx_max_abs_diff"] <= ONNX_TOLERANCE
+    assert 0 <= manifest.band.low < manifest.band.high <= 1
+    assert 0 < manifest.validation["escalated_share"] <= manifest.validation["max_escalated_share"]
+    for key in ("teacher_single_p99", "student_single_p99", "student_batch32_p50"):
+        assert manifest.latency_ms[key] > 0
+    assert manifest.teacher["rows"]["train_sampled_fraud"] > 0
+
+
+def test_onnx_runtime_matches_the_exported_torch_student_within_tolerance(
+    artifacts: Built, history: TransactionFrame
+) -> None:
+    import torch
+
+    from features.offline import compute_features
+    from features.sequence import assemble, sequence_index
+    from models.train.sequence_net import SequenceNet
+
+    _, sequence_dir, manifest, stage = artifacts
+    model = SequenceModel.load(sequence_dir, manifest.fast_model_version)
+    features = compute_features(history)
+    index = sequence_index(history, manifest.length)
+    x = assemble(features, history.epoch_ms, index[-500:])
+    onnx_logits = model.logits(x)
+    single = model.logits(x[:1])
+    with torch.no_grad():
+        torch_logits = stage.student.net(torch.from_numpy(x)).numpy()
+    assert np.max(np.abs(torch_logits - onnx_logits)) <= ONNX_TOLERANCE
+    assert abs(single[0] - torch_logits[0]) <= ONNX_TOLERANCE
+    # An untrained net of the same shape does not pass the same check.
+    other = SequenceNet(
+        SequenceTrainingConfig().tiny().student,
+        manifest.length,
+        x.shape[-1],
+        np.zeros(x.shape[-1], dtype=np.float32),
+        np.ones(x.shape[-1], dtype=np.float32),
+    ).eval()
+    with torch.no_grad():
+        unrelated = other(torch.from_numpy(x)).numpy()
+    assert np.max(np.abs(unrelated - onnx_logits)) > ONNX_TOLERANCE
+
+
+def test_a_sequence_model_for_another_fast_model_is_refused(
+    artifacts: Built,
+) -> None:
+    _, sequence_dir, _, _ = artifacts
+    with pytest.raises(ArtifactError, match="fitted with fast model"):
+        SequenceModel.load(sequence_dir, "fast-20000101-00000000")
+
+
+def test_a_modified_onnx_file_is_refused(artifacts: Built, tmp_path: Path) -> None:
+    _, sequence_dir, manifest, _ = artifacts
+    copy = tmp_path / "copy"
+    shutil.copytree(sequence_dir, copy)
+    data = bytearray((copy / STUDENT_FILE).read_bytes())
+    data[-10] ^= 0xFF
+    (copy / STUDENT_FILE).write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="SHA-256"):
+        SequenceModel.load(copy, manifest.fast_model_version)
