@@ -72,6 +72,13 @@ class _Pending:
     future: asyncio.Future[Scored]
 
 
+@dataclass(frozen=True)
+class _ModelBundle:
+    model: FastModel
+    explainer: Explainer
+    coder: ReasonCoder
+
+
 @dataclass
 class _Draft:
     """The fast path's work on one payment, before the second stage and the record."""
@@ -84,13 +91,7 @@ class _Draft:
     contributions: np.ndarray
     timings: dict[str, float]
     view: SequenceView | None  # set when the payment goes to the second stage
-
-
-@dataclass(frozen=True)
-class _ModelBundle:
-    model: FastModel
-    explainer: Explainer
-    coder: ReasonCoder
+    bundle: _ModelBundle  # the model that scored it, even if another is swapped in meanwhile
 
 
 def request_digest(tx: Transaction) -> str:
@@ -415,7 +416,17 @@ class Scorer:
             if cascade is not None and sequences is not None and cascade.wants(score):
                 view = sequences.view(tx.customer_id, tx.epoch_ms)
             out.append(
-                _Draft(tx, digests[i], x[i], float(raw[i]), score, contributions[i], timings, view)
+                _Draft(
+                    tx,
+                    digests[i],
+                    x[i],
+                    float(raw[i]),
+                    score,
+                    contributions[i],
+                    timings,
+                    view,
+                    bundle,
+                )
             )
         return out
 
@@ -423,7 +434,7 @@ class Scorer:
         self, draft: _Draft, started: float, second: SequenceResult | None = None
     ) -> DecisionRecord:
         """The decision record: the fast path's, or the second stage's when it decided."""
-        bundle = self._bundle()
+        bundle = draft.bundle
         model = bundle.model
         thresholds = model.thresholds
         score = draft.score

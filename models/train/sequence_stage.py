@@ -22,6 +22,7 @@ from models.sequence_artifacts import (
 )
 from models.sequence_latency import session_latency, time_calls
 from models.train.cascade_fit import CascadeFit, fit_cascade
+from models.train.quantisation import quantise, try_quantise
 from models.train.sequence_trainer import (
     ONNX_TOLERANCE,
     SequenceData,
@@ -52,6 +53,7 @@ class SequenceStage:
     cascade: CascadeFit
     latency_ms: dict[str, float]
     rows: dict[str, int]
+    quantisation: dict[str, Any]
 
 
 def sequence_data(history: TransactionFrame, features: np.ndarray, length: int) -> SequenceData:
@@ -98,6 +100,10 @@ def train_sequence_stage(
     )
     if diff > ONNX_TOLERANCE:
         raise ArtifactError(f"ONNX export differs from torch by {diff:.2e} > {ONNX_TOLERANCE}")
+    quantised, quantisation = try_quantise(dynamic, x)
+    if quantised is not None:  # faster and within tolerance: ship int8 (checked above)
+        dynamic, single = quantised, quantise(single)
+        batch_session = make_session(dynamic)
     (valid_logits,) = batch_session.run(None, {"sequences": data.sequences(valid_rows)})
     fit = fit_cascade(
         fast_raw_valid,
@@ -116,6 +122,7 @@ def train_sequence_stage(
         onnx_max_abs_diff=diff,
         cascade=fit,
         latency_ms=latency,
+        quantisation=quantisation,
         rows={
             "train_sampled": len(sampled),
             "train_sampled_fraud": int(data.labels[sampled].sum()),
@@ -177,7 +184,7 @@ def write_sequence_artifact(
         "temperature": config.temperature,
         "alpha": config.alpha,
         "onnx_max_abs_diff": stage.onnx_max_abs_diff,
-        "quantised": False,
+        "quantisation": stage.quantisation,
     }
     manifest = SequenceManifest(
         model_version=sequence_version(created, files[STUDENT_FILE]),
