@@ -49,11 +49,12 @@ def query_model(model: type[M], request: web.Request) -> M:
     try:
         return model.model_validate(filter_fields(params))
     except ValidationError as exc:
-        error = InvalidInput.from_validation(exc)
-        for field in error.fields or []:
+        fields = InvalidInput.from_validation(exc).fields or []
+        for field in fields:
             if field["field"] == "body":  # a rule across parameters (from before to)
                 field["field"] = "query"
-        raise error from None
+        names = ", ".join(dict.fromkeys(f["field"] for f in fields))
+        raise InvalidInput(f"invalid query: {names}", fields) from None
 
 
 def period_label(selection: DecisionFilter) -> str:
