@@ -9,6 +9,7 @@ shifting, above 0.25 drifted.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -36,7 +37,7 @@ class FeatureDistribution(BaseModel):
     def _consistent(self) -> FeatureDistribution:
         if len(self.shares) != len(self.edges) + 1:
             raise ValueError("shares must hold one more entry than edges")
-        if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(self.edges)):
             raise ValueError("edges must be strictly ascending")
         return self
 

@@ -209,6 +209,16 @@ async def test_an_export_takes_the_filters(report_client: Any, data_dir: Path) -
     assert 0 < len(exported) < len(records)
 
 
+def _payment(transaction_id: str, customer_id: str) -> dict[str, Any]:
+    return {
+        "transaction_id": transaction_id,
+        "timestamp": "2024-01-09T10:00:00Z",
+        "customer_id": customer_id,
+        "terminal_id": "t-1",
+        "amount": 10.0,
+    }
+
+
 REPORT_ENDPOINTS = [
     "/decisions",
     "/reports/decisions.csv",
@@ -230,13 +240,7 @@ async def test_a_scoring_key_cannot_read_reports(report_client: Any, path: str) 
 
 
 async def test_a_compliance_key_cannot_score_or_label(report_client: Any) -> None:
-    transaction = {
-        "transaction_id": "by-compliance",
-        "timestamp": "2024-01-09T10:00:00Z",
-        "customer_id": "c-1",
-        "terminal_id": "t-1",
-        "amount": 10.0,
-    }
+    transaction = _payment("by-compliance", "c-1")
     for path, body in [
         ("/score", transaction),
         ("/score/batch", {"transactions": [transaction]}),
@@ -289,13 +293,7 @@ async def test_an_unknown_decision_report_is_404(report_client: Any) -> None:
 
 
 async def test_client_supplied_ids_are_escaped(report_client: Any) -> None:
-    hostile = {
-        "transaction_id": "<script>alert(1)</script>",
-        "timestamp": "2024-01-09T10:00:00Z",
-        "customer_id": '"><img src=x onerror=alert(2)>',
-        "terminal_id": "t-1",
-        "amount": 10.0,
-    }
+    hostile = _payment("<script>alert(1)</script>", '"><img src=x onerror=alert(2)>')
     await report_client.post("/score", json=hostile, headers=as_scoring())
 
     response = await report_client.get(
