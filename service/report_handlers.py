@@ -57,12 +57,6 @@ def query_model(model: type[M], request: web.Request) -> M:
         raise InvalidInput(f"invalid query: {names}", fields) from None
 
 
-def period_label(selection: DecisionFilter) -> str:
-    start = selection.start.isoformat() if selection.start else "the beginning"
-    end = selection.end.isoformat() if selection.end else "now"
-    return f"{start} to {end}"
-
-
 class ReportViews:
     """Compliance endpoints over the audit store and the served artifact's manifest."""
 
@@ -131,7 +125,7 @@ class ReportViews:
         manifest = self._manifest()
         reference = manifest.feature_distributions if manifest else None
         summary = await asyncio.to_thread(summarize, self._store, selection, reference)
-        page = await asyncio.to_thread(summary_page, summary, period_label(selection), manifest)
+        page = await asyncio.to_thread(summary_page, summary, selection.period(), manifest)
         return web.Response(text=page, content_type=HTML_TYPE)
 
 
@@ -143,4 +137,4 @@ def setup_report_routes(app: web.Application, views: ReportViews) -> None:
     app.router.add_get("/reports/summary.html", views.summary_report)
 
 
-__all__ = ["ReportViews", "period_label", "setup_report_routes"]
+__all__ = ["ReportViews", "setup_report_routes"]

@@ -83,6 +83,12 @@ class DecisionFilter(BaseModel):
             raise ValueError(f"'from' ({self.start}) must be before 'to' ({self.end})")
         return self
 
+    def period(self) -> str:
+        """The covered period in words, for report titles."""
+        start = self.start.isoformat() if self.start else "the beginning"
+        end = self.end.isoformat() if self.end else "now"
+        return f"{start} to {end}"
+
     def query(self, limit: int) -> DecisionQuery:
         return DecisionQuery(
             start=self.start,
