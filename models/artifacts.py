@@ -23,6 +23,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 import lightgbm as lgb
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from models.distributions import FeatureDistribution
 from models.errors import ArtifactError
 from models.thresholds import Thresholds
 
@@ -81,6 +82,11 @@ class Manifest(BaseModel):
     shape_tradeoff: list[dict[str, Any]] | dict[str, Any] | None = Field(
         default=None, description="Accuracy against SHAP latency per model shape, if measured."
     )
+    feature_distributions: dict[str, FeatureDistribution] | None = Field(
+        default=None,
+        description="Per feature, its training-window bins and shares: the reference that "
+        "drift reports compare a later period with (absent in older artifacts).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -129,6 +135,7 @@ def write_artifact(
     thresholds: Thresholds,
     shape_tradeoff: list[dict[str, Any]] | dict[str, Any] | None = None,
     created_at: datetime | None = None,
+    feature_distributions: dict[str, FeatureDistribution] | None = None,
 ) -> Manifest:
     """Write ``booster`` as ``model.txt`` plus its ``manifest.json`` into ``out_dir``.
 
@@ -157,6 +164,7 @@ def write_artifact(
             thresholds=thresholds,
             files={MODEL_FILE: model_sha},
             shape_tradeoff=shape_tradeoff,
+            feature_distributions=feature_distributions,
         )
     except ValidationError as exc:
         raise ArtifactError(f"cannot build a valid manifest: {exc}") from exc

@@ -25,6 +25,7 @@ from service.middleware import (
     error_middleware,
     metrics_middleware,
 )
+from service.report_handlers import ReportViews, setup_report_routes
 from service.routes import setup_routes
 from service.scorer import Scorer
 from service.settings import Settings
@@ -95,12 +96,17 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Applicat
         scorer = build_scorer(settings, metrics)
     middlewares: list[Middleware] = [metrics_middleware(metrics), error_middleware]
     if settings.api_keys:
-        middlewares.append(auth_middleware(settings.api_keys, settings.api_key_header))
+        middlewares.append(
+            auth_middleware(
+                settings.api_keys, settings.api_key_header, settings.compliance_api_keys
+            )
+        )
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SCORER] = scorer
     app[SETTINGS] = settings
     app[METRICS] = metrics
     setup_routes(app, Views(scorer, settings, metrics))
+    setup_report_routes(app, ReportViews(scorer.store, settings.artifact_dir))
     if owned:
         app.cleanup_ctx.append(_owned_scorer_lifecycle)
     return app

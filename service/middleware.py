@@ -103,8 +103,30 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(ServiceError("internal error; it has been logged"))
 
 
-def auth_middleware(keys: tuple[str, ...], header: str) -> Middleware:
-    encoded = [key.encode() for key in keys]
+# Key roles. Scoring keys belong to payment backends: they score and send labels.
+# Compliance keys belong to reviewers: they search, export and read reports, and cannot
+# score (a report reader must not be able to create decisions). Both may read one decision
+# by id, readiness, metrics and the OpenAPI document.
+SCORING, COMPLIANCE = "scoring", "compliance"
+SCORING_ONLY = frozenset({"/score", "/score/batch", "/labels"})
+
+
+def required_role(request: web.Request) -> str | None:
+    """The role an endpoint is reserved to, or None when either role may call it."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else request.path
+    if route in SCORING_ONLY:
+        return SCORING
+    if route == "/decisions" or route.startswith("/reports/"):
+        return COMPLIANCE
+    return None
+
+
+def auth_middleware(
+    keys: tuple[str, ...], header: str, compliance_keys: tuple[str, ...] = ()
+) -> Middleware:
+    encoded = [(key.encode(), SCORING) for key in keys]
+    encoded += [(key.encode(), COMPLIANCE) for key in compliance_keys]
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -117,11 +139,15 @@ def auth_middleware(keys: tuple[str, ...], header: str) -> Middleware:
         candidate = given.encode("utf-8", "surrogateescape")
         # Compare with every key, without stopping early: the time taken must not reveal
         # how much of a key was right, nor which key matched.
-        matched = False
-        for key in encoded:
-            matched |= hmac.compare_digest(candidate, key)
-        if not matched:
+        role: str | None = None
+        for key, key_role in encoded:
+            if hmac.compare_digest(candidate, key):
+                role = key_role
+        if role is None:
             raise Forbidden("API key not accepted")
+        needed = required_role(request)
+        if needed is not None and needed != role:
+            raise Forbidden(f"this endpoint needs a {needed} API key; this is a {role} key")
         return await handler(request)
 
     return middleware

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.registry import default_artifact_dir, default_sequence_artifact_dir
@@ -129,7 +129,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Logging threshold."""
 
-    @field_validator("api_keys", mode="before")
+    compliance_api_keys: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated API keys of the compliance role: decision search, exports and
+    reports (which scoring keys may not use); needs RISKSCORE_API_KEYS set too."""
+
+    @field_validator("api_keys", "compliance_api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         # An environment variable is one string: accept "key1,key2" rather than JSON.
@@ -137,13 +141,24 @@ class Settings(BaseSettings):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
 
-    @field_validator("api_keys")
+    @field_validator("api_keys", "compliance_api_keys")
     @classmethod
     def _long_enough(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
         short = [key for key in keys if len(key) < 16]
         if short:
             raise ValueError("API keys must be at least 16 characters long")
         return keys
+
+    @model_validator(mode="after")
+    def _roles_apart(self) -> Settings:
+        if self.compliance_api_keys and not self.api_keys:
+            # With keys of one role only, the other role's endpoints would refuse everyone.
+            raise ValueError(
+                "compliance API keys need scoring API keys (RISKSCORE_API_KEYS) as well"
+            )
+        if set(self.api_keys) & set(self.compliance_api_keys):
+            raise ValueError("a key cannot be both a scoring and a compliance API key")
+        return self
 
     @property
     def audit_path(self) -> Path:

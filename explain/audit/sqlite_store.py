@@ -17,7 +17,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +25,13 @@ from types import TracebackType
 from typing import Any
 
 from explain.audit.sqlite_schema import migrate
-from explain.audit.store import AuditStore, AuditStoreError, DecisionQuery, ReplayEvent
+from explain.audit.store import (
+    AuditStore,
+    AuditStoreError,
+    DecisionQuery,
+    PageKey,
+    ReplayEvent,
+)
 from explain.records import DecisionRecord, LabelRecord
 from features.schema import datetime_to_epoch_ms
 
@@ -413,25 +419,40 @@ class SQLiteAuditStore(AuditStore):
         return self._decision(rows[0][0]) if rows else None
 
     def query(self, query: DecisionQuery) -> list[DecisionRecord]:
-        if query.limit < 0:
-            raise ValueError("limit must be >= 0")
-        clauses: list[str] = []
-        params: list[Any] = []
-        if query.start is not None:
-            clauses.append("event_time_ms >= ?")
-            params.append(datetime_to_epoch_ms(query.start))
-        if query.end is not None:
-            clauses.append("event_time_ms < ?")
-            params.append(datetime_to_epoch_ms(query.end))
-        if query.action is not None:
-            clauses.append("action = ?")
-            params.append(query.action)
-        if query.customer_id is not None:
-            clauses.append("customer_id = ?")
-            params.append(query.customer_id)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = _where(query)
         sql = f"SELECT record_json FROM decisions {where} ORDER BY event_time_ms, rowid LIMIT ?"
         return [self._decision(row[0]) for row in self._fetchall(sql, (*params, query.limit))]
+
+    def page(self, query: DecisionQuery, after: PageKey | None = None) -> list[DecisionRecord]:
+        # Keyset paging, not OFFSET: each page costs the same however deep it is, and
+        # decisions inserted meanwhile cannot shift later pages.
+        extra: list[str] = []
+        extra_params: list[Any] = []
+        if after is not None:
+            extra.append("(event_time_ms, transaction_id) < (?, ?)")
+            extra_params += [after.event_time_ms, after.transaction_id]
+        where, params = _where(query, extra, extra_params)
+        sql = (
+            f"SELECT record_json FROM decisions {where}"
+            " ORDER BY event_time_ms DESC, transaction_id DESC LIMIT ?"
+        )
+        return [self._decision(row[0]) for row in self._fetchall(sql, (*params, query.limit))]
+
+    def latest_labels_of(self, transaction_ids: Sequence[str]) -> dict[str, bool]:
+        found: dict[str, bool] = {}
+        # In chunks: SQLite limits the number of bound parameters per statement.
+        for start in range(0, len(transaction_ids), 500):
+            chunk = list(transaction_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._fetchall(
+                "SELECT transaction_id, is_fraud FROM ("
+                " SELECT transaction_id, is_fraud, row_number() OVER ("
+                "  PARTITION BY transaction_id ORDER BY received_at_ms DESC, id DESC) AS recency"
+                f" FROM labels WHERE transaction_id IN ({marks})) WHERE recency = 1",
+                tuple(chunk),
+            )
+            found.update((tid, bool(is_fraud)) for tid, is_fraud in rows)
+        return found
 
     def labels(self, transaction_id: str) -> list[LabelRecord]:
         rows = self._fetchall(
@@ -490,3 +511,32 @@ class SQLiteAuditStore(AuditStore):
                 conn.close()
         except sqlite3.Error as exc:
             raise AuditStoreError(f"audit store {self._path} is not writable: {exc}") from exc
+
+
+def _where(
+    query: DecisionQuery, clauses: list[str] | None = None, params: list[Any] | None = None
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (possibly empty) and its parameters for a query's filters."""
+    if query.limit < 0:
+        raise ValueError("limit must be >= 0")
+    clauses = list(clauses or [])
+    params = list(params or [])
+    if query.start is not None:
+        clauses.append("event_time_ms >= ?")
+        params.append(datetime_to_epoch_ms(query.start))
+    if query.end is not None:
+        clauses.append("event_time_ms < ?")
+        params.append(datetime_to_epoch_ms(query.end))
+    for column in ("action", "customer_id", "stage"):
+        value = getattr(query, column)
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if query.min_score is not None:
+        clauses.append("score >= ?")
+        params.append(query.min_score)
+    if query.fallback is not None:
+        # Not a column of its own (the schema predates the filter): read from the record.
+        clauses.append("json_extract(record_json, '$.fallback') = ?")
+        params.append(int(query.fallback))
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params

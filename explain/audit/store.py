@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 
-from explain.records import Action, DecisionRecord, LabelRecord
+from explain.records import Action, DecisionRecord, LabelRecord, Stage
 
 
 class AuditStoreError(RuntimeError):
@@ -31,6 +31,21 @@ class DecisionQuery:
     action: Action | None = None
     customer_id: str | None = None
     limit: int = 1000
+    stage: Stage | None = None
+    fallback: bool | None = None
+    min_score: float | None = None  # inclusive
+
+
+@dataclass(frozen=True)
+class PageKey:
+    """A position in newest-first order: the last decision of the page before.
+
+    Event time, then transaction id (unique): a total order that later inserts cannot
+    reshuffle, so paging from a key never repeats or skips a decision already stored.
+    """
+
+    event_time_ms: int
+    transaction_id: str
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,15 @@ class AuditStore(ABC):
     @abstractmethod
     def query(self, query: DecisionQuery) -> list[DecisionRecord]:
         """Decisions matching the filters, oldest event time first."""
+
+    @abstractmethod
+    def page(self, query: DecisionQuery, after: PageKey | None = None) -> list[DecisionRecord]:
+        """Up to ``query.limit`` decisions matching the filters, newest event time first
+        (ties by transaction id, descending), strictly after ``after`` in that order."""
+
+    @abstractmethod
+    def latest_labels_of(self, transaction_ids: Sequence[str]) -> dict[str, bool]:
+        """The latest is_fraud of each of these transactions that has a label."""
 
     @abstractmethod
     def labels(self, transaction_id: str) -> list[LabelRecord]:

@@ -22,6 +22,7 @@ from features.definitions import DEFAULT_FEATURES, feature_names
 from features.offline import compute_features
 from models.artifacts import DateWindow, Manifest, sha256_file, write_artifact
 from models.config import FastModelConfig
+from models.distributions import describe_columns
 from models.metrics import average_precision, roc_auc
 from models.thresholds import choose_thresholds
 from models.train.booster import fit_booster
@@ -142,6 +143,8 @@ def train_fast_model(
             config=config.to_dict(),
             thresholds=thresholds,
             created_at=created_at,
+            # The whole window (training and validation days): what the model was built on.
+            feature_distributions=describe_columns(x[train | valid], names),
         )
         stages.update()
     return manifest

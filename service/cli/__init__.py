@@ -14,6 +14,7 @@ from service.cli import (
     evaluate_cmd,
     features_cmd,
     produce_cmd,
+    report_cmd,
     serve_cmd,
     simulate_cmd,
     train_cmd,
@@ -31,6 +32,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     train_cmd,
     evaluate_cmd,
     bench_cmd,
+    report_cmd,
 )
 
 

@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Serve POST /score, /score/batch, /labels, GET /decisions/{id}, /healthz, /readyz,\n"
+            "the compliance role's GET /decisions and /reports/... (see the README),\n"
             "/metrics and /openapi.json. Every decision is written with its explanation to the\n"
             "audit store before it is answered. SIGTERM or SIGINT stops accepting connections,\n"
             "lets in-flight requests finish (RISKSCORE_SHUTDOWN_TIMEOUT_S) and flushes the store."

@@ -43,7 +43,7 @@ def _request(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[st
 
 @contextmanager
 def _serving(
-    data_dir: Path, kafka_port: int | None = None
+    data_dir: Path, kafka_port: int | None = None, extra_env: dict[str, str] | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = _free_port()
     env = {
@@ -51,6 +51,7 @@ def _serving(
         "RISKSCORE_DATA_DIR": str(data_dir),
         "RISKSCORE_PORT": str(port),
         "RISKSCORE_KAFKA_EMBEDDED_PORT": str(kafka_port or _free_port()),
+        **(extra_env or {}),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"],

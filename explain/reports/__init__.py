@@ -1,0 +1,1 @@
+"""Compliance reports: decision search, exports, per-decision and period reports."""

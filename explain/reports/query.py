@@ -1,0 +1,166 @@
+"""The compliance query: filters as clients write them, a stable cursor, paging a store.
+
+HTTP query parameters and the command line both arrive here as strings; one model
+validates them, so both refuse the same bad input with the same words.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from explain.audit.store import AuditStore, DecisionQuery, PageKey
+from explain.records import Action, DecisionRecord, Stage
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+# Exports and summaries read the store in pages this big: bounded memory, and no read
+# snapshot held open for the whole export (which would stop the WAL from being checkpointed).
+STREAM_PAGE = 500
+
+
+class InvalidCursor(ValueError):
+    """A cursor that this service did not hand out."""
+
+
+def _instant(value: object, *, end: bool) -> object:
+    """A date stands for its whole UTC day (``to`` then means the next midnight, so a
+    period's last day is included); a datetime without an offset is UTC, as for
+    transactions."""
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            return value  # the datetime validator explains what is wrong
+        return datetime.combine(day + timedelta(days=1 if end else 0), time(0), tzinfo=UTC)
+    return value
+
+
+class DecisionFilter(BaseModel):
+    """Which decisions a search, export or summary covers. Every filter is optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    start: datetime | None = Field(
+        default=None, alias="from", description="Event time from (inclusive); date or ISO 8601."
+    )
+    end: datetime | None = Field(
+        default=None,
+        alias="to",
+        description="Event time to: exclusive for a datetime, the whole day for a date.",
+    )
+    action: Action | None = None
+    customer_id: str | None = Field(default=None, min_length=1, max_length=128)
+    min_score: float | None = Field(default=None, ge=0.0, le=1.0)
+    stage: Stage | None = None
+    fallback: bool | None = None
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _start(cls, value: object) -> object:
+        return _instant(value, end=False)
+
+    @field_validator("end", mode="before")
+    @classmethod
+    def _end(cls, value: object) -> object:
+        return _instant(value, end=True)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DecisionFilter:
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise ValueError(f"'from' ({self.start}) must be before 'to' ({self.end})")
+        return self
+
+    def period(self) -> str:
+        """The covered period in words, for report titles."""
+        start = self.start.isoformat() if self.start else "the beginning"
+        end = self.end.isoformat() if self.end else "now"
+        return f"{start} to {end}"
+
+    def query(self, limit: int) -> DecisionQuery:
+        return DecisionQuery(
+            start=self.start,
+            end=self.end,
+            action=self.action,
+            customer_id=self.customer_id,
+            limit=limit,
+            stage=self.stage,
+            fallback=self.fallback,
+            min_score=self.min_score,
+        )
+
+
+class PageRequest(DecisionFilter):
+    """A filter plus where to continue and how many to return."""
+
+    limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
+    cursor: str | None = None
+
+    @field_validator("cursor")
+    @classmethod
+    def _decodable(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_cursor(value)
+        return value
+
+
+def encode_cursor(key: PageKey) -> str:
+    """An opaque, URL-safe token for the position after ``key``."""
+    raw = f"{key.event_time_ms}:{key.transaction_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> PageKey:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        millis, transaction_id = raw.split(":", 1)
+        return PageKey(int(millis), transaction_id)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidCursor("not a cursor returned by this API") from None
+
+
+def page_key(record: DecisionRecord) -> PageKey:
+    return PageKey(record.transaction.epoch_ms, record.transaction_id)
+
+
+def read_page(store: AuditStore, request: PageRequest) -> tuple[list[DecisionRecord], str | None]:
+    """One page, newest first, and the cursor of the next one (None on the last page)."""
+    after = None if request.cursor is None else decode_cursor(request.cursor)
+    # One more than asked: tells whether a next page exists without an empty last page.
+    records = store.page(request.query(request.limit + 1), after)
+    if len(records) <= request.limit:
+        return records, None
+    records = records[: request.limit]
+    return records, encode_cursor(page_key(records[-1]))
+
+
+def iter_pages(
+    store: AuditStore, selection: DecisionFilter, page_size: int = STREAM_PAGE
+) -> Iterator[list[DecisionRecord]]:
+    """Every matching decision, newest first, one page at a time."""
+    query = selection.query(page_size)
+    after: PageKey | None = None
+    while True:
+        records = store.page(query, after)
+        if records:
+            yield records
+        if len(records) < page_size:
+            return
+        after = page_key(records[-1])
+
+
+def filter_fields(params: dict[str, Any]) -> dict[str, Any]:
+    """Query parameters with empty values dropped: ``?action=`` means no action filter."""
+    return {key: value for key, value in params.items() if value != ""}

@@ -1,0 +1,164 @@
+"""`riskscore report`: compliance exports and period reports straight from the audit store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from explain.audit.sqlite_store import SQLiteAuditStore
+from explain.audit.store import AuditStoreError
+from explain.records import DecisionRecord
+from explain.reports.export import FORMATS, export_lines
+from explain.reports.html import summary_page
+from explain.reports.query import DecisionFilter, iter_pages
+from explain.reports.summary import summarize
+from models.artifacts import load_manifest
+from models.errors import ArtifactError
+from service.cli.errors import UserError
+from service.settings import Settings
+
+DESCRIPTION = """\
+Compliance reports read from the audit store (the file `riskscore serve` writes), without
+a running service. Both subcommands stream the store page by page, so memory stays
+bounded however long the period.
+
+  export   one row per decision (score, action, stage, fallback, model version, top
+           reasons, every SHAP value as JSON), as CSV or JSON Lines, newest first
+  summary  a self-contained HTML page: decisions by action and stage, fallback rate,
+           score histogram, top reason codes, global feature importance, drift against
+           the model's training window, and precision/recall of declines where labels
+           have arrived
+
+Times: a date (YYYY-MM-DD) covers that whole UTC day, so --to 2024-05-31 includes the
+31st; a datetime (ISO 8601, UTC when it has no offset) is exact, --to exclusive.
+
+Examples:
+  riskscore report export --from 2024-05-01 --to 2024-05-31 --format csv --out may.csv
+  riskscore report summary --from 2024-05-01 --to 2024-05-31 --out may.html"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "report",
+        help="compliance exports and period reports from the audit store",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="report_command", required=True, metavar="REPORT")
+    export = commands.add_parser(
+        "export",
+        help="decisions as CSV or JSON Lines",
+        description="Write one row per decision of the period (newest first) to --out.",
+    )
+    _common(export)
+    export.add_argument("--format", choices=FORMATS, default="csv", help="default: %(default)s")
+    export.add_argument("--action", choices=("approve", "review", "decline"))
+    export.add_argument("--customer-id", metavar="ID")
+    export.add_argument("--min-score", type=float, metavar="P", help="scores >= P only")
+    export.add_argument("--stage", choices=("fast", "sequence"))
+    export.add_argument("--fallback", choices=("true", "false"))
+    export.set_defaults(run=run_export)
+    summary = commands.add_parser(
+        "summary",
+        help="a period's HTML report",
+        description="Write the period's self-contained HTML report to --out.",
+    )
+    _common(summary)
+    summary.add_argument(
+        "--model-dir",
+        type=Path,
+        metavar="DIR",
+        help="artifact whose training window drift is measured against "
+        "(default: RISKSCORE_MODEL_DIR, else the shipped model)",
+    )
+    summary.set_defaults(run=run_summary)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="start", metavar="WHEN", help="period start (inclusive)")
+    parser.add_argument("--to", dest="end", metavar="WHEN", help="period end (see above)")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE", help="output file")
+    parser.add_argument(
+        "--audit-file",
+        type=Path,
+        metavar="FILE",
+        help="audit store (default: audit.sqlite3 in RISKSCORE_DATA_DIR)",
+    )
+
+
+def _selection(args: argparse.Namespace) -> DecisionFilter:
+    fields: dict[str, Any] = {"from": args.start, "to": args.end}
+    for name in ("action", "customer_id", "min_score", "stage", "fallback"):
+        fields[name] = getattr(args, name, None)
+    try:
+        return DecisionFilter.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'period'}: {e['msg']}" for e in exc.errors()
+        )
+        raise UserError(problems) from None
+
+
+def _open_store(args: argparse.Namespace) -> SQLiteAuditStore:
+    path = args.audit_file or Settings().audit_path
+    if not path.is_file():
+        # Opening would create an empty store: a typo must not give an empty report.
+        raise UserError(f"no audit store at {path} (see --audit-file)")
+    if not args.out.parent.is_dir():
+        raise UserError(f"--out: directory {str(args.out.parent)!r} does not exist")
+    try:
+        return SQLiteAuditStore(path)
+    except AuditStoreError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def _progress() -> tqdm:
+    return tqdm(desc="decisions", unit=" decisions", file=sys.stderr, leave=False)
+
+
+def _counted(pages: Iterable[list[DecisionRecord]], bar: tqdm) -> Iterator[list[DecisionRecord]]:
+    for page in pages:
+        yield page
+        bar.update(len(page))
+
+
+def run_export(args: argparse.Namespace) -> int:
+    selection = _selection(args)
+    rows = 0
+    with _open_store(args) as store, _progress() as bar:
+        try:
+            with args.out.open("w", encoding="utf-8", newline="") as out:
+                pages = _counted(iter_pages(store, selection), bar)
+                for lines in export_lines(pages, args.format):
+                    out.writelines(lines)
+                    rows += len(lines)
+        except (AuditStoreError, OSError) as exc:
+            raise UserError(str(exc)) from exc
+    if args.format == "csv":
+        rows -= 1  # the header
+    print(f"{rows} decisions -> {args.out}")
+    return 0
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    selection = _selection(args)
+    artifact = args.model_dir or Settings().artifact_dir
+    try:
+        manifest = load_manifest(artifact)
+    except ArtifactError as exc:
+        raise UserError(f"cannot read the model manifest: {exc}") from exc
+    with _open_store(args) as store, _progress() as bar:
+        try:
+            summary = summarize(store, selection, manifest.feature_distributions, bar.update)
+            page = summary_page(summary, selection.period(), manifest)
+            args.out.write_text(page, encoding="utf-8")
+        except (AuditStoreError, OSError) as exc:
+            raise UserError(str(exc)) from exc
+    print(f"{summary.total} decisions summarised -> {args.out}")
+    return 0

@@ -1,0 +1,140 @@
+"""HTTP views of the compliance role: decision search, exports and report pages.
+
+Store reads, summaries and chart drawing are blocking work: each runs in a worker thread,
+so a long report never stalls scoring on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from explain.audit.store import AuditStore
+from explain.reports.export import CONTENT_TYPES, FORMATS, ExportFormat, export_lines
+from explain.reports.html import decision_page, summary_page
+from explain.reports.query import (
+    DecisionFilter,
+    PageRequest,
+    filter_fields,
+    iter_pages,
+    read_page,
+)
+from explain.reports.summary import summarize
+from models.artifacts import Manifest, load_manifest
+from models.errors import ArtifactError
+from service.errors import InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+HTML_TYPE = "text/html"
+
+
+def query_model(model: type[M], request: web.Request) -> M:
+    """The query string validated as ``model``; a repeated parameter is refused rather
+    than one of its values silently winning."""
+    params: dict[str, Any] = {}
+    for key, value in request.query.items():
+        if key in params:
+            raise InvalidInput(
+                f"query parameter {key!r} given more than once",
+                [{"field": key, "message": "give this parameter once"}],
+            )
+        params[key] = value
+    try:
+        return model.model_validate(filter_fields(params))
+    except ValidationError as exc:
+        fields = InvalidInput.from_validation(exc).fields or []
+        for field in fields:
+            if field["field"] == "body":  # a rule across parameters (from before to)
+                field["field"] = "query"
+        names = ", ".join(dict.fromkeys(f["field"] for f in fields))
+        raise InvalidInput(f"invalid query: {names}", fields) from None
+
+
+class ReportViews:
+    """Compliance endpoints over the audit store and the served artifact's manifest."""
+
+    def __init__(self, store: AuditStore, artifact_dir: Path) -> None:
+        self._store = store
+        self._artifact_dir = artifact_dir
+
+    def _manifest(self) -> Manifest | None:
+        # Read per report (a few KB), so a model swapped on disk is what the report shows.
+        try:
+            return load_manifest(self._artifact_dir)
+        except ArtifactError:
+            log.warning("no readable manifest in %s for a report", self._artifact_dir)
+            return None
+
+    async def search(self, request: web.Request) -> web.Response:
+        page = query_model(PageRequest, request)
+        records, cursor = await asyncio.to_thread(read_page, self._store, page)
+        body = {
+            "decisions": [record.model_dump(mode="json") for record in records],
+            "next_cursor": cursor,
+        }
+        return web.json_response(body)
+
+    async def export(self, request: web.Request) -> web.StreamResponse:
+        fmt: ExportFormat = "csv" if request.match_info["format"] == "csv" else "jsonl"
+        selection = query_model(DecisionFilter, request)
+        chunks = export_lines(iter_pages(self._store, selection), fmt)
+        # The first page is read before the status is sent: a store that cannot be read
+        # still gets its proper 503 rather than a cut-off 200.
+        first = await asyncio.to_thread(next, chunks, None)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": f"{CONTENT_TYPES[fmt]}; charset=utf-8",
+                "Content-Disposition": f'attachment; filename="decisions.{fmt}"',
+            }
+        )
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            chunk = first
+            while chunk is not None:
+                await response.write("".join(chunk).encode())
+                chunk = await asyncio.to_thread(next, chunks, None)
+        except Exception:
+            # The status is already sent: cut the connection so the client sees a broken
+            # transfer, never a silently truncated file that looks complete.
+            log.exception("export failed part-way; connection aborted")
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        await response.write_eof()
+        return response
+
+    async def decision_report(self, request: web.Request) -> web.Response:
+        transaction_id = request.match_info["transaction_id"]
+        record = await asyncio.to_thread(self._store.get, transaction_id)
+        if record is None:
+            raise NotFound(f"no decision recorded for transaction {transaction_id!r}")
+        labels = await asyncio.to_thread(self._store.labels, transaction_id)
+        page = await asyncio.to_thread(decision_page, record, labels, self._manifest())
+        return web.Response(text=page, content_type=HTML_TYPE)
+
+    async def summary_report(self, request: web.Request) -> web.Response:
+        selection = query_model(DecisionFilter, request)
+        manifest = self._manifest()
+        reference = manifest.feature_distributions if manifest else None
+        summary = await asyncio.to_thread(summarize, self._store, selection, reference)
+        page = await asyncio.to_thread(summary_page, summary, selection.period(), manifest)
+        return web.Response(text=page, content_type=HTML_TYPE)
+
+
+def setup_report_routes(app: web.Application, views: ReportViews) -> None:
+    app.router.add_get("/decisions", views.search)
+    formats = "|".join(FORMATS)
+    app.router.add_get(f"/reports/decisions.{{format:{formats}}}", views.export)
+    app.router.add_get("/reports/decisions/{transaction_id}.html", views.decision_report)
+    app.router.add_get("/reports/summary.html", views.summary_report)
+
+
+__all__ = ["ReportViews", "setup_report_routes"]

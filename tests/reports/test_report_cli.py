@@ -1,0 +1,142 @@
+"""`riskscore report`: the same exports and summaries from the command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+from service.settings import AUDIT_FILE
+from tests.reports.conftest import stored_records
+
+
+def test_export_csv_matches_the_store(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "all.csv"
+    records = stored_records(data_dir / AUDIT_FILE)
+
+    code = main(["report", "export", "--audit-file", str(data_dir / AUDIT_FILE), "--out", str(out)])
+
+    assert code == 0
+    with out.open(newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [row["transaction_id"] for row in rows] == [r.transaction_id for r in records]
+    assert [float(row["score"]) for row in rows] == [r.score for r in records]
+    assert f"{len(records)} decisions" in capsys.readouterr().out
+
+
+def test_export_jsonl_takes_the_period_and_filters(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "part.jsonl"
+    records = stored_records(data_dir / AUDIT_FILE)
+    expected = [
+        r.transaction_id
+        for r in records
+        if r.transaction.timestamp.day in (2, 3) and r.action == "approve"
+    ]
+
+    code = main(
+        [
+            "report",
+            "export",
+            "--audit-file",
+            str(data_dir / AUDIT_FILE),
+            "--format",
+            "jsonl",
+            "--from",
+            "2024-01-02",
+            "--to",
+            "2024-01-03",
+            "--action",
+            "approve",
+            "--out",
+            str(out),
+        ]
+    )
+
+    assert code == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["transaction_id"] for line in lines] == expected
+    assert 0 < len(expected) < len(records)
+
+
+def test_summary_writes_a_self_contained_page(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "period.html"
+
+    code = main(
+        [
+            "report",
+            "summary",
+            "--audit-file",
+            str(data_dir / AUDIT_FILE),
+            "--from",
+            "2024-01-01",
+            "--to",
+            "2024-01-08",
+            "--out",
+            str(out),
+        ]
+    )
+
+    page = out.read_text()
+    assert code == 0
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.count("<svg") == 4
+    total = len(stored_records(data_dir / AUDIT_FILE))
+    assert f'<th>decisions</th><td class="num">{total:,}</td>' in page
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--from", "2024-13-01"], "from"),
+        (["--from", "2024-01-05", "--to", "2024-01-01"], "before"),
+        (["--min-score", "2"], "min_score"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    args = [
+        "report",
+        "export",
+        "--audit-file",
+        str(data_dir / AUDIT_FILE),
+        "--out",
+        str(tmp_path / "x.csv"),
+    ]
+
+    assert main([*args, *extra]) == 2
+
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("riskscore report: error:") and message in err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_missing_store_is_not_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere" / AUDIT_FILE
+
+    code = main(
+        ["report", "summary", "--audit-file", str(missing), "--out", str(tmp_path / "s.html")]
+    )
+
+    assert code == 2
+    assert "no audit store" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_help_explains_both_reports(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["report", "--help"])
+
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "export" in text and "summary" in text and "whole UTC day" in text

@@ -1,0 +1,336 @@
+"""Decision search, exports and report pages over a real store filled by the real scorer."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from explain.records import DecisionRecord
+from models.artifacts import MODEL_FILE, load_manifest
+from models.registry import default_artifact_dir
+from service.settings import AUDIT_FILE
+from tests.reports.conftest import Filled, as_compliance, as_scoring, jsonl, stored_records
+
+
+async def _all_pages(client: Any, query: str, limit: int) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        url = f"/decisions?limit={limit}{query}" + (f"&cursor={cursor}" if cursor else "")
+        response = await client.get(url, headers=as_compliance())
+        assert response.status == 200, await response.text()
+        body = await response.json()
+        assert len(body["decisions"]) <= limit
+        found += body["decisions"]
+        if body["next_cursor"] is None:
+            return found
+        cursor = body["next_cursor"]
+
+
+def _ids(items: list[dict[str, Any]]) -> list[str]:
+    return [item["transaction"]["transaction_id"] for item in items]
+
+
+async def test_pages_hold_every_decision_once_newest_first(
+    report_client: Any, data_dir: Path
+) -> None:
+    expected = [r.transaction_id for r in stored_records(data_dir / AUDIT_FILE)]
+
+    found = await _all_pages(report_client, "", limit=37)
+
+    assert _ids(found) == expected
+    assert len(expected) > 37 * 5  # several pages were needed
+
+
+async def test_paging_stays_complete_while_decisions_arrive(
+    report_client: Any, data_dir: Path
+) -> None:
+    before = [r.transaction_id for r in stored_records(data_dir / AUDIT_FILE)]
+    first = await (await report_client.get("/decisions?limit=50", headers=as_compliance())).json()
+    # New payments land on both sides of the cursor: newer than everything, and older
+    # than the first page (late arrivals), while the client is between pages.
+    newest = first["decisions"][0]["transaction"]["timestamp"]
+    late = first["decisions"][-1]["transaction"]["timestamp"]
+    arriving = [
+        {
+            "transaction_id": f"new-{i}",
+            "timestamp": stamp,
+            "customer_id": f"new-c{i}",
+            "terminal_id": "new-t",
+            "amount": 12.5,
+        }
+        for i, stamp in enumerate([newest, late, "2024-01-01T00:00:01Z"])
+    ]
+    response = await report_client.post(
+        "/score/batch", json={"transactions": arriving}, headers=as_scoring()
+    )
+    assert all("action" in r for r in (await response.json())["results"])
+    rest = first["decisions"]
+    cursor = first["next_cursor"]
+    while cursor:
+        url = f"/decisions?limit=50&cursor={cursor}"
+        page = await (await report_client.get(url, headers=as_compliance())).json()
+        rest += page["decisions"]
+        cursor = page["next_cursor"]
+
+    seen = _ids(rest)
+    assert len(seen) == len(set(seen))  # nothing twice
+    assert set(before) <= set(seen)  # nothing stored before paging began is skipped
+    keys = [(d["transaction"]["timestamp"], d["transaction"]["transaction_id"]) for d in rest]
+    stamps = [datetime.fromisoformat(t) for t, _ in keys]
+    assert stamps == sorted(stamps, reverse=True)
+
+
+def _matches(record: DecisionRecord, **f: Any) -> bool:
+    tx = record.transaction
+    return (
+        ("start" not in f or tx.timestamp >= f["start"])
+        and ("end" not in f or tx.timestamp < f["end"])
+        and ("action" not in f or record.action == f["action"])
+        and ("customer_id" not in f or tx.customer_id == f["customer_id"])
+        and ("min_score" not in f or record.score >= f["min_score"])
+        and ("stage" not in f or record.stage == f["stage"])
+        and ("fallback" not in f or record.fallback == f["fallback"])
+    )
+
+
+FILTERS = [
+    ("&action=review", {"action": "review"}),
+    ("&action=decline", {"action": "decline"}),
+    ("&customer_id=c-7", {"customer_id": "c-7"}),
+    ("&min_score=0.005", {"min_score": 0.005}),
+    ("&stage=fast&fallback=false", {"stage": "fast", "fallback": False}),
+    (
+        "&from=2024-01-03&to=2024-01-04",
+        {"start": datetime(2024, 1, 3, tzinfo=UTC), "end": datetime(2024, 1, 5, tzinfo=UTC)},
+    ),
+    (
+        "&from=2024-01-03T12:00:00Z&to=2024-01-06T00:00:00%2B02:00&action=approve",
+        {
+            "start": datetime(2024, 1, 3, 12, tzinfo=UTC),
+            "end": datetime(2024, 1, 5, 22, tzinfo=UTC),
+            "action": "approve",
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("query", "spec"), FILTERS)
+async def test_filters_select_what_the_store_holds(
+    report_client: Any, data_dir: Path, query: str, spec: dict[str, Any]
+) -> None:
+    records = stored_records(data_dir / AUDIT_FILE)
+    expected = [r.transaction_id for r in records if _matches(r, **spec)]
+
+    found = await _all_pages(report_client, query, limit=100)
+
+    assert _ids(found) == expected
+    assert len(expected) > 0
+
+
+async def test_stage_and_fallback_filters_exclude(report_client: Any) -> None:
+    for query in ("stage=sequence", "fallback=true"):
+        response = await report_client.get(f"/decisions?{query}", headers=as_compliance())
+        assert (await response.json())["decisions"] == []  # the filled store: fast path only
+
+
+BAD_QUERIES = [
+    ("from=yesterday", "from"),
+    ("from=2024-02-30", "from"),
+    ("from=2024-01-05&to=2024-01-02", "query"),
+    ("limit=0", "limit"),
+    ("limit=1001", "limit"),
+    ("limit=ten", "limit"),
+    ("min_score=1.5", "min_score"),
+    ("action=block", "action"),
+    ("stage=slow", "stage"),
+    ("fallback=maybe", "fallback"),
+    ("cursor=!!!", "cursor"),
+    ("colour=blue", "colour"),
+    ("action=review&action=decline", "action"),
+]
+
+
+@pytest.mark.parametrize(("query", "field"), BAD_QUERIES)
+@pytest.mark.parametrize("path", ["/decisions", "/reports/decisions.csv", "/reports/summary.html"])
+async def test_bad_filters_are_422_naming_the_parameter(
+    report_client: Any, path: str, query: str, field: str
+) -> None:
+    if path != "/decisions" and field in ("limit", "cursor"):
+        field = query.split("=")[0]  # exports and reports take no paging: unknown there
+    response = await report_client.get(f"{path}?{query}", headers=as_compliance())
+
+    assert response.status == 422
+    error = (await response.json())["error"]
+    assert error["type"] == "validation_error"
+    assert field in [f["field"] for f in error["fields"]]
+
+
+async def test_exports_match_the_store_row_for_row(report_client: Any, data_dir: Path) -> None:
+    records = stored_records(data_dir / AUDIT_FILE)
+
+    as_csv = await report_client.get("/reports/decisions.csv", headers=as_compliance())
+    as_jsonl = await report_client.get("/reports/decisions.jsonl", headers=as_compliance())
+
+    assert as_csv.headers["Content-Type"].startswith("text/csv")
+    assert as_jsonl.headers["Content-Type"].startswith("application/x-ndjson")
+    rows = list(csv.DictReader(io.StringIO(await as_csv.text())))
+    lines = jsonl(await as_jsonl.text())
+    assert len(rows) == len(lines) == len(records)
+    for record, row, line in zip(records, rows, lines, strict=True):
+        assert row["transaction_id"] == line["transaction_id"] == record.transaction_id
+        assert float(row["score"]) == line["score"] == record.score
+        assert row["action"] == line["action"] == record.action
+        assert row["stage"] == line["stage"] == record.stage
+        assert row["fallback"] == "false" and line["fallback"] is False
+        assert row["model_version"] == line["model_version"] == record.model_version
+        assert json.loads(row["shap"]) == line["shap"] == record.explanation.shap()
+        assert json.loads(row["top_reasons"]) == [r.code for r in record.reasons]
+
+
+async def test_an_export_takes_the_filters(report_client: Any, data_dir: Path) -> None:
+    records = stored_records(data_dir / AUDIT_FILE)
+    expected = [
+        r.transaction_id for r in records if r.score >= 0.01 and r.transaction.timestamp.day < 7
+    ]
+
+    response = await report_client.get(
+        "/reports/decisions.jsonl?min_score=0.01&to=2024-01-06", headers=as_compliance()
+    )
+
+    exported = [line["transaction_id"] for line in jsonl(await response.text())]
+    assert exported == expected
+    assert 0 < len(exported) < len(records)
+
+
+def _payment(transaction_id: str, customer_id: str) -> dict[str, Any]:
+    return {
+        "transaction_id": transaction_id,
+        "timestamp": "2024-01-09T10:00:00Z",
+        "customer_id": customer_id,
+        "terminal_id": "t-1",
+        "amount": 10.0,
+    }
+
+
+REPORT_ENDPOINTS = [
+    "/decisions",
+    "/reports/decisions.csv",
+    "/reports/decisions.jsonl",
+    "/reports/decisions/tx-5.html",
+    "/reports/summary.html",
+]
+
+
+@pytest.mark.parametrize("path", REPORT_ENDPOINTS)
+async def test_a_scoring_key_cannot_read_reports(report_client: Any, path: str) -> None:
+    refused = await report_client.get(path, headers=as_scoring())
+    allowed = await report_client.get(path, headers=as_compliance())
+
+    assert refused.status == 403
+    assert (await refused.json())["error"]["type"] == "forbidden"
+    assert "compliance" in (await refused.json())["error"]["message"]
+    assert allowed.status == 200
+
+
+async def test_a_compliance_key_cannot_score_or_label(report_client: Any) -> None:
+    transaction = _payment("by-compliance", "c-1")
+    for path, body in [
+        ("/score", transaction),
+        ("/score/batch", {"transactions": [transaction]}),
+        ("/labels", {"transaction_id": "tx-5", "is_fraud": True}),
+    ]:
+        response = await report_client.post(path, json=body, headers=as_compliance())
+        assert response.status == 403, path
+    # Nothing was decided on its behalf.
+    missing = await report_client.get(
+        f"/decisions/{transaction['transaction_id']}", headers=as_scoring()
+    )
+    assert missing.status == 404
+
+
+async def test_both_roles_read_one_decision_and_readiness(report_client: Any) -> None:
+    for headers in (as_scoring(), as_compliance()):
+        assert (await report_client.get("/decisions/tx-5", headers=headers)).status == 200
+        assert (await report_client.get("/readyz", headers=headers)).status == 200
+
+
+async def test_reports_need_a_key(report_client: Any) -> None:
+    assert (await report_client.get("/reports/summary.html")).status == 401
+
+
+async def test_the_decision_report_shows_the_decision(report_client: Any, data_dir: Path) -> None:
+    record = next(r for r in stored_records(data_dir / AUDIT_FILE) if r.action == "decline")
+    manifest = load_manifest(default_artifact_dir())
+
+    response = await report_client.get(
+        f"/reports/decisions/{record.transaction_id}.html", headers=as_compliance()
+    )
+
+    page = await response.text()
+    assert response.content_type == "text/html"
+    assert page.count("<svg") == 1  # the waterfall
+    assert "DECLINE" in page
+    assert manifest.files[MODEL_FILE] in page
+    assert f"{record.thresholds.decline:.6g}" in page
+    for reason in record.reasons:
+        assert reason.code in page
+    # Self-contained: nothing is fetched from anywhere.
+    assert "<script" not in page and "src=" not in page
+    assert re.findall(r"url\((?!#)", page) == []  # only references inside the page
+    assert re.findall(r"href='([^']*)'", page) == ["data:,"]
+
+
+async def test_an_unknown_decision_report_is_404(report_client: Any) -> None:
+    response = await report_client.get("/reports/decisions/nope.html", headers=as_compliance())
+
+    assert response.status == 404
+    assert "nope" in (await response.json())["error"]["message"]
+
+
+async def test_client_supplied_ids_are_escaped(report_client: Any) -> None:
+    hostile = _payment("<script>alert(1)</script>", '"><img src=x onerror=alert(2)>')
+    await report_client.post("/score", json=hostile, headers=as_scoring())
+
+    response = await report_client.get(
+        "/reports/decisions/%3Cscript%3Ealert(1)%3C%2Fscript%3E.html", headers=as_compliance()
+    )
+
+    page = await response.text()
+    assert response.status == 200
+    assert "<script>" not in page and "<img" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;" in page
+
+
+async def test_the_summary_counts_what_the_store_holds(
+    report_client: Any, data_dir: Path, filled: Filled
+) -> None:
+    records = [r for r in stored_records(data_dir / AUDIT_FILE) if r.transaction.timestamp.day < 6]
+    declined = {r.transaction_id for r in records if r.action == "decline"}
+    labelled = {t: f for t, f in filled.labels.items() if t in {r.transaction_id for r in records}}
+
+    response = await report_client.get(
+        "/reports/summary.html?from=2024-01-01&to=2024-01-05", headers=as_compliance()
+    )
+
+    page = await response.text()
+    assert response.status == 200
+    assert page.count("<svg") == 4  # scores, reasons, decline reasons, importance
+    assert f'<th>decisions</th><td class="num">{len(records):,}</td>' in page
+    for action in ("approve", "review", "decline"):
+        count = sum(r.action == action for r in records)
+        if count:
+            assert f'<td>{action}</td><td class="num">{count:,}</td>' in page
+    assert f'<th>labelled decisions</th><td class="num">{len(labelled):,}</td>' in page
+    true_declines = sum(1 for t, f in labelled.items() if f and t in declined)
+    assert f'<th>declines labelled fraud</th><td class="num">{true_declines:,}</td>' in page
+    assert "TX_AMOUNT" in page  # in the drift table and the importance chart's data
+    assert "Population stability index" in page
