@@ -63,9 +63,7 @@ async def test_in_band_payments_are_decided_by_the_sequence_stage_and_explained(
     assert "sequence" in record["timings_ms"]
     # The fast path's exact SHAP is still there and still adds up to its own raw score.
     explanation = record["explanation"]
-    total = explanation["base_value"] + sum(
-        a["contribution"] for a in explanation["attributions"]
-    )
+    total = explanation["base_value"] + sum(a["contribution"] for a in explanation["attributions"])
     assert total == pytest.approx(explanation["raw_score"], abs=1e-9)
 
 
@@ -116,9 +114,7 @@ async def test_a_stage_slower_than_the_budget_is_not_waited_for(
 async def test_a_failing_stage_falls_back_with_reason_error(
     make_client: ClientFactory, everything_in_band: Path
 ) -> None:
-    client = await make_client(
-        sequence_model_dir=everything_in_band, sequence_fault_error_rate=1.0
-    )
+    client = await make_client(sequence_model_dir=everything_in_band, sequence_fault_error_rate=1.0)
     body = await (await client.post("/score", json=tx(0))).json()
     assert (body["stage"], body["fallback"], body["fallback_reason"]) == ("fast", True, "error")
 
@@ -138,9 +134,7 @@ async def test_a_retry_during_the_second_stage_gets_the_same_decision(
     make_client: ClientFactory, everything_in_band: Path
 ) -> None:
     # The stage takes 100 ms, well inside a 5 s budget: both copies are in flight at once.
-    client = await make_client(
-        sequence_model_dir=everything_in_band, sequence_fault_delay_ms=100.0
-    )
+    client = await make_client(sequence_model_dir=everything_in_band, sequence_fault_delay_ms=100.0)
     headers = {"X-Deadline-Ms": "5000"}
     first, second = await asyncio.gather(
         client.post("/score", json=tx(0), headers=headers),
