@@ -92,7 +92,8 @@ class SequenceExplanation(BaseModel):
     sequence_score: float = Field(ge=0.0, le=1.0, description="The sequence model's probability.")
     combination: str = Field(description="How the two scores were combined into the final one.")
     attributions: list[PastTransactionAttribution] = Field(
-        description="The sequence, newest (this payment) first."
+        description="The customer's earlier payments in the sequence, newest first "
+        "(this payment itself is never left out, so it has no entry)."
     )
 
 

@@ -9,8 +9,15 @@ feature plan, so the sequence adds no definitions of its own: serving (a ring bu
 customer, :class:`OnlineSequences`) and training (:func:`sequence_index` +
 :func:`assemble`) build the same arrays from the same numbers.
 
->>> spec = SequenceSpec(length=3, feature_names=("TX_AMOUNT",))
->>> online = OnlineSequences(spec, horizon_ms=10_000)
+A position is a customer's earlier payment no older than ``max_age_ms`` (by default the
+feature plan's longest horizon: what a warm start can rebuild), at or before the current
+payment's time, in time order (ties in arrival order). Both engines apply that rule, so
+when state is dropped (idle customers, restarts) does not change any sequence. For
+payments that arrive in time order the two engines agree exactly; a late payment sees the
+earlier payments still in its customer's ring.
+
+>>> spec = SequenceSpec(length=3, feature_names=("TX_AMOUNT",), max_age_ms=10_000)
+>>> online = OnlineSequences(spec)
 >>> for i, t in enumerate((1_000, 4_000)):
 ...     online.append("c", f"t{i}", t, 10.0 * (i + 1), np.array([10.0 * (i + 1)]))
 >>> online.sequence("c", 4_000).tolist()
@@ -26,8 +33,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.data import TransactionFrame
+from features.plan import compile_plan
 
 DEFAULT_SEQUENCE_LENGTH = 32
+# Older payments are not in a sequence: warm starts replay no further back than this.
+DEFAULT_MAX_AGE_MS = compile_plan().longest_horizon_ms
 # Columns after the feature vector at every position.
 EXTRA_COLUMNS = ("SECONDS_BEFORE_CURRENT", "IS_TRANSACTION")
 
@@ -38,10 +48,13 @@ class SequenceSpec:
 
     length: int
     feature_names: tuple[str, ...]
+    max_age_ms: int = DEFAULT_MAX_AGE_MS
 
     def __post_init__(self) -> None:
         if self.length < 1:
             raise ValueError(f"sequence length must be at least 1, got {self.length}")
+        if self.max_age_ms < 1:
+            raise ValueError(f"max_age_ms must be positive, got {self.max_age_ms}")
 
     @property
     def width(self) -> int:
@@ -66,11 +79,14 @@ def _fill_position(
     out[..., n + 1] = 1.0
 
 
-def sequence_index(history: TransactionFrame, length: int) -> np.ndarray:
+def sequence_index(
+    history: TransactionFrame, length: int, max_age_ms: int = DEFAULT_MAX_AGE_MS
+) -> np.ndarray:
     """Per row, the rows of its sequence (oldest first, itself last; -1 pads).
 
     A customer's transactions are ordered by time, then by file order — the order in
-    which a time-ordered replay reaches the online engine.
+    which a time-ordered replay reaches the online engine. Payments ``max_age_ms`` or more
+    before the row's own are left out.
     """
     codes = np.unique(history.customer_id, return_inverse=True)[1].astype(np.int64)
     times = history.epoch_ms.astype(np.int64)
@@ -81,7 +97,11 @@ def sequence_index(history: TransactionFrame, length: int) -> np.ndarray:
     first[1:] = sorted_codes[1:] != sorted_codes[:-1]
     segment_start = np.maximum.accumulate(np.where(first, position, 0))
     back = position[:, None] - np.arange(length - 1, -1, -1, dtype=np.int64)[None, :]
-    valid = back >= segment_start[:, None]
+    sorted_times = times[order]
+    valid = (back >= segment_start[:, None]) & (
+        sorted_times[np.maximum(back, 0)] > sorted_times[:, None] - max_age_ms
+    )
+    # Too-old positions are the oldest ones: padding stays contiguous at the front.
     index = np.where(valid, order[np.maximum(back, 0)], -1)
     out = np.empty_like(index)
     out[order] = index
@@ -138,13 +158,14 @@ class SequenceView:
 class OnlineSequences:
     """Each customer's recent transactions, kept as the fast path saw them (serving).
 
-    Memory is bounded: customers idle for longer than ``horizon_ms`` are dropped (the
-    feature state forgets them at the same age), and each keeps at most ``length``.
+    Memory is bounded: customers idle for longer than ``spec.max_age_ms`` are dropped
+    (none of their payments could be in a sequence any more), and each keeps at most
+    ``length``.
     """
 
-    def __init__(self, spec: SequenceSpec, horizon_ms: int) -> None:
+    def __init__(self, spec: SequenceSpec) -> None:
         self.spec = spec
-        self._horizon_ms = horizon_ms
+        self._horizon_ms = spec.max_age_ms
         self._rings: OrderedDict[Hashable, _Ring] = OrderedDict()
         self._appends = 0
 
@@ -187,8 +208,15 @@ class OnlineSequences:
         ring = self._rings.get(customer_id)
         if ring is None:
             return SequenceView(values, [], [], [])
-        n = min(ring.count, length)
-        slots = [(ring.count - n + i) % length for i in range(n)]
+        kept = min(ring.count, length)
+        arrival = [(ring.count - kept + i) % length for i in range(kept)]
+        oldest = current_ms - self.spec.max_age_ms
+        slots = [s for s in arrival if oldest < ring.epoch_ms[s] <= current_ms]
+        # Time order, ties in arrival order (a stable sort of the arrival order).
+        slots.sort(key=lambda s: int(ring.epoch_ms[s]))
+        n = len(slots)
+        if n == 0:
+            return SequenceView(values, [], [], [])
         _fill_position(
             values[length - n :],
             ring.features[slots],

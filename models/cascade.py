@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -76,6 +77,10 @@ class LatencyEstimate:
     def observe(self, seconds_per_sequence: float) -> None:
         self._samples.append(seconds_per_sequence)
 
+    def reset(self) -> None:
+        """Forget past samples (after a probe shows the stage is fast again)."""
+        self._samples.clear()
+
     def p99(self) -> float:
         if not self._samples:
             return self._prior_s
@@ -130,9 +135,13 @@ class Cascade:
         if left <= 0 or (needed > left and not probing):
             return [SequenceResult(False, "budget")] * n
         self._last_admitted = started
-        self._queued += n
         loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(self._executor, self._explain, [v.values for v in views])
+        try:
+            job = loop.run_in_executor(self._executor, self._explain, [v.values for v in views])
+        except RuntimeError as exc:  # the executor has been shut down
+            log.warning("sequence stage unavailable, the fast score decides: %s", exc)
+            return [SequenceResult(False, "error")] * n
+        self._queued += n
         job.add_done_callback(lambda finished: self._done(finished, n))
         try:
             async with asyncio.timeout(left):
@@ -140,13 +149,26 @@ class Cascade:
                 explained = await asyncio.shield(job)
         except TimeoutError:
             seconds = time.perf_counter() - started
-            self.latency.observe(seconds / n)
+            # The whole wait, not a share of it: a batch that did not finish in ``left``
+            # says nothing better of one sequence.
+            self.latency.observe(seconds)
             return [SequenceResult(False, "timeout", seconds=seconds)] * n
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # our caller is being cancelled: let it
+            # The job was cancelled under us (shutdown): the fast score decides.
+            return [SequenceResult(False, "error", seconds=time.perf_counter() - started)] * n
         except Exception as exc:
             log.warning("sequence stage failed, the fast score decides: %s", exc)
             return [SequenceResult(False, "error", seconds=time.perf_counter() - started)] * n
         seconds = time.perf_counter() - started
+        if probing:
+            self.latency.reset()  # the probe is the freshest word on a stage seen as slow
         self.latency.observe(seconds / n)
+        if not all(math.isfinite(logit) for logit, _ in explained):
+            log.warning("sequence stage returned a non-finite score, the fast score decides")
+            return [SequenceResult(False, "error", seconds=seconds)] * n
         results = []
         for (logit, effects), raw in zip(explained, fast_raw, strict=True):
             results.append(

@@ -35,6 +35,7 @@ from models.evaluation import (
     ModelResult,
     PreparedHistory,
     Protocol,
+    Training,
     _day_number,
     _fit,
     known_compromised,
@@ -144,7 +145,10 @@ def _run_fold(
     train_rows = np.flatnonzero((day >= valid_from - SEQUENCE_HISTORY_DAYS) & (day < valid_from))
     valid_rows = np.flatnonzero((day >= valid_from) & (day <= _day_number(fold.training_last)))
     # Out-of-sample fast scores for fitting the band: a fast model that never saw them.
-    early = _fit(prepared, np.flatnonzero((day >= start) & (day < valid_from)), config)
+    early_rows = day < valid_from
+    if protocol.training is Training.WEEK:
+        early_rows &= day >= start
+    early = _fit(prepared, np.flatnonzero(early_rows), config)
     fast_raw_valid = np.asarray(early.predict(prepared.features[valid_rows], raw_score=True))
     stage = train_sequence_stage(
         data,

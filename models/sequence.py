@@ -41,7 +41,9 @@ class SequenceModel:
         batch: ort.InferenceSession,
     ) -> None:
         self.manifest = manifest
-        self.spec = SequenceSpec(manifest.length, tuple(manifest.feature_names))
+        self.spec = SequenceSpec(
+            manifest.length, tuple(manifest.feature_names), manifest.max_age_ms
+        )
         self._single = single
         self._batch = batch
 

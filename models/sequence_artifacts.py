@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from features.sequence import DEFAULT_MAX_AGE_MS
 from models.artifacts import FileName, Sha256
 
 KIND: Final = "sequence-onnx"
@@ -83,6 +84,9 @@ class SequenceManifest(BaseModel):
         description="The fast model the band and combination were fitted against."
     )
     length: int = Field(ge=1, description="Transactions per sequence, the current one last.")
+    max_age_ms: int = Field(
+        default=DEFAULT_MAX_AGE_MS, ge=1, description="Older payments are left out of sequences."
+    )
     feature_names: list[str] = Field(min_length=1, description="Feature vector per position.")
     column_names: list[str] = Field(description="All columns per position, in input order.")
     band: Band

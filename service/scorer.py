@@ -134,11 +134,7 @@ class Scorer:
         self._writing_labels: dict[tuple[str, bool, datetime | None], asyncio.Future[None]] = {}
         self._cascade = cascade
         self._budget_ms = budget_ms
-        self._sequences = (
-            None
-            if cascade is None
-            else OnlineSequences(cascade.model.spec, self._engine.plan.longest_horizon_ms)
-        )
+        self._sequences = None if cascade is None else OnlineSequences(cascade.model.spec)
         self._escalations: set[asyncio.Task[None]] = set()
         self.warmed = False
         self.warm_error: str | None = None
@@ -160,6 +156,10 @@ class Scorer:
     @property
     def cascade(self) -> Cascade | None:
         return self._cascade
+
+    def sequence_view(self, customer_id: str, at_ms: int) -> SequenceView | None:
+        """The customer's sequence as the second stage would see it at ``at_ms``."""
+        return None if self._sequences is None else self._sequences.view(customer_id, at_ms)
 
     def check_ready(self) -> list[str]:
         """What keeps the scorer from serving, empty when ready (for /readyz).
@@ -195,7 +195,7 @@ class Scorer:
             since = latest - self._engine.plan.longest_horizon_ms
             for event in self._store.replay_events(since):
                 try:
-                    x = self._engine.update_raw(
+                    self._engine.update_raw(
                         event.transaction_id,
                         event.customer_id,
                         event.terminal_id,
@@ -205,20 +205,33 @@ class Scorer:
                     )
                 except DuplicateTransaction:
                     continue  # already applied by an earlier warm start of this engine
-                if self._sequences is not None:
-                    self._sequences.append(
-                        event.customer_id, event.transaction_id, event.epoch_ms, event.amount, x
-                    )
                 replayed += 1
                 if progress is not None and replayed % 10_000 == 0:
                     progress(10_000)
             for transaction_id, is_fraud in self._store.latest_labels(since):
                 self._engine.record_label(transaction_id, is_fraud)
+            self._rebuild_sequences(latest)
         if progress is not None:
             progress(replayed % 10_000)
         self._compile_hot_path()
         self.warmed = True
         return replayed
+
+    def _rebuild_sequences(self, latest_ms: int) -> None:
+        """Refill the customers' sequences with the feature vectors as they were decided.
+
+        Not from the replay above: it applies labels only at its end, so its vectors lack
+        the label-dependent values the fast path saw at the time.
+        """
+        sequences = self._sequences
+        if sequences is None:
+            return
+        spec = sequences.spec
+        for stored in self._store.recent_feature_vectors(latest_ms - spec.max_age_ms, spec.length):
+            x = np.array([stored.features.get(name, np.nan) for name in spec.feature_names])
+            sequences.append(
+                stored.customer_id, stored.transaction_id, stored.epoch_ms, stored.amount, x
+            )
 
     def _compile_hot_path(self) -> None:
         """Run every scoring step once on scratch state, so the first real payment does not
@@ -379,6 +392,9 @@ class Scorer:
         x = np.empty((len(txs), len(model.feature_names)), dtype=np.float64)
         refused: dict[int, IdempotencyConflict] = {}
         sequences = self._sequences
+        # Taken right after each payment joins its customer's ring: a later payment of the
+        # same customer in this batch must not appear in an earlier one's sequence.
+        views: list[SequenceView | None] = [None] * len(txs)
         for i, tx in enumerate(txs):
             try:
                 self._engine.update(tx, out=x[i])
@@ -392,6 +408,7 @@ class Scorer:
                 continue
             if sequences is not None:
                 sequences.append(tx.customer_id, tx.transaction_id, tx.epoch_ms, tx.amount, x[i])
+                views[i] = sequences.view(tx.customer_id, tx.epoch_ms)
         t1 = time.perf_counter()
         raw = model.predict_raw(x)
         scores = 1.0 / (1.0 + np.exp(-raw))
@@ -412,9 +429,7 @@ class Scorer:
                 out.append(refused[i])
                 continue
             score = float(scores[i])
-            view = None
-            if cascade is not None and sequences is not None and cascade.wants(score):
-                view = sequences.view(tx.customer_id, tx.epoch_ms)
+            view = views[i] if cascade is not None and cascade.wants(score) else None
             out.append(
                 _Draft(
                     tx,
@@ -525,13 +540,20 @@ class Scorer:
     ) -> None:
         assert self._cascade is not None
         views = [d.view for d in drafts if d.view is not None]
+        error = SequenceResult(False, "error")
         try:
             results = await self._cascade.run(views, [d.raw for d in drafts], deadline)
-            for draft, future, result in zip(drafts, futures, results, strict=True):
-                self._submit(self._finish(draft, started, result), future)
-        except Exception as exc:  # whatever happens, nobody may be left waiting
-            for future in futures:
-                self._fail(future, exc)
+        except Exception:
+            # Whatever went wrong, the fast decision stands: the stage is an extra.
+            log.exception("the sequence stage failed; the fast score decides")
+            results = [error] * len(drafts)
+        for draft, future, result in zip(drafts, futures, results, strict=True):
+            try:
+                record = self._finish(draft, started, result)
+            except Exception:
+                log.exception("the sequence stage's result was unusable; the fast score decides")
+                record = self._finish(draft, started, error)
+            self._submit(record, future)
 
     def _register(
         self, record: DecisionRecord, digest: str, retry: bool = False

@@ -13,6 +13,7 @@ the writer works.
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import sqlite3
 import threading
@@ -31,6 +32,7 @@ from explain.audit.store import (
     DecisionQuery,
     PageKey,
     ReplayEvent,
+    StoredVector,
 )
 from explain.records import DecisionRecord, LabelRecord
 from features.schema import datetime_to_epoch_ms
@@ -52,6 +54,20 @@ _INSERT_LABEL = """
 INSERT INTO labels (transaction_id, is_fraud, labelled_at_ms, received_at_ms, record_json)
 VALUES (:transaction_id, :is_fraud, :labelled_at_ms, :received_at_ms, :record_json)
 """
+_RECENT_VECTORS = """
+SELECT transaction_id, customer_id, event_time_ms, amount,
+       json_extract(record_json, '$.explanation.attributions')
+FROM (
+    SELECT transaction_id, customer_id, event_time_ms, amount, record_json, rowid AS written,
+           row_number() OVER (
+               PARTITION BY customer_id ORDER BY event_time_ms DESC, rowid DESC
+           ) AS recency
+    FROM decisions WHERE event_time_ms >= ?
+)
+WHERE recency <= ?
+ORDER BY event_time_ms, written
+"""
+
 _LATEST_LABELS = """
 SELECT transaction_id, is_fraud FROM (
     SELECT l.transaction_id, l.is_fraud, d.event_time_ms, d.rowid AS decision_order,
@@ -468,6 +484,15 @@ class SQLiteAuditStore(AuditStore):
         )
         for row in self._stream(sql, (since_epoch_ms,)):
             yield ReplayEvent(*row)
+
+    def recent_feature_vectors(
+        self, since_epoch_ms: int, per_customer: int
+    ) -> Iterator[StoredVector]:
+        for tid, customer, epoch_ms, amount, attributions in self._stream(
+            _RECENT_VECTORS, (since_epoch_ms, per_customer)
+        ):
+            values = {a["feature"]: float(a["value"]) for a in json.loads(attributions)}
+            yield StoredVector(tid, customer, int(epoch_ms), float(amount), values)
 
     def latest_event_ms(self) -> int | None:
         rows = self._fetchall("SELECT max(event_time_ms) FROM decisions")

@@ -60,6 +60,17 @@ class ReplayEvent:
     amount: float
 
 
+@dataclass(frozen=True)
+class StoredVector:
+    """A stored decision's payment and the feature values the fast path computed for it."""
+
+    transaction_id: str
+    customer_id: str
+    epoch_ms: int
+    amount: float
+    features: dict[str, float]
+
+
 class AuditStore(ABC):
     @abstractmethod
     def submit(self, record: DecisionRecord) -> Future[bool]:
@@ -102,6 +113,15 @@ class AuditStore(ABC):
     def replay_events(self, since_epoch_ms: int) -> Iterator[ReplayEvent]:
         """Stored transactions with event time >= ``since_epoch_ms``, in event-time order
         (ties in decision order): for rebuilding the online feature state after a restart."""
+
+    @abstractmethod
+    def recent_feature_vectors(
+        self, since_epoch_ms: int, per_customer: int
+    ) -> Iterator[StoredVector]:
+        """Each customer's latest ``per_customer`` decisions with event time >=
+        ``since_epoch_ms``, all in event-time order (ties in decision order), with the
+        feature values as decided: for rebuilding the customers' sequences after a restart
+        exactly as they were (values that depended on labels known at the time included)."""
 
     @abstractmethod
     def latest_event_ms(self) -> int | None:

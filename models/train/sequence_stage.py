@@ -22,7 +22,7 @@ from models.sequence_artifacts import (
 )
 from models.sequence_latency import session_latency, time_calls
 from models.train.cascade_fit import CascadeFit, fit_cascade
-from models.train.quantisation import quantise, try_quantise
+from models.train.quantisation import PROBABILITY_TOLERANCE, quantise, try_quantise
 from models.train.sequence_trainer import (
     ONNX_TOLERANCE,
     SequenceData,
@@ -100,10 +100,22 @@ def train_sequence_stage(
     )
     if diff > ONNX_TOLERANCE:
         raise ArtifactError(f"ONNX export differs from torch by {diff:.2e} > {ONNX_TOLERANCE}")
-    quantised, quantisation = try_quantise(dynamic, x)
-    if quantised is not None:  # faster and within tolerance: ship int8 (checked above)
-        dynamic, single = quantised, quantise(single)
-        batch_session = make_session(dynamic)
+    quantisation: dict[str, Any] = {"tried": False}
+    if config.quantise:
+        quantised, quantisation = try_quantise(dynamic, x)
+        if quantised is not None:  # faster and within tolerance: ship int8 ...
+            dynamic, single = quantised, quantise(single)
+            batch_session = make_session(dynamic)
+            # ... and check what ships against torch, in probability.
+            shipped = _sigmoid(np.asarray(batch_session.run(None, {"sequences": x})[0]))
+            one = make_session(single).run(None, {"sequences": x[:1]})[0]
+            shift = max(
+                float(np.max(np.abs(shipped - _sigmoid(torch_logits)))),
+                float(abs(_sigmoid(np.asarray(one))[0] - _sigmoid(torch_logits[:1])[0])),
+            )
+            if shift > PROBABILITY_TOLERANCE:
+                raise ArtifactError(f"quantised student differs from torch by {shift:.3f}")
+            quantisation["shipped_max_probability_shift"] = shift
     (valid_logits,) = batch_session.run(None, {"sequences": data.sequences(valid_rows)})
     fit = fit_cascade(
         fast_raw_valid,
@@ -191,6 +203,7 @@ def write_sequence_artifact(
         created_at=created,
         fast_model_version=fast_model_version,
         length=stage.spec.length,
+        max_age_ms=stage.spec.max_age_ms,
         feature_names=list(stage.spec.feature_names),
         column_names=[*stage.spec.feature_names, *EXTRA_COLUMNS],
         band=stage.cascade.band,
@@ -214,3 +227,7 @@ def write_sequence_artifact(
 
 def time_explain(model: SequenceModel, sequence: np.ndarray, repeats: int) -> dict[str, float]:
     return time_calls(lambda: model.explain([sequence]), repeats)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-z)))

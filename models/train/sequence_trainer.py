@@ -60,6 +60,7 @@ class SequenceTrainingConfig:
     alpha: float = 0.7
     seed: int = 0
     threads: int = 2
+    quantise: bool = True  # try int8; shipped only if faster and within tolerance
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -79,6 +80,7 @@ class SequenceTrainingConfig:
             student=small,
             teacher_epochs=2,
             student_epochs=2,
+            quantise=False,
         )
 
 

@@ -136,3 +136,20 @@ def test_combination_is_finite_for_any_inputs_and_bands_are_ordered() -> None:
     assert Band(low=0.1, high=0.5).contains(0.1) and not Band(low=0.1, high=0.5).contains(0.5)
     with pytest.raises(ValueError, match="below"):
         Band(low=0.5, high=0.1)
+
+
+async def test_a_non_finite_score_falls_back_with_reason_error(
+    model: SequenceModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cascade = Cascade(model, reserve_ms=0.0)
+    monkeypatch.setattr(cascade, "_explain", lambda seqs: [(math.nan, np.zeros(0)) for _ in seqs])
+    (result,) = await cascade.run([view(model)], [0.0], soon(1000))
+    assert result.fallback_reason == "error"
+    cascade.close()
+
+
+async def test_a_closed_stage_falls_back_with_reason_error(model: SequenceModel) -> None:
+    cascade = Cascade(model, reserve_ms=0.0)
+    cascade.close()
+    results = await cascade.run([view(model)] * 2, [0.0, 0.0], soon(1000))
+    assert [r.fallback_reason for r in results] == ["error", "error"]

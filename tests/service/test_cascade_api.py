@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from features.definitions import feature_names
 from models.artifacts import MANIFEST_FILE
 from models.registry import default_sequence_artifact_dir
+from service.app_keys import SCORER
 from tests.service.conftest import ClientFactory
 
 
@@ -28,6 +32,11 @@ def everything_in_band(tmp_path: Path) -> Path:
     manifest["band"] = {"low": 0.0, "high": 1.0}
     (target / MANIFEST_FILE).write_text(json.dumps(manifest))
     return target
+
+
+# A generous budget where a test needs the stage to decide: a loaded machine must not turn
+# the expected outcome into a timeout.
+ROOMY = {"X-Deadline-Ms": "5000"}
 
 
 def tx(i: int, customer: str = "c-1", **changes: Any) -> dict[str, Any]:
@@ -46,7 +55,7 @@ async def test_in_band_payments_are_decided_by_the_sequence_stage_and_explained(
 ) -> None:
     client = await make_client(sequence_model_dir=everything_in_band)
     for i in range(4):
-        response = await client.post("/score", json=tx(i))
+        response = await client.post("/score", json=tx(i), headers=ROOMY)
         body = await response.json()
         assert response.status == 200, body
         assert body["stage"] == "sequence"
@@ -88,7 +97,7 @@ async def test_a_budget_too_small_falls_back_with_reason_budget(
     body = await response.json()
     assert (body["stage"], body["fallback"], body["fallback_reason"]) == ("fast", True, "budget")
     record = await (await client.get(f"/decisions/{tx(0)['transaction_id']}")).json()
-    assert record["fallback_reason"] == "budget" and record["sequence"] is None
+    assert record["fallback_reason"] == "budget" and "sequence" not in record
 
 
 async def test_a_stage_slower_than_the_budget_is_not_waited_for(
@@ -99,16 +108,23 @@ async def test_a_stage_slower_than_the_budget_is_not_waited_for(
     )
     reasons = []
     for i in range(3):
+        sent = time.perf_counter()
         body = await (await client.post("/score", json=tx(i))).json()
+        waited_ms = (time.perf_counter() - sent) * 1000.0
         assert body["stage"] == "fast" and body["fallback"] is True
-        # Decided at the 50 ms deadline (or before), never after the 2 s delay.
-        assert body["latency_ms"] < 1000.0
+        # Answered around the 50 ms deadline, never after the 2 s delay.
+        assert waited_ms < 1000.0
         reasons.append(body["fallback_reason"])
     # The first is admitted and times out; once the stage is known to be slow, the next
-    # ones are refused up front.
-    assert reasons[0] == "timeout" and reasons[1:] == ["budget", "budget"]
+    # ones are refused up front (or, after a second, probed once and timed out again).
+    assert reasons[0] == "timeout" and set(reasons[1:]) <= {"budget", "timeout"}
     metrics = await (await client.get("/metrics")).text()
-    assert 'riskscore_fallbacks_total{reason="budget"} 2.0' in metrics
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("riskscore_fallbacks_total{")
+    )
+    assert counted == 3.0
 
 
 async def test_a_failing_stage_falls_back_with_reason_error(
@@ -152,10 +168,47 @@ async def test_batches_escalate_their_in_band_items_together(
 ) -> None:
     client = await make_client(sequence_model_dir=everything_in_band)
     items = [tx(i, customer=f"c-{i % 2}") for i in range(6)]
-    response = await client.post("/score/batch", json={"transactions": items})
+    response = await client.post("/score/batch", json={"transactions": items}, headers=ROOMY)
     results = (await response.json())["results"]
     assert [r["stage"] for r in results] == ["sequence"] * 6
     assert [r["transaction_id"] for r in results] == [t["transaction_id"] for t in items]
+    # Each item's sequence ends with itself: a later payment of the same customer in the
+    # batch is not in an earlier one's sequence.
+    for i, item in enumerate(items):
+        record = await (await client.get(f"/decisions/{item['transaction_id']}")).json()
+        earlier = [a["transaction_id"] for a in record["sequence"]["attributions"]]
+        assert earlier == [
+            t["transaction_id"] for t in items[:i][::-1] if t["customer_id"] == item["customer_id"]
+        ]
+
+
+async def test_a_restart_rebuilds_sequences_as_they_were_decided(
+    make_client: ClientFactory, everything_in_band: Path, tmp_path: Path
+) -> None:
+    # Payments of one customer at one terminal over three weeks, some labelled fraud: the
+    # terminal's risk features (behind a 7-day label delay) differ from zero only where
+    # labels were known when each payment was decided.
+    first = await make_client(sequence_model_dir=everything_in_band)
+    scorer = first.app[SCORER]
+    stamps = []
+    for i in range(24):
+        ts = np.datetime64("2025-05-01T10:00") + np.timedelta64(i * 21, "h")
+        body = tx(i, timestamp=f"{ts}:00+00:00", terminal_id="t-x")
+        await first.post("/score", json=body, headers=ROOMY)
+        stamps.append(int(ts.astype("datetime64[ms]").astype(np.int64)))
+        if i % 5 == 0:
+            await first.post(
+                "/labels", json={"transaction_id": body["transaction_id"], "is_fraud": True}
+            )
+    before = scorer.sequence_view("c-1", stamps[-1])
+    assert before is not None
+    risk = [i for i, n in enumerate(feature_names()) if n.startswith("TERMINAL_ID_RISK")]
+    assert before.values[:, risk].max() > 0  # label-dependent values are in the sequence
+    await first.close()
+    second = await make_client(sequence_model_dir=everything_in_band)
+    after = second.app[SCORER].sequence_view("c-1", stamps[-1])
+    assert after is not None and after.transaction_ids == before.transaction_ids
+    np.testing.assert_allclose(after.values, before.values, rtol=1e-12)
 
 
 async def test_the_second_stage_can_be_switched_off(
