@@ -20,5 +20,5 @@ def test_every_setting_is_in_the_configuration_table() -> None:
 
 def test_make_run_serves() -> None:
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
-    assert "run: $(STAMP)\n\t$(BIN)/riskscore serve" in makefile
+    assert "run: $(RUN_STAMP)\n\t$(BIN)/riskscore serve" in makefile
     assert "make run     # serve the shipped model" in README

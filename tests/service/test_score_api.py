@@ -19,6 +19,7 @@ DECISION_FIELDS = {
     "action",
     "stage",
     "fallback",
+    "fallback_reason",
     "reasons",
     "model_version",
     "latency_ms",
@@ -120,12 +121,17 @@ async def test_features_follow_the_customers_history(client: Any) -> None:
 
 async def test_batch_scores_like_single_requests(make_client: ClientFactory, tmp_path: Any) -> None:
     txs = [_tx(i) for i in range(40)]
+    # A roomy budget: in-band payments are decided by the second stage either way.
+    roomy = {"X-Deadline-Ms": "60000"}
     batch_client = await make_client(data_dir=tmp_path / "batch")
-    response = await batch_client.post("/score/batch", json={"transactions": txs})
+    response = await batch_client.post("/score/batch", json={"transactions": txs}, headers=roomy)
     assert response.status == 200
     batch = (await response.json())["results"]
     single_client = await make_client(data_dir=tmp_path / "single")
-    singles = [await (await single_client.post("/score", json=tx)).json() for tx in txs]
+    singles = [
+        await (await single_client.post("/score", json=tx, headers=roomy)).json() for tx in txs
+    ]
+    assert [r["stage"] for r in batch] == [s["stage"] for s in singles]
     assert [r["transaction_id"] for r in batch] == [t["transaction_id"] for t in txs]
     assert [r["score"] for r in batch] == pytest.approx([s["score"] for s in singles], abs=1e-12)
     assert [r["action"] for r in batch] == [s["action"] for s in singles]
