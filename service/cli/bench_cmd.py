@@ -65,8 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the second stage over HTTP, normal and with an injected delay",
         description=(
             "Starts `riskscore serve` twice (Kafka off, fresh audit store): once as shipped, "
-            "once with --delay-ms injected into the second stage. Replays the same simulated "
-            "stream open-loop at --rate and reports, per phase, the share escalated to the "
+            "once with --delay-ms injected into the second stage. Sends each a week of "
+            "simulated history in batches, then replays the same stream open-loop at --rate "
+            "(the first --warmup payments not counted) and reports, per phase, the share "
+            "escalated to the "
             "second stage, which stage decided, the fallback reasons and the client-side "
             "latency from scheduled send to answer, with the count over budget + 5 ms."
         ),
@@ -75,6 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     cascade.add_argument("--rate", type=positive_int, default=100, help="payments per second")
     cascade.add_argument("--delay-ms", type=float, default=200.0, help="injected delay")
     cascade.add_argument("--budget-ms", type=float, default=50.0, help="latency budget")
+    cascade.add_argument(
+        "--warmup", type=int, default=300, help="payments sent first and not counted"
+    )
     cascade.add_argument("--json", type=Path, help="also write the figures as JSON")
     cascade.set_defaults(run=run_cascade)
 
@@ -127,7 +132,7 @@ def run_stream(args: argparse.Namespace) -> int:
 def run_cascade(args: argparse.Namespace) -> int:
     from service.benchmarks.cascade_bench import measure, report
 
-    result = measure(args.count, float(args.rate), args.delay_ms, args.budget_ms)
+    result = measure(args.count, float(args.rate), args.delay_ms, args.budget_ms, args.warmup)
     print(report(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
