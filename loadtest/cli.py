@@ -25,8 +25,9 @@ from typing import Any
 
 import uvloop
 
-from loadtest.http_client import Endpoint, HttpTarget, TargetError
+from loadtest.http_client import Endpoint, HttpTarget
 from loadtest.kafka_mode import KafkaTarget, KafkaTargetError, KafkaTopics
+from loadtest.net import TargetError, check_reachable, split_host_port
 from loadtest.plot import plot_report
 from loadtest.recorder import Recorder
 from loadtest.report import format_report
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--group-id", default="riskscore", help="scoring consumer group whose lag is sampled"
     )
     _add_run_options(kafka)
+    kafka.set_defaults(raw=False, batch_size=1)
 
     selftest = sub.add_parser(
         "self-test",
@@ -208,6 +210,8 @@ def _http_factory(args: argparse.Namespace) -> tuple[Callable[[Recorder], Target
 
 
 def _kafka_factory(args: argparse.Namespace) -> tuple[Callable[[Recorder], Target], dict[str, Any]]:
+    for address in args.bootstrap_servers.split(","):
+        check_reachable(*split_host_port(address))
     topics = KafkaTopics(args.topic, args.decisions_topic, args.dead_letter_topic, args.group_id)
     context = {"mode": "kafka", "bootstrap_servers": args.bootstrap_servers, "topic": args.topic}
 
@@ -291,6 +295,7 @@ def _start_trivial_server() -> tuple[subprocess.Popen[str], int, str]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     _check(args)
     if args.mode == "self-test":
+        cores = os.sched_getaffinity(0)
         server, port, placement = _start_trivial_server()
         try:
             args.url, args.path, args.api_key, args.connections = (
@@ -305,6 +310,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             server.terminate()
             server.wait()
+            if server.stdout is not None:
+                server.stdout.close()
+            os.sched_setaffinity(0, cores)  # the caller may go on (tests do)
     try:
         workload = load_workload(args.data, raw=args.raw, limit=args.limit)
     except WorkloadError as exc:

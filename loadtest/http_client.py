@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -19,11 +18,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from loadtest.net import TargetError, check_reachable
 from loadtest.recorder import Recorder
-
-
-class TargetError(ValueError):
-    """A URL that cannot be loaded, or a server that cannot be reached."""
 
 
 @dataclass(frozen=True)
@@ -44,12 +40,8 @@ class Endpoint:
         full = parts.path.rstrip("/") + "/" + path.lstrip("/")
         return cls(parts.hostname, port, full)
 
-    def check_reachable(self, timeout_s: float = 3.0) -> None:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=timeout_s):
-                pass
-        except OSError as exc:
-            raise TargetError(f"cannot connect to {self.host}:{self.port} ({exc})") from exc
+    def check_reachable(self) -> None:
+        check_reachable(self.host, self.port)
 
 
 class HttpTarget:

@@ -118,7 +118,9 @@ def progress_line(recorder: Recorder, elapsed_s: float) -> str:
     """The live line: where the run is and how it goes so far."""
     p99 = recorder.histogram.get_value_at_percentile(99.0) / 1000.0
     errors = sum(recorder.errors.values())
+    phase = "warm-up " if recorder.sent == 0 and recorder.outstanding else ""
     return (
-        f"\r{elapsed_s:6.1f} s  sent {recorder.sent:>9,}  answered {recorder.completed:>9,}  "
-        f"errors {errors:>7,}  outstanding {recorder.outstanding:>6,}  p99 {p99:8.2f} ms"
+        f"\r{phase}{elapsed_s:6.1f} s  sent {recorder.sent:>9,}  "
+        f"answered {recorder.completed:>9,}  errors {errors:>7,}  "
+        f"outstanding {recorder.outstanding:>6,}  p99 {p99:8.2f} ms"
     )
