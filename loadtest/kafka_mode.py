@@ -45,6 +45,7 @@ class KafkaTarget:
         self.topics = topics
         self.lag_samples: list[tuple[float, int]] = []  # (perf_counter time, total lag)
         self._inflight: dict[str, float] = {}
+        self._acked_ends: dict[int, int] = {}  # partition -> one past our highest acked offset
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -96,11 +97,18 @@ class KafkaTarget:
             value=json.dumps(body, separators=(",", ":")).encode(),
         )
         loop = self._loop
+        future.add_callback(self._acked)
         future.add_errback(
             lambda exc: loop.call_soon_threadsafe(
                 self._outcome, transaction_id, type(exc).__name__, time.perf_counter()
             )
         )
+
+    def _acked(self, metadata: object) -> None:
+        # The producer's I/O thread; one dict update under the GIL.
+        partition, offset = getattr(metadata, "partition", 0), getattr(metadata, "offset", -1)
+        if offset + 1 > self._acked_ends.get(partition, 0):
+            self._acked_ends[partition] = offset + 1
 
     def abandon(self, now: float) -> None:
         for intended in self._inflight.values():
@@ -153,7 +161,13 @@ class KafkaTarget:
             return  # lag is a bonus; the run itself goes on
         try:
             while not self._stop.wait(1.0):
-                lag = consumer_lag(admin, ends, self.topics.group_id, self.topics.transactions)
+                lag = consumer_lag(
+                    admin,
+                    ends,
+                    self.topics.group_id,
+                    self.topics.transactions,
+                    dict(self._acked_ends),
+                )
                 if lag is not None:
                     self.lag_samples.append((time.perf_counter(), lag))
         finally:
@@ -162,13 +176,22 @@ class KafkaTarget:
 
 
 def consumer_lag(
-    admin: KafkaAdminClient, ends: KafkaConsumer, group_id: str, topic: str
+    admin: KafkaAdminClient,
+    ends: KafkaConsumer,
+    group_id: str,
+    topic: str,
+    acked_ends: dict[int, int] | None = None,
 ) -> int | None:
-    """Records on ``topic`` not yet committed by ``group_id``; None if it committed nothing."""
+    """Records on ``topic`` not yet committed by ``group_id``; None if it committed nothing.
+
+    The end of a partition is the larger of the broker's answer and ``acked_ends`` (one past
+    the highest offset the broker acknowledged to our producer): Tansu's ListOffsets
+    answers one past the *first* offset of the last batch, short of the true end."""
     try:
         committed = {
             tp: meta.offset
-            for tp, meta in admin.list_consumer_group_offsets(group_id).items()
+            # kafka-python 3 names it list_group_offsets (list_consumer_group_offsets before).
+            for tp, meta in admin.list_group_offsets({group_id: None}).get(group_id, {}).items()
             if tp.topic == topic and meta.offset >= 0
         }
         if not committed:
@@ -176,4 +199,8 @@ def consumer_lag(
         end_offsets = ends.end_offsets(list(committed))
     except KafkaError:
         return None
-    return sum(max(0, end_offsets[tp] - offset) for tp, offset in committed.items())
+    known = acked_ends or {}
+    return sum(
+        max(0, max(end_offsets[tp], known.get(tp.partition, 0)) - offset)
+        for tp, offset in committed.items()
+    )
