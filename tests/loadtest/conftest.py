@@ -10,6 +10,7 @@ import pytest
 
 from features.simulator import SimulationConfig, simulate
 from loadtest.recorder import Recorder
+from tests.streaming.conftest import broker  # noqa: F401  (the same real broker fixture)
 
 
 @pytest.fixture(scope="session")

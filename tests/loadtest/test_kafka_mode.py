@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,6 @@ from loadtest.runner import RunConfig, run_once
 from loadtest.schedule import Plan
 from loadtest.workload import load_workload
 from streaming.broker import EmbeddedBroker, ensure_topics
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker(port=0) as running:
-        yield running
 
 
 @pytest.fixture
