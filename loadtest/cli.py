@@ -34,7 +34,7 @@ from loadtest.report import format_report
 from loadtest.runner import RunConfig, run_once
 from loadtest.schedule import Plan, Target
 from loadtest.sweep import format_sweep, sweep
-from loadtest.workload import Workload, WorkloadError, load_workload, run_token
+from loadtest.workload import Workload, WorkloadError, body_stream, load_workload, run_token
 
 PROG = "riskscore-loadtest"
 
@@ -227,25 +227,22 @@ async def _execute(
     workload: Workload,
     context: dict[str, Any],
 ) -> dict[str, Any]:
-    token = run_token()
     plan = Plan(args.duration, args.warmup, args.max_outstanding, args.drain_timeout)
+    # One stream for every step of a sweep: each step goes on through the file.
+    bodies = body_stream(workload, None if args.same_ids else run_token())
 
-    async def run_at(rate: float | None, step: int = 0) -> dict[str, Any]:
+    async def run_at(rate: float | None) -> dict[str, Any]:
         config = RunConfig(
             plan=plan,
             rate=rate,
             speedup=args.speedup or 1.0,
             batch_size=args.batch_size,
-            same_ids=args.same_ids,
             progress=not args.quiet,
         )
-        return await run_once(
-            make, workload, config, f"{token}s{step}" if step else token, **context
-        )
+        return await run_once(make, workload, bodies, config, **context)
 
     if not args.sweep:
         return await run_at(args.rate)
-    steps = iter(range(1, 1_000_000))
 
     def show(report: dict[str, Any]) -> None:
         latency = report["latency_ms"]
@@ -256,7 +253,7 @@ async def _execute(
         )
 
     return await sweep(
-        lambda rate: run_at(rate, next(steps)),
+        run_at,
         args.rate,
         args.rate_step or args.rate,
         args.max_rate or 10 * args.rate,

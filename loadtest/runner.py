@@ -11,7 +11,7 @@ from typing import Any
 from loadtest.recorder import Recorder
 from loadtest.report import build_report, progress_line
 from loadtest.schedule import Plan, Target, fixed_rate, run_schedule
-from loadtest.workload import Workload, body_stream, pace_offsets
+from loadtest.workload import Workload, pace_offsets
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,6 @@ class RunConfig:
     rate: float | None = None
     speedup: float = 1.0
     batch_size: int = 1  # transactions per request (``/score/batch``)
-    same_ids: bool = False  # replay the file's ids as they are (idempotency test)
     progress: bool = False
 
 
@@ -32,25 +31,32 @@ def batched(bodies: Iterator[dict[str, object]], size: int) -> Iterator[dict[str
     return ({"transactions": list(itertools.islice(bodies, size))} for _ in itertools.count())
 
 
+def arrivals(workload: Workload, config: RunConfig) -> Iterator[float]:
+    if config.rate is not None:
+        return fixed_rate(config.rate)
+    return pace_offsets(workload, config.speedup)  # one transaction per request
+
+
 async def run_once(
     make_target: Callable[[Recorder], Target],
     workload: Workload,
+    bodies: Iterator[dict[str, object]],
     config: RunConfig,
-    token: str,
     **context: Any,
 ) -> dict[str, Any]:
-    """Replay ``workload`` into a fresh target; ``token`` makes this run's ids unique."""
+    """Send ``bodies`` (from ``body_stream``: consecutive runs of a sweep continue where
+    the last one stopped) into a fresh target, on ``config``'s schedule."""
     recorder = Recorder()
     target = make_target(recorder)
-    bodies = batched(body_stream(workload, None if config.same_ids else token), config.batch_size)
-    if config.rate is not None:
-        offsets: Iterator[float] = fixed_rate(config.rate)
-    else:
-        offsets = pace_offsets(workload, config.speedup)  # one transaction per request
     target.start()
     try:
         await run_schedule(
-            recorder, target, bodies, offsets, config.plan, _show if config.progress else None
+            recorder,
+            target,
+            batched(bodies, config.batch_size),
+            arrivals(workload, config),
+            config.plan,
+            _show if config.progress else None,
         )
     finally:
         target.close()

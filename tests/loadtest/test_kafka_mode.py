@@ -15,7 +15,7 @@ from kafka.structs import OffsetAndMetadata
 from loadtest.kafka_mode import KafkaTarget, KafkaTopics, consumer_lag
 from loadtest.runner import RunConfig, run_once
 from loadtest.schedule import Plan
-from loadtest.workload import load_workload
+from loadtest.workload import body_stream, load_workload
 from streaming.broker import EmbeddedBroker, ensure_topics
 
 
@@ -93,8 +93,8 @@ async def test_each_decision_is_matched_to_its_transaction(
         report = await run_once(
             lambda recorder: KafkaTarget(broker.bootstrap_servers, recorder, topics),
             workload,
+            body_stream(workload, "kt"),
             config,
-            token="kt",
         )
     finally:
         scorer.stop.set()
@@ -116,8 +116,8 @@ async def test_transactions_without_a_decision_time_out(
     report = await run_once(
         lambda recorder: KafkaTarget(broker.bootstrap_servers, recorder, topics),
         workload,
+        body_stream(workload, "none"),
         config,
-        token="none",
     )
     assert report["sent"] == 10
     assert report["errors"] == {"timeout": 10}
