@@ -7,7 +7,8 @@ same LightGBM model, loaded by the same tool with the same transaction stream.
 riskscore does the whole decision per request (online features, model, exact SHAP, a
 durable audit record); MLServer gets the precomputed feature vector of the same
 transaction (``features`` offline engine, same file, same order) on its V2 REST endpoint
-and does plain inference. MLServer lives in its own virtual environment under
+and does plain inference. Each server is primed first (``--prime`` seconds at the first
+rate, not measured). MLServer lives in its own virtual environment under
 ``.peers/`` (created on first use, never in the project's dependencies). Everything binds
 to 127.0.0.1; with two or more cores the server runs on the last core and the load
 generator on the first (``taskset``). For each server: one sweep (capacity at p99 ≤ 20 ms
@@ -210,6 +211,11 @@ def measure(
     name: str, url_args: list[str], pin: list[str], args: argparse.Namespace, out: Path
 ) -> dict[str, Any]:
     timing = ["--duration", str(args.duration), "--warmup", str(args.warmup)]
+    if args.prime > 0:
+        # Unmeasured: state and caches build up, one-time costs (JIT compiles, first
+        # allocations) are paid before the sweep, the same for both servers.
+        prime = ["--duration", str(args.prime), "--warmup", "0", "--rate", str(args.start)]
+        load(pin, [*url_args, *prime], out / f"{name}-prime.json")
     sweep_args = [
         *url_args,
         *timing,
@@ -279,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="MLServer parallel_workers: 0 infers in the server process (fastest for a "
         "small model on one core; its default 1 adds a worker process)",
+    )
+    parser.add_argument(
+        "--prime", type=float, default=20.0, help="unmeasured s at --start before the sweep"
     )
     parser.add_argument("--work", type=Path, default=Path(".peers"), help="scratch directory")
     args = parser.parse_args(argv)

@@ -28,7 +28,6 @@ import uvloop
 from loadtest.http_client import Endpoint, HttpTarget
 from loadtest.kafka_mode import KafkaTarget, KafkaTargetError, KafkaTopics
 from loadtest.net import TargetError, check_reachable, split_host_port
-from loadtest.plot import plot_report
 from loadtest.recorder import Recorder
 from loadtest.report import format_report
 from loadtest.runner import RunConfig, run_once
@@ -341,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     if args.plot:
+        from loadtest.plot import plot_report  # matplotlib takes a second to import
+
         last_held = result.get("steps", [result])
         plot_report(last_held[-1], args.plot)
     return 0
