@@ -78,7 +78,9 @@ def _add_run_options(parser: argparse.ArgumentParser, data_required: bool = True
             "default each run rewrites them to lt-<token>-<id> so runs never collide",
         )
     parser.add_argument("--rate", type=_positive(float), help="requests per second (open loop)")
-    parser.add_argument("--duration", type=_positive(float), default=30.0, help="measured seconds")
+    parser.add_argument(
+        "--duration", type=_positive(float), default=30.0, help="measured seconds (30)"
+    )
     parser.add_argument(
         "--warmup", type=float, default=5.0, help="seconds sent first and not measured (5)"
     )
@@ -120,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     http = sub.add_parser(
         "http",
         help="POST each transaction to /score (or batches to /score/batch)",
-        description="POST each transaction to BASE_URL/score on an open-loop schedule.",
+        description="POST each transaction to BASE_URL/score on an open-loop schedule: "
+        "requests leave at their scheduled times whether or not earlier ones were answered, "
+        "and latency counts from each request's intended send time.",
     )
     http.add_argument("--url", required=True, metavar="BASE_URL", help="e.g. http://127.0.0.1:8080")
     http.add_argument(
@@ -149,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
         "kafka",
         help="publish to the transactions topic; time each decision on the decisions topic",
         description="Publish transactions (keyed by customer id) on an open-loop schedule and "
-        "match each decision (keyed by transaction id) to its send.",
+        "match each decision (keyed by transaction id) to its send; latency counts from the "
+        "intended send time, and the scoring group's consumer lag is sampled every second.",
     )
     kafka.add_argument("--bootstrap-servers", required=True, metavar="HOST:PORT")
     kafka.add_argument("--topic", default="transactions", help="transactions topic")

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 from loadtest.http_client import Endpoint, HttpTarget
 from loadtest.net import TargetError
 from loadtest.recorder import Recorder
+from loadtest.runner import batched
 from loadtest.schedule import Plan, fixed_rate, run_schedule
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
@@ -157,3 +158,31 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def test_batches_go_to_the_batch_endpoint_and_item_errors_count(
+    aiohttp_server: ServerFactory,
+) -> None:
+    sizes: list[int] = []
+
+    async def batch(request: web.Request) -> web.Response:
+        items = (await request.json())["transactions"]
+        sizes.append(len(items))
+        results = [{"transaction_id": t["transaction_id"]} for t in items]
+        if len(sizes) % 2 == 0:
+            results[0] = {"index": 0, "error": {"type": "validation_error"}}
+        return web.json_response({"results": results})
+
+    app = web.Application()
+    app.router.add_post("/score/batch", batch)
+    server = await aiohttp_server(app)
+    recorder = Recorder()
+    endpoint = Endpoint.parse(str(server.make_url("/")), "/score/batch")
+    target = HttpTarget(endpoint, recorder, inspect_body=True)
+    bodies = batched(iter(_bodies()), 5)
+    await run_schedule(recorder, target, bodies, fixed_rate(100.0), Plan(duration_s=0.1))
+
+    assert sizes == [5] * 10
+    assert recorder.sent == 10
+    assert dict(recorder.errors) == {"batch_item_error": 5}
+    assert recorder.completed == 5
