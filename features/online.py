@@ -260,6 +260,11 @@ class OnlineFeatureEngine:
         self._pool_meta[k.USED] = k.compact(self._meta, live, self._pool, new_pool)
         self._pool = new_pool
 
+    def compile_kernels(self) -> None:
+        """Compile the pool-compaction kernels now (harmless on any state): compiled lazily,
+        they would cost the first payment that outgrows the pool most of a second."""
+        self._grow_pool()
+
     def _live_slots(self) -> np.ndarray:
         return np.fromiter((slot for ids in self._ids for slot in ids.values()), dtype=np.int64)
 

@@ -242,6 +242,7 @@ class Scorer:
             x = scratch.update_raw(f"warm-{i}", "c", "t", t, t, 10.0 + i)
         scratch.record_label("warm-0", True)
         scratch.expire(100 * day)
+        scratch.compile_kernels()
         bundle = self._bundle()
         row = x.reshape(1, -1)
         bundle.model.predict_raw(row)
