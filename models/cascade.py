@@ -33,7 +33,7 @@ from models.sequence import SequenceModel
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_MS = 50.0
-DEFAULT_RESERVE_MS = 5.0
+DEFAULT_RESERVE_MS = 10.0
 # Recent latencies the p99 is taken over: enough for a stable tail, short enough to follow
 # a change within seconds at serving rates.
 LATENCY_WINDOW = 256
