@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.sequence import SequenceView
+from models.metrics import sigmoid
 from models.sequence import SequenceModel
 
 log = logging.getLogger(__name__)
@@ -199,4 +200,4 @@ class Cascade:
 
 
 def _sigmoid(z: float) -> float:
-    return float(1.0 / (1.0 + np.exp(-z)))
+    return float(sigmoid(z))

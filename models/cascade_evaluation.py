@@ -47,6 +47,7 @@ from models.metrics import (
     average_precision,
     card_precision_at_k,
     roc_auc,
+    sigmoid,
 )
 from models.sequence import make_session
 from models.train.cascade_fit import cascade_scores
@@ -175,9 +176,9 @@ def _run_fold(
         stage.cascade.band, stage.cascade.combination, fast_raw, student
     )
     scores = {
-        "fast": _sigmoid(fast_raw),
-        "teacher": _sigmoid(teacher),
-        "student": _sigmoid(student),
+        "fast": sigmoid(fast_raw),
+        "teacher": sigmoid(teacher),
+        "student": sigmoid(student),
         "cascade": cascade,
     }
     labels = prepared.labels[assessed]
@@ -211,10 +212,6 @@ def _run_fold(
         latency_ms=stage.latency_ms,
     )
     return fold_rows, extra
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -500, 500))))
 
 
 def _summary(values: list[float]) -> dict[str, float | None]:

@@ -43,6 +43,11 @@ class MeanStd:
         return f"{self.mean:.{digits}f}±{self.std:.{spread}f}"
 
 
+def sigmoid(z: npt.ArrayLike) -> np.ndarray:
+    """Log-odds to probabilities, without overflow warnings for extreme inputs."""
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, dtype=np.float64), -500, 500))))
+
+
 def roc_auc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     """ROC AUC over transactions; NaN when only one class is present (AUC is undefined)."""
     y = np.asarray(labels)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from models.metrics import average_precision
+from models.metrics import average_precision, sigmoid
 from models.sequence_artifacts import Band, Combination
 
 LOW_CUTS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
@@ -38,14 +38,14 @@ def cascade_scores(
     band: Band, combination: Combination, fast_raw: np.ndarray, sequence_logit: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Final probabilities of every row and the in-band mask (offline evaluation)."""
-    fast_p = _sigmoid(fast_raw)
+    fast_p = sigmoid(fast_raw)
     inside = (fast_p >= band.low) & (fast_p < band.high)
     z = (
         combination.intercept
         + combination.fast_weight * fast_raw
         + combination.sequence_weight * sequence_logit
     )
-    return np.where(inside, _sigmoid(z), fast_p), inside
+    return np.where(inside, sigmoid(z), fast_p), inside
 
 
 def fit_cascade(
@@ -56,7 +56,7 @@ def fit_cascade(
     max_escalated_share: float = DEFAULT_MAX_ESCALATED,
 ) -> CascadeFit:
     """Pick the band and rule (see the module docstring); rows need not be sorted."""
-    fast_p = _sigmoid(fast_raw)
+    fast_p = sigmoid(fast_raw)
     halves = epoch_ms <= np.median(epoch_ms)
     candidates = []
     for low in LOW_CUTS:
@@ -115,7 +115,3 @@ def _fit_rule(
         fast_weight=float(model.coef_[0, 0]),
         sequence_weight=float(model.coef_[0, 1]),
     )
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -500, 500))))

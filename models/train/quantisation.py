@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from models.metrics import sigmoid
 from models.sequence import make_session
 from models.sequence_latency import session_latency
 
@@ -43,8 +44,8 @@ def try_quantise(student_onnx: bytes, sequences: np.ndarray) -> tuple[bytes | No
     quantised = quantise(student_onnx)
     float_session, int8_session = make_session(student_onnx), make_session(quantised)
     feed = {"sequences": np.ascontiguousarray(sequences, dtype=np.float32)}
-    p_float = _sigmoid(np.asarray(float_session.run(None, feed)[0]))
-    p_int8 = _sigmoid(np.asarray(int8_session.run(None, feed)[0]))
+    p_float = sigmoid(np.asarray(float_session.run(None, feed)[0]))
+    p_int8 = sigmoid(np.asarray(int8_session.run(None, feed)[0]))
     shift = float(np.max(np.abs(p_float - p_int8)))
     one = sequences[:1]
     float_ms = session_latency(float_session, one, REPEATS)
@@ -58,7 +59,3 @@ def try_quantise(student_onnx: bytes, sequences: np.ndarray) -> tuple[bytes | No
         "tolerance": PROBABILITY_TOLERANCE,
         "shipped": keep,
     }
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return np.asarray(1.0 / (1.0 + np.exp(-z)))

@@ -13,6 +13,7 @@ from features.data import TransactionFrame
 from features.sequence import EXTRA_COLUMNS, SequenceSpec, sequence_index
 from models.artifacts import write_file, write_manifest
 from models.errors import ArtifactError
+from models.metrics import sigmoid
 from models.sequence import SequenceModel, make_session
 from models.sequence_artifacts import (
     STUDENT_FILE,
@@ -107,11 +108,11 @@ def train_sequence_stage(
             dynamic, single = quantised, quantise(single)
             batch_session = make_session(dynamic)
             # ... and check what ships against torch, in probability.
-            shipped = _sigmoid(np.asarray(batch_session.run(None, {"sequences": x})[0]))
+            shipped = sigmoid(np.asarray(batch_session.run(None, {"sequences": x})[0]))
             one = make_session(single).run(None, {"sequences": x[:1]})[0]
             shift = max(
-                float(np.max(np.abs(shipped - _sigmoid(torch_logits)))),
-                float(abs(_sigmoid(np.asarray(one))[0] - _sigmoid(torch_logits[:1])[0])),
+                float(np.max(np.abs(shipped - sigmoid(torch_logits)))),
+                float(abs(sigmoid(np.asarray(one))[0] - sigmoid(torch_logits[:1])[0])),
             )
             if shift > PROBABILITY_TOLERANCE:
                 raise ArtifactError(f"quantised student differs from torch by {shift:.3f}")
@@ -227,7 +228,3 @@ def write_sequence_artifact(
 
 def time_explain(model: SequenceModel, sequence: np.ndarray, repeats: int) -> dict[str, float]:
     return time_calls(lambda: model.explain([sequence]), repeats)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return np.asarray(1.0 / (1.0 + np.exp(-z)))
