@@ -5,6 +5,7 @@ audit store and HTTP layer together. Only this module and the CLI assemble packa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -128,8 +129,24 @@ async def _owned_scorer_lifecycle(app: web.Application) -> AsyncIterator[None]:
         app[METRICS].registry.register(
             StreamCollector(lambda: runner.processor.stats if runner.processor else None)
         )
-        await asyncio.to_thread(runner.start)
+        starting = asyncio.create_task(asyncio.to_thread(runner.start))
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # A signal during start-up: aiohttp cancels start-up and never runs the part
+            # after ``yield``, so stop here what was started (the consumer thread, the
+            # broker, the audit writer), or its threads would keep the process alive.
+            with contextlib.suppress(Exception):
+                await starting
+            await _shut_down(app, runner)
+            raise
     yield
+    await _shut_down(app, runner)
+
+
+async def _shut_down(app: web.Application, runner: StreamRunner | None) -> None:
+    scorer = app[SCORER]
+    settings = app[SETTINGS]
     if runner is not None:
         # First the consumer (it finishes and commits its batch through the scorer), then
         # the store: nothing committed on Kafka is missing from the audit trail.

@@ -187,3 +187,37 @@ def test_serve_explains_a_busy_kafka_port(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "already in use" in result.stderr and "RISKSCORE_KAFKA=off" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_signal_during_start_up_stops_everything_it_started(tmp_path: Path) -> None:
+    # SIGTERM as soon as the embedded broker is up, while the consumer is still joining
+    # its group: the process must stop the broker and close the store, not leave a broker
+    # holding the port for the next start.
+    kafka_port = _free_port()
+    env = {
+        **os.environ,
+        "RISKSCORE_DATA_DIR": str(tmp_path / "var"),
+        "RISKSCORE_PORT": str(_free_port()),
+        "RISKSCORE_KAFKA_EMBEDDED_PORT": str(kafka_port),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:  # read until start-up reaches the broker
+        seen.append(line)
+        if "embedded Kafka-protocol broker" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    rest, _ = process.communicate(timeout=60)
+    output = "".join(seen) + rest
+    assert process.returncode == 0, output
+    assert "audit store flushed and closed" in output
+    with socket.socket() as s:  # the broker is gone: its port can be bound again
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", kafka_port))
