@@ -41,10 +41,10 @@ def _request(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[st
         return error.code, json.loads(error.read())
 
 
-@contextmanager
-def _serving(
+def _start(
     data_dir: Path, kafka_port: int | None = None, extra_env: dict[str, str] | None = None
-) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+) -> tuple[str, subprocess.Popen[str]]:
+    """`riskscore serve` on free ports; its output (stdout and stderr) piped as text."""
     port = _free_port()
     env = {
         **os.environ,
@@ -60,7 +60,14 @@ def _serving(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    base = f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", process
+
+
+@contextmanager
+def _serving(
+    data_dir: Path, kafka_port: int | None = None, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    base, process = _start(data_dir, kafka_port, extra_env)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
@@ -194,19 +201,7 @@ def test_a_signal_during_start_up_stops_everything_it_started(tmp_path: Path) ->
     # its group: the process must stop the broker and close the store, not leave a broker
     # holding the port for the next start.
     kafka_port = _free_port()
-    env = {
-        **os.environ,
-        "RISKSCORE_DATA_DIR": str(tmp_path / "var"),
-        "RISKSCORE_PORT": str(_free_port()),
-        "RISKSCORE_KAFKA_EMBEDDED_PORT": str(kafka_port),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    _, process = _start(tmp_path / "var", kafka_port)
     assert process.stdout is not None
     seen = []
     for line in process.stdout:  # read until start-up reaches the broker
