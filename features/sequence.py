@@ -67,7 +67,7 @@ class SequenceSpec:
 
 
 def _fill_position(
-    out: np.ndarray, features: np.ndarray, epoch_ms: np.ndarray, current_ms: np.ndarray
+    out: np.ndarray, features: np.ndarray, epoch_ms: np.ndarray, current_ms: np.ndarray | int
 ) -> None:
     """Write real positions: features, seconds before the current payment, flag 1.
 
@@ -209,23 +209,18 @@ class OnlineSequences:
         if ring is None:
             return SequenceView(values, [], [], [])
         kept = min(ring.count, length)
-        arrival = [(ring.count - kept + i) % length for i in range(kept)]
-        oldest = current_ms - self.spec.max_age_ms
-        slots = [s for s in arrival if oldest < ring.epoch_ms[s] <= current_ms]
+        arrival = (ring.count - kept + np.arange(kept)) % length
+        times = ring.epoch_ms[arrival]
+        keep = (times > current_ms - self.spec.max_age_ms) & (times <= current_ms)
         # Time order, ties in arrival order (a stable sort of the arrival order).
-        slots.sort(key=lambda s: int(ring.epoch_ms[s]))
+        slots = arrival[keep][np.argsort(times[keep], kind="stable")]
         n = len(slots)
         if n == 0:
             return SequenceView(values, [], [], [])
-        _fill_position(
-            values[length - n :],
-            ring.features[slots],
-            ring.epoch_ms[slots],
-            np.full(n, current_ms, dtype=np.int64),
-        )
+        _fill_position(values[length - n :], ring.features[slots], ring.epoch_ms[slots], current_ms)
         return SequenceView(
             values,
-            [ring.ids[s] for s in slots],
+            [ring.ids[s] for s in slots.tolist()],
             ring.epoch_ms[slots].tolist(),
             ring.amounts[slots].tolist(),
         )

@@ -176,7 +176,7 @@ class Cascade:
                 SequenceResult(
                     True,
                     score=self.combination.combine(raw, logit),
-                    sequence_score=_sigmoid(logit),
+                    sequence_score=float(sigmoid(logit)),
                     contributions=effects,
                     seconds=seconds / n,
                 )
@@ -197,7 +197,3 @@ class Cascade:
             await asyncio.sleep(faults.delay_ms / 1000.0)
         if faults.error_rate > 0 and self._rng.random() < faults.error_rate:
             raise InjectedFault("injected second-stage failure")
-
-
-def _sigmoid(z: float) -> float:
-    return float(sigmoid(z))

@@ -21,7 +21,7 @@ from models.sequence_artifacts import (
     SequenceManifest,
     sequence_version,
 )
-from models.sequence_latency import session_latency, time_calls
+from models.sequence_latency import session_latency
 from models.train.cascade_fit import CascadeFit, fit_cascade
 from models.train.quantisation import PROBABILITY_TOLERANCE, quantise, try_quantise
 from models.train.sequence_trainer import (
@@ -224,7 +224,3 @@ def write_sequence_artifact(
     write_manifest(out_dir, manifest)
     SequenceModel.load(out_dir, fast_model_version)  # what serving will do, once, now
     return manifest
-
-
-def time_explain(model: SequenceModel, sequence: np.ndarray, repeats: int) -> dict[str, float]:
-    return time_calls(lambda: model.explain([sequence]), repeats)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from features.sequence import assemble
+from features.sequence import DEFAULT_SEQUENCE_LENGTH, assemble
 from models.metrics import average_precision, roc_auc
 from models.train.sequence_net import (
     STUDENT_SHAPE,
@@ -46,7 +46,7 @@ ONNX_OPSET = 17
 class SequenceTrainingConfig:
     """Options of a sequence-stage training run (defaults: the shipped model)."""
 
-    length: int = 32
+    length: int = DEFAULT_SEQUENCE_LENGTH
     teacher: NetShape = TEACHER_SHAPE
     student: NetShape = STUDENT_SHAPE
     negatives_per_fraud: int = 10
