@@ -68,12 +68,17 @@ class Explanation(BaseModel):
 
 
 class PastTransactionAttribution(TypedDict):
-    """One transaction of the customer's sequence and its effect on the sequence model."""
+    """One transaction of the customer's sequence and its effect on the sequence model.
+
+    The effect is computed when the decision is read (``explain/sequence_attribution.py``);
+    it is null, with timestamp and amount, only where it cannot be reproduced (the recorded
+    sequence model is not loaded, or the earlier payment's record is gone).
+    """
 
     transaction_id: str
-    timestamp: str
-    amount: float
-    contribution: float
+    timestamp: str | None
+    amount: float | None
+    contribution: float | None
 
 
 class SequenceExplanation(BaseModel):

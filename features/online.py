@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 import numpy as np
 
@@ -49,6 +51,32 @@ class DuplicateTransaction(ValueError):
     """
 
 
+class Event(Protocol):
+    """What the engine reads of a transaction (a validated one, or one replayed)."""
+
+    @property
+    def transaction_id(self) -> str: ...
+    @property
+    def customer_id(self) -> str: ...
+    @property
+    def terminal_id(self) -> str: ...
+    @property
+    def epoch_ms(self) -> int: ...
+    @property
+    def local_epoch_ms(self) -> int: ...
+    @property
+    def amount(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class BatchUpdate:
+    """Feature vectors of a batch (rows in input order) and the rows refused as duplicates
+    (their rows hold NaN)."""
+
+    values: np.ndarray
+    refused: list[int]
+
+
 class OnlineFeatureEngine:
     """Computes the plan's features for each new transaction and absorbs label feedback."""
 
@@ -68,14 +96,15 @@ class OnlineFeatureEngine:
         self._pool_meta = np.zeros(2, dtype=np.int64)
         self._free_slots: list[int] = list(range(_INITIAL_SLOTS - 1, -1, -1))
         self._n_features = len(self.feature_names)
+        # Scratch for the single-row kernel: new-entity flags and label references per kind.
+        self._fresh = np.zeros(len(self._kinds), dtype=np.int64)
+        self._refs = np.zeros((len(self._kinds), 2), dtype=np.int64)
         # The default plan uses every kind: its keys are built without a lookup table.
         self._all_kinds = self._kinds == (
             Entity.CUSTOMER,
             Entity.TERMINAL,
             Entity.CUSTOMER_TERMINAL,
         )
-        self._fresh = np.zeros(len(self._kinds), dtype=np.int64)
-        self._refs = np.zeros((len(self._kinds), 2), dtype=np.int64)
         self._label_horizon_ms = max((self._horizons[i] for i in self._label_kinds), default=0)
         # transaction id -> ((slot, generation, seq) per labelled kind); expires with time.
         self._label_index: dict[Hashable, tuple[tuple[int, int, int], ...]] = {}
@@ -132,10 +161,29 @@ class OnlineFeatureEngine:
         out: np.ndarray | None = None,
     ) -> np.ndarray:
         """As ``update`` for already-checked fields; fills ``out`` when given (replays)."""
-        if transaction_id in self._label_index:
-            raise DuplicateTransaction(f"transaction {transaction_id!r} was already applied")
         if out is None:
             out = np.empty(self._n_features, dtype=np.float64)
+        if not self._update_one(
+            transaction_id, customer_id, terminal_id, epoch_ms, local_epoch_ms, amount, out
+        ):
+            raise DuplicateTransaction(f"transaction {transaction_id!r} was already applied")
+        return out
+
+    def _update_one(
+        self,
+        transaction_id: Hashable,
+        customer_id: Hashable,
+        terminal_id: Hashable,
+        epoch_ms: int,
+        local_epoch_ms: int,
+        amount: float,
+        out: np.ndarray,
+    ) -> bool:
+        """One transaction through the single-row kernel: ~3x less Python and numpy set-up
+        than a batch of one (measured), for the common case of a lone payment. False for an
+        id already applied (nothing changes)."""
+        if transaction_id in self._label_index:
+            return False
         slot_list = []
         added: list[tuple[int, Hashable]] = []
         for kind, key in enumerate(self._keys(customer_id, terminal_id)):
@@ -143,6 +191,7 @@ class OnlineFeatureEngine:
             slot = ids.get(key)
             if slot is None:
                 slot = self._new_slot(kind, key)
+                self._fresh[kind] = 1  # the kernel resets the slot for its new entity
                 added.append((kind, key))
             else:
                 # Most recently used last: idle entities gather at the front for expiry.
@@ -168,7 +217,7 @@ class OnlineFeatureEngine:
         self._updates += 1
         if self._updates % _SWEEP_EVERY == 0:
             self.expire(self._watermark)
-        return out
+        return True
 
     def _apply(
         self,
@@ -199,6 +248,226 @@ class OnlineFeatureEngine:
             == k.NEED_POOL
         ):
             self._grow_pool()
+
+    def update_all(self, events: Sequence[Event]) -> BatchUpdate:
+        """:meth:`update_many` for transactions, or anything carrying the same fields."""
+        return self.update_many(
+            [e.transaction_id for e in events],
+            [e.customer_id for e in events],
+            [e.terminal_id for e in events],
+            [e.epoch_ms for e in events],
+            [e.local_epoch_ms for e in events],
+            [e.amount for e in events],
+        )
+
+    def update_many(
+        self,
+        transaction_ids: Sequence[Hashable],
+        customer_ids: Sequence[Hashable],
+        terminal_ids: Sequence[Hashable],
+        epoch_ms: Sequence[int],
+        local_epoch_ms: Sequence[int],
+        amounts: Sequence[float],
+    ) -> BatchUpdate:
+        """Apply transactions in the order given, with one compiled call for all of them.
+
+        Exactly as many :meth:`update_raw` calls in a row would (each sees the ones before
+        it); an id already applied — earlier, or earlier in this batch — is refused and
+        changes nothing. Per transaction the Python work is a few dictionary lookups.
+        """
+        n = len(transaction_ids)
+        if n == 1:
+            values = np.empty((1, self._n_features), dtype=np.float64)
+            applied = self._update_one(
+                transaction_ids[0],
+                customer_ids[0],
+                terminal_ids[0],
+                int(epoch_ms[0]),
+                int(local_epoch_ms[0]),
+                float(amounts[0]),
+                values[0],
+            )
+            if applied:
+                return BatchUpdate(values, [])
+            values[:] = np.nan
+            return BatchUpdate(values, [0])
+        # Converted first: a value that does not fit fails here, before any state changes.
+        all_t = np.asarray(epoch_ms, dtype=np.int64)
+        all_local = np.asarray(local_epoch_ms, dtype=np.int64)
+        all_amounts = np.asarray(amounts, dtype=np.float64)
+        values = np.full((n, self._n_features), np.nan, dtype=np.float64)
+        refused: list[int] = []
+        start = 0
+        while start < n:
+            # The periodic sweep runs after the same update as one by one: a batch across it
+            # is applied in two segments, the second one's entities looked up after it.
+            room = _SWEEP_EVERY - self._updates % _SWEEP_EVERY
+            end = self._segment_end(transaction_ids, start, n, room)
+            self._apply_segment(
+                transaction_ids,
+                customer_ids,
+                terminal_ids,
+                [int(epoch_ms[i]) for i in range(start, end)],
+                all_t,
+                all_local,
+                all_amounts,
+                start,
+                end,
+                values,
+                refused,
+            )
+            start = end
+        return BatchUpdate(values, refused)
+
+    def _segment_end(
+        self, transaction_ids: Sequence[Hashable], start: int, n: int, room: int
+    ) -> int:
+        """The end of the rows from ``start`` holding at most ``room`` new (accepted) ids."""
+        index = self._label_index
+        seen: set[Hashable] = set()
+        for i in range(start, n):
+            transaction_id = transaction_ids[i]
+            if transaction_id in index or transaction_id in seen:
+                continue
+            seen.add(transaction_id)
+            if len(seen) == room:
+                return i + 1
+        return n
+
+    def _apply_segment(
+        self,
+        transaction_ids: Sequence[Hashable],
+        customer_ids: Sequence[Hashable],
+        terminal_ids: Sequence[Hashable],
+        times: list[int],
+        all_t: np.ndarray,
+        all_local: np.ndarray,
+        all_amounts: np.ndarray,
+        start: int,
+        end: int,
+        values: np.ndarray,
+        refused: list[int],
+    ) -> None:
+        """Rows ``start..end`` of a batch: at most one sweep's worth of new ids."""
+        slot_rows: list[list[int]] = []
+        fresh_rows: list[list[int]] = []
+        accepted: list[int] = []
+        added: list[tuple[int, Hashable]] = []
+        index = self._label_index
+        in_batch: set[Hashable] = set()
+        all_ids = self._ids
+        for i in range(start, end):
+            transaction_id = transaction_ids[i]
+            if transaction_id in index or transaction_id in in_batch:
+                refused.append(i)
+                continue
+            in_batch.add(transaction_id)
+            accepted.append(i)
+            these: list[int] = []
+            fresh: list[int] = []
+            for kind, key in enumerate(self._keys(customer_ids[i], terminal_ids[i])):
+                ids = all_ids[kind]
+                slot = ids.get(key)
+                if slot is None:
+                    slot = self._new_slot(kind, key)
+                    added.append((kind, key))
+                    fresh.append(1)  # the kernel resets the slot for its new entity
+                else:
+                    # Most recently used last: idle entities gather at the front for expiry.
+                    ids.move_to_end(key)
+                    fresh.append(0)
+                these.append(slot)
+            slot_rows.append(these)
+            fresh_rows.append(fresh)
+        m = len(accepted)
+        if not m:
+            return
+        rows = np.asarray(accepted, dtype=np.int64)
+        out = np.empty((m, self._n_features), dtype=np.float64)
+        refs = np.empty((m, len(self._kinds), 2), dtype=np.int64)
+        try:
+            self._apply_many(
+                np.array(slot_rows, dtype=np.int64),
+                np.array(fresh_rows, dtype=np.int64),
+                all_t[rows],
+                all_local[rows],
+                all_amounts[rows],
+                out,
+                refs,
+            )
+        except BaseException:
+            # Give back the slots handed out for this batch, or the next update would
+            # reset them under another entity.
+            for kind, key in added:
+                self._free_slots.append(all_ids[kind].pop(key))
+            raise
+        values[rows] = out
+        label_kinds = self._label_kinds
+        accepted_times = [times[i - start] for i in accepted]
+        if label_kinds:
+            ref_rows = refs.tolist()
+            expiry = self._label_expiry
+            updates = self._updates
+            for row, i in enumerate(accepted):
+                row_slots, row_refs = slot_rows[row], ref_rows[row]
+                index[transaction_ids[i]] = tuple(
+                    (row_slots[kind], row_refs[kind][0], row_refs[kind][1]) for kind in label_kinds
+                )
+                heapq.heappush(expiry, (accepted_times[row], updates + row, transaction_ids[i]))
+        latest = max(accepted_times)
+        if latest > self._watermark:
+            self._watermark = latest
+        self._updates += m
+        if self._updates % _SWEEP_EVERY == 0:
+            self.expire(self._watermark)
+
+    def _apply_many(
+        self,
+        slots: np.ndarray,
+        fresh: np.ndarray,
+        t: np.ndarray,
+        local: np.ndarray,
+        amount: np.ndarray,
+        out: np.ndarray,
+        refs: np.ndarray,
+    ) -> None:
+        done = 0
+        while True:
+            done = k.update_many(
+                slots,
+                fresh,
+                t,
+                local,
+                amount,
+                done,
+                self._meta,
+                self._bounds,
+                self._stats,
+                self._pool,
+                self._pool_meta,
+                self._specs,
+                self._n_specs,
+                self._outputs,
+                out,
+                refs,
+            )
+            if done == len(slots):
+                return
+            self._grow_pool()
+
+    def seen(self, transaction_id: Hashable) -> bool:
+        """Whether this id was applied to the state (reliably so while its event time is
+        after :attr:`dedupe_floor_ms`; older ids may have been forgotten)."""
+        return transaction_id in self._label_index
+
+    @property
+    def dedupe_floor_ms(self) -> int:
+        """Event time after which :meth:`seen` never forgets an applied id: ids are kept
+        as long as a label could still reach their windows (the longest labelled window
+        plus its delay, behind the latest event time)."""
+        if not self._label_kinds:
+            return 2**62  # nothing is remembered: no id is known for sure
+        return self._watermark - self._label_horizon_ms
 
     def record_label(self, transaction_id: Hashable, is_fraud: bool) -> LabelOutcome:
         """Feed a fraud label back; it reaches only windows delayed past its transaction."""
@@ -240,7 +509,6 @@ class OnlineFeatureEngine:
         if not self._free_slots:
             self._grow_slots()
         slot = self._free_slots.pop()
-        self._fresh[kind] = 1  # the kernel resets the slot for its new entity
         ids[key] = slot
         return slot
 

@@ -9,11 +9,14 @@ its local offset is judged by its local hour.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from functools import cached_property
+from typing import Annotated, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 # Larger than any single card payment we expect; beyond it the value is almost surely a
 # unit error (cents sent as units) and scoring it would only produce a confident nonsense.
@@ -82,12 +85,14 @@ class Transaction(BaseModel):
             raise ValueError("amount must be a finite number")
         return value
 
-    @property
+    # Cached: the scoring path reads these several times per payment, and each costs a few
+    # microseconds of datetime arithmetic (the model is frozen, so they cannot go stale).
+    @cached_property
     def epoch_ms(self) -> int:
         """Event time in integer milliseconds since the Unix epoch (the engines' clock)."""
         return datetime_to_epoch_ms(self.timestamp)
 
-    @property
+    @cached_property
     def local_epoch_ms(self) -> int:
         """Wall-clock time as written, as if it were UTC: used for calendar features."""
         ts = self.timestamp
@@ -95,8 +100,25 @@ class Transaction(BaseModel):
         shift = 0 if offset is None else int(offset.total_seconds() * 1000)
         return self.epoch_ms + shift
 
+    @cached_property
+    def canonical_json(self) -> bytes:
+        """The transaction as canonical JSON: equal for equal content, whatever the key
+        order or spacing of the request that carried it. Stored with every decision."""
+        return self.model_dump_json().encode()
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of :attr:`canonical_json`: a retry with the same id must match it."""
+        return hashlib.sha256(self.canonical_json).hexdigest()
+
 
 def _not_in_future(ts: datetime) -> datetime:
+    offset = ts.utcoffset()
+    if offset is not None and (offset.seconds % 60 or offset.microseconds):
+        # ISO 8601 allows "+02:00:30", but every zone in use is whole minutes, and the
+        # canonical JSON (what a retry is matched against and what is stored) keeps hours
+        # and minutes only: the seconds would silently move the payment's instant.
+        raise ValueError(f"timestamp {ts.isoformat()} has a UTC offset that is not whole minutes")
     aware = ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
     if aware - datetime.now(UTC) > MAX_FUTURE_SKEW:
         raise ValueError(f"timestamp {ts.isoformat()} is more than {MAX_FUTURE_SKEW} in the future")
@@ -109,3 +131,38 @@ def datetime_to_epoch_ms(ts: datetime) -> int:
         ts = ts.replace(tzinfo=UTC)
     delta = ts - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+class InvalidJson(ValueError):
+    """Bytes that are not a JSON document; the message says where and why."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def loads(data: bytes | str) -> object:
+    """The standard library's JSON parser, its failures as :class:`InvalidJson`."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise InvalidJson("not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # also UnicodeDecodeError, JSONDecodeError, huge integers
+        raise InvalidJson(f"not valid JSON: {exc}") from None
+
+
+def decode_model(model: type[M], data: bytes) -> M:
+    """Validate JSON bytes as ``model``, for every transport (HTTP bodies, Kafka values).
+
+    Valid input takes pydantic's parser straight from the bytes (one pass, ~5 µs for a
+    transaction instead of ~11 through ``json.loads``). Anything it refuses goes through
+    the standard library's parser and Python-mode validation, so that what a client is
+    told about bad input (and what is accepted at the edges, e.g. a UTF-16 body) stays
+    exactly as it was: raises :class:`InvalidJson` or pydantic's ``ValidationError``.
+    pydantic's JSON mode is at least as strict as that path (tested), so the fast path
+    never accepts what the slow one would refuse.
+    """
+    try:
+        return model.model_validate_json(data)
+    except ValidationError:
+        pass
+    return model.model_validate(loads(data))

@@ -79,6 +79,15 @@ def _fill_position(
     out[..., n + 1] = 1.0
 
 
+def fill_positions(
+    values: np.ndarray, features: np.ndarray, epoch_ms: np.ndarray, current_ms: int
+) -> None:
+    """Fill the last ``len(features)`` positions of a ``(length, width)`` sequence with
+    payments in time order (the current one last); the positions before stay padding."""
+    n = len(features)
+    _fill_position(values[values.shape[0] - n :], features, epoch_ms, current_ms)
+
+
 def sequence_index(
     history: TransactionFrame, length: int, max_age_ms: int = DEFAULT_MAX_AGE_MS
 ) -> np.ndarray:
@@ -217,7 +226,7 @@ class OnlineSequences:
         n = len(slots)
         if n == 0:
             return SequenceView(values, [], [], [])
-        _fill_position(values[length - n :], ring.features[slots], ring.epoch_ms[slots], current_ms)
+        fill_positions(values, ring.features[slots], ring.epoch_ms[slots], current_ms)
         return SequenceView(
             values,
             [ring.ids[s] for s in slots.tolist()],

@@ -210,6 +210,54 @@ def update(
 
 
 @njit(cache=True, nogil=True)
+def update_many(
+    slots,
+    fresh,
+    t,
+    local_ms,
+    amount,
+    start,
+    meta,
+    bounds,
+    stats,
+    pool,
+    pool_meta,
+    specs,
+    n_specs,
+    outputs,
+    out,
+    refs,
+):
+    """:func:`update` for rows ``start..`` of a batch (row r: ``slots[r]``, ``fresh[r]``,
+    ``t[r]`` … into ``out[r]``, ``refs[r]``), in order: one call for many transactions.
+
+    Returns the number of rows applied, or the row that needs a larger pool (nothing of
+    it applied): the caller grows the pool and calls again from that row.
+    """
+    for r in range(start, slots.shape[0]):
+        status = update(
+            slots[r],
+            fresh[r],
+            t[r],
+            local_ms[r],
+            amount[r],
+            meta,
+            bounds,
+            stats,
+            pool,
+            pool_meta,
+            specs,
+            n_specs,
+            outputs,
+            out[r],
+            refs[r],
+        )
+        if status == NEED_POOL:
+            return r
+    return slots.shape[0]
+
+
+@njit(cache=True, nogil=True)
 def apply_label(slot, generation, seq, value, meta, bounds, stats, pool, specs, n_specs):
     """Record an event's fraud label; 1 if statistics changed, 0 if same, -1 if gone."""
     if meta[slot, GEN] != generation or seq < meta[slot, HEAD] or seq >= meta[slot, NEXT]:

@@ -64,7 +64,6 @@ class SequenceResult:
     fallback_reason: str | None = None  # "budget" | "timeout" | "error" when not decided
     score: float | None = None  # the final (combined) probability
     sequence_score: float | None = None  # the student's own probability
-    contributions: np.ndarray | None = None  # occlusion effect per earlier transaction
     seconds: float = 0.0
 
 
@@ -107,7 +106,8 @@ class Cascade:
         self._faults = faults or FaultInjection()
         self._probe_interval_s = probe_interval_s
         self._rng = rng or random.Random()
-        prior = model.manifest.latency_ms.get("student_attribution_p99", 2.0)
+        # The stage scores sequences only; their attributions are computed when read.
+        prior = model.manifest.latency_ms.get("student_single_p99", 2.0)
         self.latency = LatencyEstimate(prior)
         self._queued = 0  # sequences handed to the thread and not yet finished there
         self._last_admitted = time.perf_counter()
@@ -138,7 +138,7 @@ class Cascade:
         self._last_admitted = started
         loop = asyncio.get_running_loop()
         try:
-            job = loop.run_in_executor(self._executor, self._explain, [v.values for v in views])
+            job = loop.run_in_executor(self._executor, self._logits, [v.values for v in views])
         except RuntimeError as exc:  # the executor has been shut down
             log.warning("sequence stage unavailable, the fast score decides: %s", exc)
             return [SequenceResult(False, "error")] * n
@@ -147,7 +147,7 @@ class Cascade:
         try:
             async with asyncio.timeout(left):
                 await self._inject()
-                explained = await asyncio.shield(job)
+                logits = await asyncio.shield(job)
         except TimeoutError:
             seconds = time.perf_counter() - started
             # The whole wait, not a share of it: a batch that did not finish in ``left``
@@ -167,26 +167,26 @@ class Cascade:
         if probing:
             self.latency.reset()  # the probe is the freshest word on a stage seen as slow
         self.latency.observe(seconds / n)
-        if not all(math.isfinite(logit) for logit, _ in explained):
+        if not all(math.isfinite(logit) for logit in logits):
             log.warning("sequence stage returned a non-finite score, the fast score decides")
             return [SequenceResult(False, "error", seconds=seconds)] * n
         results = []
-        for (logit, effects), raw in zip(explained, fast_raw, strict=True):
+        for logit, raw in zip(logits, fast_raw, strict=True):
             results.append(
                 SequenceResult(
                     True,
                     score=self.combination.combine(raw, logit),
                     sequence_score=float(sigmoid(logit)),
-                    contributions=effects,
                     seconds=seconds / n,
                 )
             )
         return results
 
-    def _explain(self, sequences: list[np.ndarray]) -> list[tuple[float, np.ndarray]]:
-        return self.model.explain(sequences)
+    def _logits(self, sequences: list[np.ndarray]) -> list[float]:
+        logits: list[float] = self.model.logits(np.stack(sequences)).tolist()
+        return logits
 
-    def _done(self, finished: asyncio.Future[list[tuple[float, np.ndarray]]], n: int) -> None:
+    def _done(self, finished: asyncio.Future[list[float]], n: int) -> None:
         self._queued -= n
         if not finished.cancelled():
             finished.exception()  # retrieved: a late failure after a timeout is not news

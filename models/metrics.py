@@ -45,7 +45,10 @@ class MeanStd:
 
 def sigmoid(z: npt.ArrayLike) -> np.ndarray:
     """Log-odds to probabilities, without overflow warnings for extreme inputs."""
-    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, dtype=np.float64), -500, 500))))
+    # minimum/maximum rather than np.clip: the same values at a third of the per-call cost,
+    # which matters on the scoring path (one call per batch, often of one payment).
+    bounded = np.minimum(np.maximum(np.asarray(z, dtype=np.float64), -500.0), 500.0)
+    return np.asarray(1.0 / (1.0 + np.exp(-bounded)))
 
 
 def roc_auc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:

@@ -9,8 +9,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
-    model_serializer,
 )
 
 from explain.records import (
@@ -61,33 +59,6 @@ class ScoreResponse(BaseModel):
     raw_score: float | None = Field(
         default=None, description="With explain=full: log-odds; base_value + sum(shap)."
     )
-
-    @model_serializer(mode="wrap")
-    def _always_fallback_reason(self, handler: SerializerFunctionWrapHandler):
-        # Responses drop unset optional fields (the full explanation), but fallback_reason
-        # is part of every decision: null says the sequence stage was not needed or decided.
-        out = handler(self)
-        out.setdefault("fallback_reason", self.fallback_reason)
-        return out
-
-    @classmethod
-    def from_record(cls, record: DecisionRecord, full: bool) -> ScoreResponse:
-        explanation = record.explanation
-        return cls(
-            transaction_id=record.transaction_id,
-            score=record.score,
-            action=record.action,
-            stage=record.stage,
-            fallback=record.fallback,
-            fallback_reason=record.fallback_reason,
-            reasons=record.reasons,
-            model_version=record.model_version,
-            latency_ms=record.latency_ms,
-            decided_at=record.decided_at,
-            shap=explanation.shap() if full else None,
-            base_value=explanation.base_value if full else None,
-            raw_score=explanation.raw_score if full else None,
-        )
 
 
 class BatchRequest(BaseModel):

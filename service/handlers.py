@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from explain.decision import response_json
+from features.schema import InvalidJson as JsonSyntaxError
+from features.schema import Transaction, decode_model, loads
 from service.api_models import (
     BatchItemError,
     BatchRequest,
-    BatchResponse,
     DecisionDetail,
     ErrorBody,
     FieldError,
@@ -23,7 +24,6 @@ from service.api_models import (
     LabelRequest,
     LabelResponse,
     Readiness,
-    ScoreResponse,
 )
 from service.app_keys import STREAM
 from service.errors import (
@@ -36,8 +36,9 @@ from service.errors import (
     UnsupportedMediaType,
 )
 from service.metrics import CONTENT_TYPE, ScoringMetrics
+from service.micro_batch import MicroBatcher
 from service.openapi import openapi_document
-from service.scorer import Scorer, parse_transaction
+from service.scorer import Scorer, ScoreRequest
 from service.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -55,21 +56,42 @@ def json_response(model: BaseModel, headers: dict[str, str] | None = None) -> we
     )
 
 
-async def read_json(request: web.Request, limit: int) -> Any:
-    """The decoded JSON body, or the error that says what is wrong with it."""
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The raw JSON body, or the error that says what is wrong with its framing."""
     if request.content_type != JSON_TYPE:
         raise UnsupportedMediaType(
             f"send the body as {JSON_TYPE} (got {request.content_type or 'no content type'})"
         )
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"body of {request.content_length} bytes exceeds {limit} bytes")
-    raw = await request.read()  # aiohttp enforces the limit on bodies without a length
+    return await request.read()  # aiohttp enforces the limit on bodies without a length
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    """The decoded JSON body, or the error that says what is wrong with it."""
+    body = await read_body(request, limit)
     try:
-        return json.loads(raw)
-    except RecursionError:
-        raise InvalidJson("body is not valid JSON: nested too deeply") from None
-    except ValueError as exc:  # also UnicodeDecodeError, JSONDecodeError, huge integers
-        raise InvalidJson(f"body is not valid JSON: {exc}") from None
+        return loads(body)
+    except JsonSyntaxError as exc:
+        raise InvalidJson(f"body is {exc}") from None
+
+
+def parse_transaction(data: object, prefix: str = "") -> Transaction:
+    """Validate decoded JSON as a transaction; :class:`InvalidInput` names each bad field."""
+    try:
+        return Transaction.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput.from_validation(exc, prefix) from None
+
+
+def decode_transaction(body: bytes) -> Transaction:
+    """A ``/score`` body as a transaction, straight from its bytes (see ``decode_model``)."""
+    try:
+        return decode_model(Transaction, body)
+    except JsonSyntaxError as exc:
+        raise InvalidJson(f"body is {exc}") from None
+    except ValidationError as exc:
+        raise InvalidInput.from_validation(exc) from None
 
 
 def _full_explanation(request: web.Request) -> bool:
@@ -99,7 +121,11 @@ def _budget_ms(request: web.Request) -> float | None:
     return budget
 
 
-def _item_error(index: int, item: object, error: ServiceError) -> BatchItemError:
+def _item_error(index: int, item: object, error: ServiceError) -> bytes:
+    return _item_error_model(index, item, error).model_dump_json(exclude_none=True).encode()
+
+
+def _item_error_model(index: int, item: object, error: ServiceError) -> BatchItemError:
     transaction_id = item.get("transaction_id") if isinstance(item, dict) else None
     return BatchItemError(
         index=index,
@@ -115,10 +141,17 @@ def _item_error(index: int, item: object, error: ServiceError) -> BatchItemError
 class Views:
     """The API's handlers; dependencies come in once, at construction."""
 
-    def __init__(self, scorer: Scorer, settings: Settings, metrics: ScoringMetrics) -> None:
+    def __init__(
+        self,
+        scorer: Scorer,
+        settings: Settings,
+        metrics: ScoringMetrics,
+        batcher: MicroBatcher | None = None,
+    ) -> None:
         self._scorer = scorer
         self._settings = settings
         self._metrics = metrics
+        self._batcher = batcher or MicroBatcher(scorer, settings.micro_batch_max)
 
     def _require_ready(self) -> None:
         if not self._scorer.warmed:
@@ -128,12 +161,14 @@ class Views:
         received = time.perf_counter()  # the budget counts from here
         full = _full_explanation(request)
         budget = _budget_ms(request)
-        body = await read_json(request, self._settings.max_body_bytes)
-        tx = parse_transaction(body)
+        tx = decode_transaction(await read_body(request, self._settings.max_body_bytes))
         self._require_ready()
-        scored = await self._scorer.score(tx, received, budget)
-        headers = {REPLAYED_HEADER: "true"} if scored.replayed else None
-        return json_response(ScoreResponse.from_record(scored.record, full), headers)
+        scored = await self._batcher.submit(ScoreRequest(tx, received, budget))
+        return web.Response(
+            body=response_json(scored.decision, full),
+            content_type=JSON_TYPE,
+            headers={REPLAYED_HEADER: "true"} if scored.replayed else None,
+        )
 
     async def score_batch(self, request: web.Request) -> web.Response:
         received = time.perf_counter()
@@ -147,7 +182,7 @@ class Views:
                 f"batch of {len(batch.transactions)} transactions exceeds the limit of {limit}"
             )
         self._require_ready()
-        results: list[ScoreResponse | BatchItemError | None] = [None] * len(batch.transactions)
+        results: list[bytes | None] = [None] * len(batch.transactions)
         valid: list[int] = []
         txs = []
         for i, item in enumerate(batch.transactions):
@@ -162,15 +197,19 @@ class Views:
             if isinstance(outcome, ServiceError):
                 results[i] = _item_error(i, batch.transactions[i], outcome)
             else:
-                results[i] = ScoreResponse.from_record(outcome.record, full)
-        return json_response(BatchResponse(results=[r for r in results if r is not None]))
+                results[i] = response_json(outcome.decision, full)
+        # The items are encoded already (each decision by the one encoder of its view).
+        body_bytes = b'{"results":[' + b",".join(r for r in results if r is not None) + b"]}"
+        return web.Response(body=body_bytes, content_type=JSON_TYPE)
 
     async def decision(self, request: web.Request) -> web.Response:
         transaction_id = request.match_info["transaction_id"]
-        record = self._scorer.decision(transaction_id)
+        # Reads of the audit file (and the second stage's attributions) off the event loop.
+        record = await asyncio.to_thread(self._scorer.decision, transaction_id)
         if record is None:
             raise NotFound(f"no decision recorded for transaction {transaction_id!r}")
-        detail = DecisionDetail(**dict(record), labels=self._scorer.store.labels(transaction_id))
+        labels = await asyncio.to_thread(self._scorer.store.labels, transaction_id)
+        detail = DecisionDetail(**dict(record), labels=labels)
         return json_response(detail)
 
     async def labels(self, request: web.Request) -> web.Response:
@@ -196,14 +235,14 @@ class Views:
             try:
                 valid.append((i, _validated(LabelRequest, item, prefix=f"labels.{i}.")))
             except InvalidInput as exc:
-                results[i] = _item_error(i, item, exc)
+                results[i] = _item_error_model(i, item, exc)
         outcomes = await self._scorer.record_labels(
             [(label.transaction_id, label.is_fraud, label.labelled_at) for _, label in valid]
         )
         for (i, label), outcome in zip(valid, outcomes, strict=True):
             # Unknown ids (and labels that could not be stored) are reported per item.
             results[i] = (
-                _item_error(i, batch.labels[i], outcome)
+                _item_error_model(i, batch.labels[i], outcome)
                 if isinstance(outcome, ServiceError)
                 else LabelResponse(transaction_id=label.transaction_id, outcome=outcome)
             )

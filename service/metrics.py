@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from explain.records import DecisionRecord
+from explain.decision import Decision
 from streaming.processor import StreamStats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -74,14 +74,14 @@ class ScoringMetrics:
             "riskscore_ready", "1 when the service is ready to score, else 0.", registry=r
         )
 
-    def observe_decision(self, record: DecisionRecord, store_seconds: float) -> None:
+    def observe_decision(self, decision: Decision, store_seconds: float) -> None:
         """Count a newly recorded decision and its stage timings (replays are not counted)."""
-        for stage, ms in record.timings_ms.items():
+        for stage, ms in decision.timings_ms.items():
             self.stage_seconds.labels(stage).observe(ms / 1000.0)
         self.stage_seconds.labels("store").observe(store_seconds)
-        self.decisions.labels(record.action, record.stage).inc()
-        if record.fallback:
-            self.fallbacks.labels(record.fallback_reason or "unknown").inc()
+        self.decisions.labels(decision.action, decision.stage).inc()
+        if decision.fallback:
+            self.fallbacks.labels(decision.fallback_reason or "unknown").inc()
 
     def observe_label(self, outcome: str) -> None:
         self.labels.labels(outcome).inc()

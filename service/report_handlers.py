@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from explain.audit.store import AuditStore
+from explain.records import DecisionRecord
 from explain.reports.export import CONTENT_TYPES, FORMATS, ExportFormat, export_lines
 from explain.reports.html import decision_page, summary_page
 from explain.reports.query import (
@@ -60,9 +62,16 @@ def query_model(model: type[M], request: web.Request) -> M:
 class ReportViews:
     """Compliance endpoints over the audit store and the served artifact's manifest."""
 
-    def __init__(self, store: AuditStore, artifact_dir: Path) -> None:
+    def __init__(
+        self,
+        store: AuditStore,
+        artifact_dir: Path,
+        read_decision: Callable[[str], DecisionRecord | None] | None = None,
+    ) -> None:
         self._store = store
         self._artifact_dir = artifact_dir
+        # The scorer's reader also computes the second stage's attributions.
+        self._read_decision = read_decision or store.get
 
     def _manifest(self) -> Manifest | None:
         # Read per report (a few KB), so a model swapped on disk is what the report shows.
@@ -113,7 +122,7 @@ class ReportViews:
 
     async def decision_report(self, request: web.Request) -> web.Response:
         transaction_id = request.match_info["transaction_id"]
-        record = await asyncio.to_thread(self._store.get, transaction_id)
+        record = await asyncio.to_thread(self._read_decision, transaction_id)
         if record is None:
             raise NotFound(f"no decision recorded for transaction {transaction_id!r}")
         labels = await asyncio.to_thread(self._store.labels, transaction_id)

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     api_key_header: str = "X-API-Key"
     """Request header carrying the API key."""
 
+    micro_batch_max: int = Field(default=64, ge=1, le=4096)
+    """Most /score requests scored together when they arrive in the same turn of the event
+    loop (adaptive micro-batching: no timer, an idle server scores each request at once)."""
+
     audit_commit_window_ms: float = Field(default=1.0, ge=0.0, le=100.0)
     """Group commit: how long the audit writer gathers decisions into one durable commit."""
 
@@ -71,6 +75,9 @@ class Settings(BaseSettings):
 
     predict_threads: int = Field(default=1, ge=1)
     """LightGBM threads per prediction; 1 is fastest for single payments."""
+
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    """Event loop of serve and consume: uvloop (faster socket handling) or Python's own."""
 
     shutdown_timeout_s: float = Field(default=10.0, gt=0.0)
     """On SIGTERM/SIGINT, how long in-flight requests get to finish."""

@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from explain.audit.store import AuditStoreError
+from explain.decision import response_json
 from features.schema import Transaction
 from models.errors import ModelNotReady
-from service.api_models import ScoreResponse
 from service.errors import AuditUnavailable, IdempotencyConflict, NotFound, NotReady
 from service.scorer import Scorer
 from streaming.codec import RecordError
@@ -53,13 +53,8 @@ class ScorerBridge:
             if isinstance(outcome, IdempotencyConflict):
                 out.append(RecordError(outcome.type, outcome.message))
             else:
-                body = ScoreResponse.from_record(outcome.record, full=False)
-                out.append(
-                    Decision(
-                        outcome.record.transaction_id,
-                        body.model_dump_json(exclude_none=True).encode(),
-                    )
-                )
+                # The message is the /score answer, from the one encoder of that view.
+                out.append(Decision(outcome.transaction_id, response_json(outcome.decision)))
         return out
 
     def labels(self, labels: list[tuple[str, bool, datetime | None]]) -> list[RecordError | None]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from features.schema import Transaction
+from features.schema import InvalidJson, Transaction, decode_model
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -35,23 +34,6 @@ class LabelMessage(BaseModel):
         return self.transaction_id, self.is_fraud, self.labelled_at
 
 
-def _json(value: bytes | None) -> object:
-    if value is None:
-        raise _Invalid("invalid_json", "the record has no value")
-    try:
-        return json.loads(value)
-    except RecursionError:
-        raise _Invalid("invalid_json", "value is not valid JSON: nested too deeply") from None
-    except ValueError as exc:
-        raise _Invalid("invalid_json", f"value is not valid JSON: {exc}") from None
-
-
-class _Invalid(Exception):
-    def __init__(self, type_: str, message: str) -> None:
-        super().__init__(message)
-        self.error = RecordError(type_, message)
-
-
 def _fields(exc: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}"
@@ -60,10 +42,12 @@ def _fields(exc: ValidationError) -> str:
 
 
 def _decode(model: type[M], value: bytes | None) -> M | RecordError:
+    if value is None:
+        return RecordError("invalid_json", "the record has no value")
     try:
-        return model.model_validate(_json(value))
-    except _Invalid as exc:
-        return exc.error
+        return decode_model(model, value)
+    except InvalidJson as exc:
+        return RecordError("invalid_json", f"value is {exc}")
     except ValidationError as exc:
         return RecordError("validation_error", _fields(exc))
 

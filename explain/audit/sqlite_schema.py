@@ -16,7 +16,7 @@ from typing import Final
 from explain.audit.store import AuditStoreError
 
 # Columns beside record_json duplicate what queries filter and sort on; record_json is the
-# record itself and the only thing read back as a DecisionRecord. The CHECKs cannot catch a
+# record itself (version 1 rows; see _COMPACT for later ones). The CHECKs cannot catch a
 # wrong value, only an impossible one, which no validated record can hold.
 _DECISIONS = """
 CREATE TABLE decisions (
@@ -91,7 +91,36 @@ _IMMUTABLE = (
     ),
 )
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = ((_DECISIONS, _LABELS, *_INDICES, *_IMMUTABLE),)
+# Version 2: compact records (explain/audit/compact.py). Rows written before stay as they
+# are, their JSON in record_json; new rows leave record_json empty and keep their record in
+# ``record`` beside the columns, with ``fallback`` as a column (it used to be read out of
+# the JSON) and the explanation schema they refer to stored once. A row is one or the
+# other, never both: the CHECK makes that a rule of the file, not only of the writer.
+_COMPACT = (
+    "ALTER TABLE decisions ADD COLUMN fallback INTEGER CHECK (fallback IN (0, 1))",
+    "ALTER TABLE decisions ADD COLUMN record BLOB"
+    " CHECK ((record IS NULL) <> (record_json = '') AND (record IS NULL OR fallback IS NOT NULL))",
+    """
+CREATE TABLE explanation_schemas (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE CHECK (length(key) = 32),
+    schema_json TEXT NOT NULL
+)
+""",
+    _refuse("explanation_schemas", "UPDATE", "explanation schemas are immutable: UPDATE refused"),
+    _refuse("explanation_schemas", "DELETE", "explanation schemas are immutable: DELETE refused"),
+    _refuse(
+        "explanation_schemas",
+        "INSERT",
+        "explanation schemas are immutable: key already recorded",
+        " WHEN EXISTS (SELECT 1 FROM explanation_schemas WHERE key = NEW.key OR id = NEW.id)",
+    ),
+)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (_DECISIONS, _LABELS, *_INDICES, *_IMMUTABLE),
+    _COMPACT,
+)
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
 
 

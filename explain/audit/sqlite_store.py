@@ -1,64 +1,53 @@
 """The audit store on one SQLite file: group-committed writes, readers beside the writer.
 
-One writer thread owns the write connection. Submissions queue up; the writer gathers
-whatever arrives within ``commit_window_ms`` of the first (at most ``max_batch``), writes the
-lot in one transaction and syncs once, and only then resolves the futures, so a future that
-completes means the record survives a crash or power loss. Under load, one fsync is shared by
-many decisions instead of each paying for its own.
+One writer thread (``sqlite_writer.py``) owns the write connection and commits groups of
+decisions in one transaction and one sync, resolving their futures only then, so a future
+that completes means the records survive a crash or power loss.
 
 Reads use one connection per reading thread; WAL mode lets them see the last commit while
-the writer works.
+the writer works. Rows come in two forms (``sqlite_schema.py``): JSON records written by
+version 1, and compact ones (``compact.py``); every read path gives both as the same
+:class:`~explain.records.DecisionRecord`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, replace
+from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from explain.audit import compact
 from explain.audit.sqlite_schema import migrate
+from explain.audit.sqlite_writer import WRITER_THREAD_NAME, GroupCommitWriter, WriterStats
 from explain.audit.store import (
     AuditStore,
     AuditStoreError,
     DecisionQuery,
+    Outcome,
     PageKey,
     ReplayEvent,
     StoredVector,
 )
+from explain.decision import Decision
 from explain.records import DecisionRecord, LabelRecord
+from explain.schema import ExplanationSchema
 from features.schema import datetime_to_epoch_ms
 
-WRITER_THREAD_NAME = "riskscore-audit-writer"
+__all__ = ["WRITER_THREAD_NAME", "SQLiteAuditStore", "WriterStats"]
 
-# INSERT ... WHERE NOT EXISTS rather than INSERT OR IGNORE: the schema's trigger refuses a
-# conflicting insert outright (so that nobody can REPLACE history), which would abort the
-# whole batch; skipping an existing id here keeps a retry from failing its neighbours.
-_INSERT_DECISION = """
-INSERT INTO decisions (transaction_id, request_sha256, event_time_ms, local_time_ms,
-    decided_at_ms, customer_id, terminal_id, amount, action, stage, score, model_version,
-    record_json)
-SELECT :transaction_id, :request_sha256, :event_time_ms, :local_time_ms, :decided_at_ms,
-    :customer_id, :terminal_id, :amount, :action, :stage, :score, :model_version, :record_json
-WHERE NOT EXISTS (SELECT 1 FROM decisions WHERE transaction_id = :transaction_id)
-"""
-_INSERT_LABEL = """
-INSERT INTO labels (transaction_id, is_fraud, labelled_at_ms, received_at_ms, record_json)
-VALUES (:transaction_id, :is_fraud, :labelled_at_ms, :received_at_ms, :record_json)
-"""
+# What reading a decision back needs, in this order (see _decision()): the columns the
+# compact record is completed with, then the two forms of the record.
+_RECORD_COLUMNS = ", ".join(compact.COLUMNS) + ", record_json, record"
 _RECENT_VECTORS = """
-SELECT transaction_id, customer_id, event_time_ms, amount,
-       json_extract(record_json, '$.explanation.attributions')
+SELECT transaction_id, customer_id, event_time_ms, amount, record_json, record
 FROM (
-    SELECT transaction_id, customer_id, event_time_ms, amount, record_json, rowid AS written,
+    SELECT transaction_id, customer_id, event_time_ms, amount, record_json, record,
+           rowid AS written,
            row_number() OVER (
                PARTITION BY customer_id ORDER BY event_time_ms DESC, rowid DESC
            ) AS recency
@@ -82,62 +71,6 @@ ORDER BY event_time_ms, decision_order
 """
 
 
-@dataclass(frozen=True)
-class WriterStats:
-    """What the writer has done: ``records`` counts records in committed batches, including
-    duplicates that resolved False; each commit is one sync."""
-
-    commits: int = 0
-    records: int = 0
-    failed_batches: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    record: DecisionRecord | LabelRecord | None  # None marks a flush
-    future: Future[Any]
-
-
-def _settle(future: Future[Any], result: Any = None, error: Exception | None = None) -> None:
-    # A future its caller cancelled before the writer claimed it is skipped, but its record
-    # is still written: cancelling a wait does not withdraw a decision already taken.
-    if future.cancelled():
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
-
-
-def _row(record: DecisionRecord | LabelRecord) -> tuple[str, dict[str, Any]]:
-    if isinstance(record, DecisionRecord):
-        tx = record.transaction
-        return _INSERT_DECISION, {
-            "transaction_id": tx.transaction_id,
-            "request_sha256": record.request_sha256,
-            "event_time_ms": tx.epoch_ms,
-            "local_time_ms": tx.local_epoch_ms,
-            "decided_at_ms": datetime_to_epoch_ms(record.decided_at),
-            "customer_id": tx.customer_id,
-            "terminal_id": tx.terminal_id,
-            "amount": tx.amount,
-            "action": record.action,
-            "stage": record.stage,
-            "score": record.score,
-            "model_version": record.model_version,
-            "record_json": record.model_dump_json(),
-        }
-    received_ms = datetime_to_epoch_ms(record.received_at)
-    labelled = record.labelled_at
-    return _INSERT_LABEL, {
-        "transaction_id": record.transaction_id,
-        "is_fraud": int(record.is_fraud),
-        "labelled_at_ms": received_ms if labelled is None else datetime_to_epoch_ms(labelled),
-        "received_at_ms": received_ms,
-        "record_json": record.model_dump_json(),
-    }
-
-
 class SQLiteAuditStore(AuditStore):
     """An :class:`AuditStore` in one SQLite file (created with its parent directories).
 
@@ -157,18 +90,12 @@ class SQLiteAuditStore(AuditStore):
         if commit_window_ms < 0 or max_batch < 1 or busy_timeout_ms < 0:
             raise ValueError("commit_window_ms and busy_timeout_ms must be >= 0, max_batch >= 1")
         self._path = Path(path)
-        self._window_s = commit_window_ms / 1000.0
-        self._max_batch = max_batch
         self._busy_s = busy_timeout_ms / 1000.0
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        # Guards _closed together with putting on the queue: nothing can be queued behind
-        # the stop marker, so no future is ever left pending.
         self._lock = threading.Lock()
-        self._closed = False
-        self._closed_reason = "closed"
         self._readers: list[sqlite3.Connection] = []
         self._local = threading.local()
-        self._stats = WriterStats()
+        # Explanation schemas by row id: immutable once stored, so shared by all threads.
+        self._schemas: dict[int, ExplanationSchema] = {}
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._connect(self._path)
@@ -187,9 +114,13 @@ class SQLiteAuditStore(AuditStore):
         except BaseException:
             conn.close()
             raise
-        self._write_conn = conn
-        self._writer = threading.Thread(target=self._run, name=WRITER_THREAD_NAME, daemon=True)
-        self._writer.start()
+        self._writer = GroupCommitWriter(
+            conn,
+            self._path,
+            window_s=commit_window_ms / 1000.0,
+            max_batch=max_batch,
+            on_schema=self._schemas.__setitem__,
+        )
 
     @property
     def path(self) -> Path:
@@ -198,7 +129,15 @@ class SQLiteAuditStore(AuditStore):
     @property
     def stats(self) -> WriterStats:
         """A snapshot of the writer's counters."""
-        return self._stats
+        return self._writer.stats
+
+    @property
+    def _closed(self) -> bool:
+        return self._writer.closed
+
+    @property
+    def _closed_reason(self) -> str:
+        return self._writer.closed_reason
 
     def __enter__(self) -> SQLiteAuditStore:
         return self
@@ -213,30 +152,25 @@ class SQLiteAuditStore(AuditStore):
 
     # -- writing -------------------------------------------------------------------------
 
-    def submit(self, record: DecisionRecord) -> Future[bool]:
-        return self._enqueue(record)
+    def submit(self, decision: Decision) -> Future[bool]:
+        return self._writer.put([decision], single=True)
+
+    def submit_many(self, decisions: Sequence[Decision]) -> Future[list[Outcome]]:
+        return self._writer.put(list(decisions))
 
     def submit_label(self, label: LabelRecord) -> Future[None]:
-        return self._enqueue(label)
-
-    def _enqueue(self, record: DecisionRecord | LabelRecord | None) -> Future[Any]:
-        future: Future[Any] = Future()
-        with self._lock:
-            if self._closed:
-                raise AuditStoreError(f"audit store {self._path} is {self._closed_reason}")
-            self._queue.put(_Pending(record, future))
-        return future
+        return self._writer.put(labels=[label], single=True)
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until everything submitted before this call is settled: durable, or its
         future holds the error. Raises :class:`AuditStoreError` on timeout."""
         self._refuse_on_writer("flush")
         try:
-            marker = self._enqueue(None)
+            marker = self._writer.put(single=True)
         except AuditStoreError:
             # Closing: the writer drains everything queued before it stops.
-            self._writer.join(timeout)
-            if self._writer.is_alive():
+            self._writer.thread.join(timeout)
+            if self._writer.thread.is_alive():
                 raise AuditStoreError(f"flush did not complete within {timeout} s") from None
             return
         try:
@@ -248,12 +182,9 @@ class SQLiteAuditStore(AuditStore):
         """Write everything already submitted, stop the writer and close every connection.
         Idempotent; a later call also waits for a writer an earlier one timed out on."""
         self._refuse_on_writer("close")
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._queue.put(None)
-        self._writer.join(timeout)
-        if self._writer.is_alive():
+        self._writer.stop()
+        self._writer.thread.join(timeout)
+        if self._writer.thread.is_alive():
             raise AuditStoreError(f"audit writer still writing after {timeout} s; close again")
         with self._lock:
             readers, self._readers = self._readers, []
@@ -262,118 +193,8 @@ class SQLiteAuditStore(AuditStore):
 
     def _refuse_on_writer(self, what: str) -> None:
         # A future's done-callback runs on the writer; waiting there for the writer would hang.
-        if threading.current_thread() is self._writer:
+        if threading.current_thread() is self._writer.thread:
             raise AuditStoreError(f"cannot {what} the audit store from its writer thread")
-
-    def _run(self) -> None:
-        try:
-            stop = False
-            while not stop:
-                first = self._queue.get()
-                if first is None:
-                    break
-                batch, stop = self._collect(first)
-                try:
-                    self._write(batch)
-                except Exception as exc:  # a bug in _write must not leave its callers waiting
-                    for item in batch:
-                        with contextlib.suppress(InvalidStateError):
-                            _settle(
-                                item.future, error=AuditStoreError(f"audit write failed: {exc}")
-                            )
-        finally:
-            # After a normal stop the queue is already empty. If the loop broke instead,
-            # refuse new work and fail what is queued rather than let anyone wait forever.
-            with self._lock:
-                if not self._closed:
-                    self._closed, self._closed_reason = True, "closed: its writer stopped"
-                leftovers: list[_Pending] = []
-                with contextlib.suppress(queue.Empty):
-                    while True:
-                        queued = self._queue.get_nowait()
-                        if queued is not None:
-                            leftovers.append(queued)
-            for pending in leftovers:
-                pending.future.set_running_or_notify_cancel()
-                _settle(pending.future, error=AuditStoreError("audit writer stopped"))
-            self._write_conn.close()
-
-    def _collect(self, first: _Pending) -> tuple[list[_Pending], bool]:
-        batch = [first]
-        deadline = time.monotonic() + self._window_s
-        while len(batch) < self._max_batch and first.record is not None:
-            remaining = deadline - time.monotonic()
-            try:
-                # Past the window, still take what is already waiting: that costs no latency.
-                item = (
-                    self._queue.get(timeout=remaining)
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
-            except queue.Empty:
-                break
-            if item is None:
-                return batch, True
-            batch.append(item)
-            if item.record is None:  # someone is waiting on a flush: do not make them wait
-                break
-        return batch, False
-
-    def _write(self, batch: list[_Pending]) -> None:
-        for item in batch:
-            # Once running, a future can no longer be cancelled under us.
-            item.future.set_running_or_notify_cancel()
-        rows: list[tuple[_Pending, str, dict[str, Any]]] = []
-        for item in batch:
-            if item.record is None:
-                continue
-            try:
-                rows.append((item, *_row(item.record)))
-            except Exception as exc:  # one unserialisable record must not sink its batch
-                _settle(item.future, error=AuditStoreError(f"cannot serialise record: {exc}"))
-        try:
-            self._commit_and_settle(rows)
-        except sqlite3.IntegrityError:
-            # One record breaking a constraint must not sink the others it was grouped
-            # with: write them one by one, so only the bad one fails.
-            for row in rows:
-                with contextlib.suppress(sqlite3.IntegrityError):
-                    self._commit_and_settle([row])
-        for item in batch:
-            if item.record is None:
-                _settle(item.future)
-
-    def _commit_and_settle(self, rows: list[tuple[_Pending, str, dict[str, Any]]]) -> None:
-        """Write ``rows`` in one transaction and settle their futures. A constraint error
-        on a group is re-raised (after rollback) so the caller can retry row by row."""
-        if not rows:
-            return
-        conn = self._write_conn
-        inserted: list[bool] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for _, sql, params in rows:
-                inserted.append(conn.execute(sql, params).rowcount == 1)
-            conn.execute("COMMIT")
-        except Exception as exc:
-            with contextlib.suppress(sqlite3.Error):
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            self._stats = replace(self._stats, failed_batches=self._stats.failed_batches + 1)
-            if isinstance(exc, sqlite3.IntegrityError) and len(rows) > 1:
-                raise
-            message = f"audit batch of {len(rows)} records not written to {self._path}: {exc}"
-            for item, _, _ in rows:
-                error = AuditStoreError(message)
-                error.__cause__ = exc
-                _settle(item.future, error=error)
-            if isinstance(exc, sqlite3.IntegrityError):
-                raise
-            return
-        stats = self._stats
-        self._stats = replace(stats, commits=stats.commits + 1, records=stats.records + len(rows))
-        for (item, _, _), was_new in zip(rows, inserted, strict=True):
-            _settle(item.future, was_new if isinstance(item.record, DecisionRecord) else None)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -421,23 +242,47 @@ class SQLiteAuditStore(AuditStore):
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot read audit store {self._path}: {exc}") from exc
 
-    @staticmethod
-    def _decision(record_json: str) -> DecisionRecord:
+    def _schema(self, schema_id: int) -> ExplanationSchema:
+        schema = self._schemas.get(schema_id)
+        if schema is None:
+            rows = self._fetchall(
+                "SELECT schema_json FROM explanation_schemas WHERE id = ?", (schema_id,)
+            )
+            if not rows:
+                raise AuditStoreError(f"explanation schema {schema_id} is missing")
+            schema = self._schemas[schema_id] = ExplanationSchema.from_json(rows[0][0])
+        return schema
+
+    def _decision(self, row: Sequence[Any]) -> DecisionRecord:
+        """A row of ``_RECORD_COLUMNS`` as the full record, whichever form it was stored in."""
         try:
-            return DecisionRecord.model_validate_json(record_json)
-        except ValueError as exc:
+            n = len(compact.COLUMNS)
+            if row[n]:
+                return DecisionRecord.model_validate_json(row[n])
+            record = compact.decode(row[n + 1])
+            columns = dict(zip(compact.COLUMNS, row[:n], strict=True))
+            return compact.to_record(columns, record, self._schema(record.schema_id))
+        except ValueError as exc:  # also pydantic's and msgspec's validation errors
             raise AuditStoreError(f"stored decision does not parse: {exc}") from exc
 
+    def _decisions(self, sql: str, params: tuple[Any, ...]) -> list[DecisionRecord]:
+        return [self._decision(row) for row in self._fetchall(sql, params)]
+
     def get(self, transaction_id: str) -> DecisionRecord | None:
-        rows = self._fetchall(
-            "SELECT record_json FROM decisions WHERE transaction_id = ?", (transaction_id,)
-        )
-        return self._decision(rows[0][0]) if rows else None
+        found = self.get_many([transaction_id])
+        return found.get(transaction_id)
+
+    def get_many(self, transaction_ids: Sequence[str]) -> dict[str, DecisionRecord]:
+        """The stored decisions among these ids (one query per 500)."""
+        rows = self._rows_of(_RECORD_COLUMNS, transaction_ids)
+        return {row[0]: self._decision(row) for row in rows}
 
     def query(self, query: DecisionQuery) -> list[DecisionRecord]:
         where, params = _where(query)
-        sql = f"SELECT record_json FROM decisions {where} ORDER BY event_time_ms, rowid LIMIT ?"
-        return [self._decision(row[0]) for row in self._fetchall(sql, (*params, query.limit))]
+        sql = (
+            f"SELECT {_RECORD_COLUMNS} FROM decisions {where} ORDER BY event_time_ms, rowid LIMIT ?"
+        )
+        return self._decisions(sql, (*params, query.limit))
 
     def page(self, query: DecisionQuery, after: PageKey | None = None) -> list[DecisionRecord]:
         # Keyset paging, not OFFSET: each page costs the same however deep it is, and
@@ -449,10 +294,10 @@ class SQLiteAuditStore(AuditStore):
             extra_params += [after.event_time_ms, after.transaction_id]
         where, params = _where(query, extra, extra_params)
         sql = (
-            f"SELECT record_json FROM decisions {where}"
+            f"SELECT {_RECORD_COLUMNS} FROM decisions {where}"
             " ORDER BY event_time_ms DESC, transaction_id DESC LIMIT ?"
         )
-        return [self._decision(row[0]) for row in self._fetchall(sql, (*params, query.limit))]
+        return self._decisions(sql, (*params, query.limit))
 
     def latest_labels_of(self, transaction_ids: Sequence[str]) -> dict[str, bool]:
         found: dict[str, bool] = {}
@@ -488,11 +333,43 @@ class SQLiteAuditStore(AuditStore):
     def recent_feature_vectors(
         self, since_epoch_ms: int, per_customer: int
     ) -> Iterator[StoredVector]:
-        for tid, customer, epoch_ms, amount, attributions in self._stream(
+        for tid, customer, epoch_ms, amount, record_json, record in self._stream(
             _RECENT_VECTORS, (since_epoch_ms, per_customer)
         ):
-            values = {a["feature"]: float(a["value"]) for a in json.loads(attributions)}
+            values = self._feature_values(record_json, record)
             yield StoredVector(tid, customer, int(epoch_ms), float(amount), values)
+
+    def vectors_of(self, transaction_ids: Sequence[str]) -> dict[str, StoredVector]:
+        """The stored payments among these ids with their feature values as decided."""
+        out: dict[str, StoredVector] = {}
+        columns = "transaction_id, customer_id, event_time_ms, amount, record_json, record"
+        for tid, customer, epoch_ms, amount, record_json, record in self._rows_of(
+            columns, transaction_ids
+        ):
+            values = self._feature_values(record_json, record)
+            out[tid] = StoredVector(tid, customer, int(epoch_ms), float(amount), values)
+        return out
+
+    def _rows_of(self, columns: str, transaction_ids: Sequence[str]) -> list[Any]:
+        """``columns`` of the stored decisions among these ids (one query per 500 ids)."""
+        rows: list[Any] = []
+        ids = list(dict.fromkeys(transaction_ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows += self._fetchall(
+                f"SELECT {columns} FROM decisions WHERE transaction_id IN ({marks})", tuple(chunk)
+            )
+        return rows
+
+    def _feature_values(self, record_json: str, record: bytes | None) -> dict[str, float]:
+        if record_json:
+            stored = json.loads(record_json)["explanation"]["attributions"]
+            return {a["feature"]: float(a["value"]) for a in stored}
+        assert record is not None  # the schema's CHECK: one form or the other
+        compact_record = compact.decode(record)
+        names = self._schema(compact_record.schema_id).feature_names
+        return dict(zip(names, compact.feature_values(compact_record).tolist(), strict=True))
 
     def latest_event_ms(self) -> int | None:
         rows = self._fetchall("SELECT max(event_time_ms) FROM decisions")
@@ -561,7 +438,10 @@ def _where(
         clauses.append("score >= ?")
         params.append(query.min_score)
     if query.fallback is not None:
-        # Not a column of its own (the schema predates the filter): read from the record.
-        clauses.append("json_extract(record_json, '$.fallback') = ?")
+        # A column since schema version 2; version 1 rows have it only in their JSON.
+        clauses.append(
+            "(CASE WHEN fallback IS NOT NULL THEN fallback"
+            " ELSE json_extract(record_json, '$.fallback') END) = ?"
+        )
         params.append(int(query.fallback))
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params

@@ -15,11 +15,17 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 
+from explain.decision import Decision
 from explain.records import Action, DecisionRecord, LabelRecord, Stage
 
 
 class AuditStoreError(RuntimeError):
     """The store cannot accept or return records (disk full, closed, corrupt)."""
+
+
+# What a submitted decision comes to: True (stored now), False (an earlier record with its
+# id stands), or the error that kept it from being stored.
+Outcome = bool | AuditStoreError
 
 
 @dataclass(frozen=True)
@@ -73,17 +79,22 @@ class StoredVector:
 
 class AuditStore(ABC):
     @abstractmethod
-    def submit(self, record: DecisionRecord) -> Future[bool]:
+    def submit(self, decision: Decision) -> Future[bool]:
         """Queue a decision; the future gives True once it is durable, False if a record
         with its transaction id was already stored (the stored one stands), or raises
         :class:`AuditStoreError`."""
 
     @abstractmethod
+    def submit_many(self, decisions: Sequence[Decision]) -> Future[list[Outcome]]:
+        """Queue decisions as one group with one future: per decision, in order, what
+        :meth:`submit` would give (True, False, or the error instead of raising it)."""
+
+    @abstractmethod
     def submit_label(self, label: LabelRecord) -> Future[None]:
         """Queue a label (appended, never replacing an earlier one); durable when done."""
 
-    async def append(self, record: DecisionRecord) -> bool:
-        return await asyncio.wrap_future(self.submit(record))
+    async def append(self, decision: Decision) -> bool:
+        return await asyncio.wrap_future(self.submit(decision))
 
     async def append_label(self, label: LabelRecord) -> None:
         await asyncio.wrap_future(self.submit_label(label))
@@ -91,6 +102,14 @@ class AuditStore(ABC):
     @abstractmethod
     def get(self, transaction_id: str) -> DecisionRecord | None:
         """The durable decision for a transaction id, or None."""
+
+    @abstractmethod
+    def get_many(self, transaction_ids: Sequence[str]) -> dict[str, DecisionRecord]:
+        """The durable decisions among these ids, by id (absent ids are left out)."""
+
+    @abstractmethod
+    def vectors_of(self, transaction_ids: Sequence[str]) -> dict[str, StoredVector]:
+        """The stored payments among these ids, with their feature values as decided."""
 
     @abstractmethod
     def query(self, query: DecisionQuery) -> list[DecisionRecord]:

@@ -99,13 +99,24 @@ def _model_section(record: DecisionRecord, manifest: Manifest | None) -> str:
 
 def _sequence_section(sequence: SequenceExplanation) -> str:
     attributions = sequence.attributions
-    chart = bar_chart(
-        [f"{a['timestamp']} {a['amount']:.2f}" for a in attributions],
-        [a["contribution"] for a in attributions],
-        "Second stage: effect of each transaction of the sequence (occlusion)",
-        "change of the sequence model's logit",
-        COLORS["total"],
-    )
+    effects = [a["contribution"] for a in attributions]
+    if all(e is not None for e in effects):
+        chart = _figure(
+            bar_chart(
+                [f"{a['timestamp']} {a['amount'] or 0.0:.2f}" for a in attributions],
+                [e or 0.0 for e in effects],
+                "Second stage: effect of each transaction of the sequence (occlusion)",
+                "change of the sequence model's logit",
+                COLORS["total"],
+            ),
+            "Newest (this payment) on top; contributions are not additive.",
+        )
+    else:
+        chart = (
+            "<p class='note'>The effect of each earlier payment is computed when the decision "
+            f"is read, with sequence model {_text(sequence.model_version)}; it is not the one "
+            "loaded (or an earlier payment's record is missing), so they are not shown.</p>"
+        )
     return (
         "<h2>Second stage (sequence model)</h2>"
         + _pairs(
@@ -117,7 +128,7 @@ def _sequence_section(sequence: SequenceExplanation) -> str:
                 ("combination", sequence.combination),
             ]
         )
-        + _figure(chart, "Newest (this payment) on top; contributions are not additive.")
+        + chart
         + _table(
             ["transaction", "timestamp", "amount", "contribution"],
             (

@@ -23,12 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Scores a simulated stream one transaction at a time through the full Scorer "
             "(features, model, exact SHAP, reasons, durable SQLite audit write) and reports "
-            "p50/p90/p99/max per stage, plus plain Booster.predict on the same rows and model."
+            "p50/p90/p99/max per stage, plus plain Booster.predict on the same rows and model; "
+            "then the same stream on fresh state in batches of --batch. Both passes report "
+            "the process's CPU time per decision (all threads, fsync waits excluded)."
         ),
     )
     scorer.add_argument("--count", type=positive_int, default=5000, help="transactions timed")
     scorer.add_argument("--model", type=Path, help="artifact directory (default: shipped)")
     scorer.add_argument("--seed", type=int, default=11, help="simulation seed")
+    scorer.add_argument(
+        "--batch", type=positive_int, default=64, help="batch size of the batched pass"
+    )
     scorer.add_argument("--json", type=Path, help="also write the figures as JSON")
     scorer.set_defaults(run=run_scorer)
     explain = kinds.add_parser(
@@ -88,13 +93,22 @@ def run_scorer(args: argparse.Namespace) -> int:
     from service.benchmarks.scorer_bench import measure
     from service.benchmarks.stats import table
 
-    result = measure(args.model or default_artifact_dir(), args.count, seed=args.seed)
+    result = measure(
+        args.model or default_artifact_dir(), args.count, seed=args.seed, batch=args.batch
+    )
     print(f"model {result['model_version']}, {result['transactions']} transactions timed")
     print(table(result["stages"]))
     print(
         "decision / plain predict: "
         f"p50 {result['ratio_decision_to_predict_p50']:.1f}x, "
         f"p99 {result['ratio_decision_to_predict_p99']:.1f}x"
+    )
+    print(
+        "process CPU per durable decision (user; system in brackets): "
+        f"{result['cpu_ms_per_decision_single']:.3f} ms "
+        f"({result['system_ms_per_decision_single']:.3f}) one by one, "
+        f"{result['cpu_ms_per_decision_batched']:.3f} ms "
+        f"({result['system_ms_per_decision_batched']:.3f}) in batches of {result['batch_size']}"
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

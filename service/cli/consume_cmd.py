@@ -41,8 +41,11 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from service.event_loop import new_event_loop
+
     try:
-        asyncio.run(_consume(settings))
+        with asyncio.Runner(loop_factory=lambda: new_event_loop(settings.event_loop)) as loop:
+            loop.run(_consume(settings))
     except ArtifactError as exc:
         raise UserError(f"cannot load the model: {exc}") from exc
     except (BrokerError, KafkaError) as exc:

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     )
     # Imported here so that `riskscore --help` does not pay for the service's imports.
     from service.app import create_app
+    from service.event_loop import new_event_loop
 
     try:
         app = create_app(settings)
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             shutdown_timeout=settings.shutdown_timeout_s,
             access_log=None,
             print=lambda message: log.info("%s", message.strip()),
+            loop=new_event_loop(settings.event_loop),
         )
     except (BrokerError, KafkaError) as exc:
         raise UserError(f"{KAFKA_HINT}: {exc}") from exc

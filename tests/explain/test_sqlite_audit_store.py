@@ -11,24 +11,23 @@ from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import msgspec
+import numpy as np
 import pytest
 
 from explain.audit.sqlite_schema import SCHEMA_VERSION
 from explain.audit.sqlite_store import WRITER_THREAD_NAME, SQLiteAuditStore
 from explain.audit.store import AuditStoreError, DecisionQuery, ReplayEvent
-from explain.records import (
-    Action,
-    Attribution,
-    DecisionRecord,
-    Explanation,
-    LabelRecord,
-    Reason,
-    ThresholdsInForce,
-)
+from explain.decision import Decision, Reasons, encode_json, to_record
+from explain.records import Action, LabelRecord
+from explain.schema import ExplanationSchema
 from features.schema import Transaction, datetime_to_epoch_ms
 
 BASE = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 BASE_MS = datetime_to_epoch_ms(BASE)
+
+
+SCHEMA = ExplanationSchema("tree_shap", ("amount", "hour"), ("the amount", "the hour"))
 
 
 def make_record(
@@ -39,7 +38,7 @@ def make_record(
     action: Action = "approve",
     score: float = 0.1,
     tz: timezone = UTC,
-) -> DecisionRecord:
+) -> Decision:
     event = BASE + timedelta(minutes=minutes)
     tx = Transaction(
         transaction_id=transaction_id,
@@ -48,26 +47,36 @@ def make_record(
         terminal_id="term-1",
         amount=42.5,
     )
-    return DecisionRecord(
+    reasons = encode_json(
+        [
+            {
+                "code": "amount",
+                "value": 42.5,
+                "contribution": 0.3,
+                "direction": "raises",
+                "text": "the amount: 42.50 (raises risk)",
+            }
+        ]
+    )
+    return Decision(
         transaction=tx,
         request_sha256=hashlib.sha256(transaction_id.encode()).hexdigest(),
-        decided_at=event + timedelta(milliseconds=3),
+        decided_at=event + timedelta(milliseconds=3, microseconds=17),
         score=score,
         action=action,
         stage="fast",
         fallback=False,
+        fallback_reason=None,
         model_version="fast-test-1",
-        reasons=[
-            Reason(code="amount", value=42.5, contribution=0.3, direction="raises", text="big")
-        ],
-        explanation=Explanation(
-            method="tree_shap",
-            base_value=-2.0,
-            raw_score=-1.7,
-            attributions=[Attribution(feature="amount", value=42.5, contribution=0.3)],
-        ),
-        thresholds=ThresholdsInForce(review=0.5, decline=0.9),
-        timings_ms={"features": 0.1, "fast": 0.2},
+        reasons=Reasons((0,), ("42.50",), reasons),
+        schema=SCHEMA,
+        base_value=-2.0,
+        raw_score=-1.7,
+        values=np.array([42.5, 13.0]),
+        contributions=np.array([0.3, 0.0]),
+        review_threshold=0.5,
+        decline_threshold=0.9,
+        timings_ms={"features": 0.1, "model": 0.2},
         latency_ms=0.4,
     )
 
@@ -95,7 +104,7 @@ def raw(path: Path) -> closing[sqlite3.Connection]:
     return closing(sqlite3.connect(path, isolation_level=None))
 
 
-def write_all(store: SQLiteAuditStore, *records: DecisionRecord) -> list[bool]:
+def write_all(store: SQLiteAuditStore, *records: Decision) -> list[bool]:
     futures = [store.submit(r) for r in records]
     return [f.result(timeout=10) for f in futures]
 
@@ -106,10 +115,10 @@ def test_record_is_readable_once_durable_and_after_reopening(db: Path) -> None:
         assert store.path == db
         assert threading.current_thread().name != WRITER_THREAD_NAME
         assert store.submit(record).result(timeout=10) is True
-        assert store.get("tx-1") == record
+        assert store.get("tx-1") == to_record(record)
         assert store.get("tx-unknown") is None
     with SQLiteAuditStore(db) as reopened:
-        assert reopened.get("tx-1") == record
+        assert reopened.get("tx-1") == to_record(record)
         assert reopened.counts() == {"decisions": 1, "labels": 0}
 
 
@@ -128,7 +137,7 @@ def test_duplicate_transaction_id_resolves_false_and_original_stands(
     assert write_all(store, retry) == [False]
     # Both in one batch: the first wins, the second is told so.
     assert write_all(store, make_record("tx-2"), make_record("tx-2", score=0.7)) == [True, False]
-    assert store.get("tx-1") == original
+    assert store.get("tx-1") == to_record(original)
     assert store.counts()["decisions"] == 2
 
 
@@ -186,7 +195,7 @@ def test_history_cannot_be_rewritten_with_raw_sql(db: Path) -> None:
             with pytest.raises(sqlite3.IntegrityError, match="immutable"):
                 conn.execute(statement)
     with SQLiteAuditStore(db) as store:
-        assert store.get("tx-1") == record
+        assert store.get("tx-1") == to_record(record)
         assert store.labels("tx-1") == [make_label("tx-1", False, 0)]
 
 
@@ -367,8 +376,8 @@ def test_read_only_file_fails_check_writable_and_writes(db: Path) -> None:
 
 def test_a_record_breaking_a_constraint_fails_alone(db: Path) -> None:
     with SQLiteAuditStore(db, commit_window_ms=60_000) as store:
-        # Validation is bypassed by model_copy; the table's CHECK still refuses the score.
-        impossible = make_record("tx-bad").model_copy(update={"score": 2.0})
+        # Nothing validates a decision struct; the table's CHECK still refuses the score.
+        impossible = msgspec.structs.replace(make_record("tx-bad"), score=2.0)
         good = store.submit(make_record("tx-good"))
         bad = store.submit(impossible)
         after = store.submit(make_record("tx-after"))
@@ -418,5 +427,5 @@ async def test_async_append(store: SQLiteAuditStore) -> None:
     assert await store.append(record) is True
     assert await store.append(record) is False
     await store.append_label(make_label("tx-async", True, 0))
-    assert store.get("tx-async") == record
+    assert store.get("tx-async") == to_record(record)
     assert [label.is_fraud for label in store.labels("tx-async")] == [True]

@@ -15,7 +15,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from explain.audit import compact
 from explain.records import DecisionRecord
+from explain.schema import ExplanationSchema
 from service.app import WARM_START, create_app
 from service.settings import AUDIT_FILE, Settings
 from tests.reports.history import batches, payloads
@@ -70,11 +72,25 @@ def data_dir(filled: Filled, tmp_path: Path) -> Path:
 
 
 def stored_records(audit_file: Path) -> list[DecisionRecord]:
-    """Every stored decision, read straight from the file (not through the code under
-    test), newest event first, ties by transaction id descending."""
+    """Every stored decision, read straight from the file (not through the store's queries,
+    only its record codec), newest event first, ties by transaction id descending."""
+    columns = compact.COLUMNS
     with sqlite3.connect(audit_file) as conn:
-        rows = conn.execute("SELECT record_json FROM decisions").fetchall()
-    records = [DecisionRecord.model_validate_json(row[0]) for row in rows]
+        rows = conn.execute(
+            f"SELECT {', '.join(columns)}, record_json, record FROM decisions"
+        ).fetchall()
+        schemas = {
+            schema_id: ExplanationSchema.from_json(text)
+            for schema_id, text in conn.execute("SELECT id, schema_json FROM explanation_schemas")
+        }
+    records = []
+    for row in rows:
+        if row[-2]:
+            records.append(DecisionRecord.model_validate_json(row[-2]))
+        else:
+            stored = compact.decode(row[-1])
+            named = dict(zip(columns, row[:-2], strict=True))
+            records.append(compact.to_record(named, stored, schemas[stored.schema_id]))
     return sorted(records, key=lambda r: (r.transaction.epoch_ms, r.transaction_id), reverse=True)
 
 

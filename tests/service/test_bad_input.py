@@ -79,6 +79,7 @@ async def test_schema_errors_are_422_naming_each_field(client: Any, transaction:
     [
         ("timestamp", "yesterday"),
         ("timestamp", "2999-01-01T00:00:00+00:00"),
+        ("timestamp", "2025-01-05T12:00:00+02:00:30"),  # stored offsets are whole minutes
         ("amount", "12.5"),
         ("amount", True),
         ("amount", 5e6),
