@@ -68,23 +68,39 @@ class SequenceResult:
 
 
 class LatencyEstimate:
-    """Running p99 of the stage's latency per sequence, seeded with the build-time figure."""
+    """Running p99 of the stage's latency per sequence, seeded with the build-time figure.
+
+    The percentile is recomputed after every ``REFRESH`` observations (or a reset), not on
+    every read: a sort of the window per escalation cost more than the admission decision
+    is worth, and a p99 a few observations old decides the same.
+    """
+
+    REFRESH = 8
 
     def __init__(self, prior_ms: float, window: int = LATENCY_WINDOW) -> None:
         self._prior_s = prior_ms / 1000.0
         self._samples: deque[float] = deque(maxlen=window)
+        self._p99: float | None = None
+        self._stale = 0
 
     def observe(self, seconds_per_sequence: float) -> None:
         self._samples.append(seconds_per_sequence)
+        self._stale += 1
+        if self._p99 is None or self._stale >= self.REFRESH:
+            self._p99 = None  # recomputed at the next read
 
     def reset(self) -> None:
         """Forget past samples (after a probe shows the stage is fast again)."""
         self._samples.clear()
+        self._p99 = None
 
     def p99(self) -> float:
         if not self._samples:
             return self._prior_s
-        return float(np.percentile(np.fromiter(self._samples, dtype=np.float64), 99))
+        if self._p99 is None:
+            self._p99 = float(np.percentile(np.fromiter(self._samples, dtype=np.float64), 99))
+            self._stale = 0
+        return self._p99
 
 
 class Cascade:

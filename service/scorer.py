@@ -3,7 +3,7 @@
 For each payment: idempotency (``in_flight.py``) → the fast path, batched (features, model,
 exact SHAP, reasons: ``fast_path.py``) → the second stage for in-band payments within
 their budget (``second_stage.py``) → the decision, built once (``decisions.py``) → its
-durable audit record → the answer. It knows no HTTP or Kafka types: transports decode into
+durable audit record (``recording.py``) → the answer. It knows no HTTP or Kafka types: transports decode into
 :class:`~features.schema.Transaction`, call :meth:`Scorer.submit` (or :meth:`Scorer.score`,
 :meth:`Scorer.score_batch`) and encode the :class:`~explain.decision.Decision` that comes
 back.
@@ -20,14 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from explain.audit.store import AuditStore, AuditStoreError, Outcome
-from explain.decision import Decision, from_record
+from explain.audit.store import AuditStore, AuditStoreError
+from explain.decision import Decision
 from explain.explainer import Explainer, make_explainer
 from explain.reasons import DEFAULT_REASON_COUNT
 from explain.records import DecisionRecord, LabelOutcomeName
@@ -43,6 +41,7 @@ from service.fast_path import Draft, FastPath
 from service.in_flight import InFlight, Scored, as_replay, check_same, settled
 from service.label_intake import LabelIntake
 from service.metrics import ScoringMetrics
+from service.recording import Recorder, fail, set_error, settle_replay
 from service.second_stage import SecondStage
 from service.warm_start import compile_hot_path, rebuild
 
@@ -92,12 +91,12 @@ class Scorer:
         )
         self._second = None if cascade is None else SecondStage(cascade, budget_ms)
         self._in_flight = InFlight()
+        self._recorder = Recorder(store, self._in_flight, metrics)
         self._labels = LabelIntake(store, self._engine, self._in_flight, metrics)
         # Whether the feature state holds every stored payment it could know of (it was
         # rebuilt from the store, or the store was empty): only then may its duplicate
         # check stand in for a store lookup.
         self._covers_store = False
-        self._tasks: set[asyncio.Future[None]] = set()
         self.warmed = False
         self.warm_error: str | None = None
 
@@ -246,7 +245,7 @@ class Scorer:
             reserved = [self._in_flight.reserve(r.tx.transaction_id, r.tx.digest) for r in waiting]
             for i, future in zip(looked, reserved, strict=True):
                 futures[i] = future
-            self._spawn(self._look_up(waiting, reserved))
+            self._recorder.spawn(self._look_up(waiting, reserved))
         for i, j in repeats:
             first_future = futures[j]
             assert first_future is not None
@@ -274,7 +273,7 @@ class Scorer:
         if failed and pending.decision is not None:
             # Its audit write failed: the decision stands, so write it again.
             again = self._in_flight.reserve(transaction_id, digest, pending.decision)
-            self._record([pending.decision], [again], retry=True)
+            self._recorder.record([pending.decision], [again], retry=True)
             return again
         return as_replay(future)
 
@@ -298,7 +297,7 @@ class Scorer:
                     futures.append(settled(draft))
                 else:
                     self._in_flight.release(tx.transaction_id, future)
-                    _set_error(future, draft)
+                    set_error(future, draft)
                     futures.append(future)
                 continue
             if future is None:
@@ -311,14 +310,14 @@ class Scorer:
                 escalated.append(draft)
                 escalated_requests.append(request)
                 escalated_futures.append(future)
-        self._record(to_record, record_futures)
+        self._recorder.record(to_record, record_futures)
         if escalated:
             assert self._second is not None
             self._second.escalate(
                 escalated,
                 [r.received for r in escalated_requests],
                 [r.budget_ms for r in escalated_requests],
-                lambda decisions: self._record(decisions, escalated_futures),
+                lambda decisions: self._recorder.record(decisions, escalated_futures),
             )
         return futures
 
@@ -333,7 +332,7 @@ class Scorer:
         except Exception as exc:
             for request, future in zip(requests, futures, strict=True):
                 self._in_flight.release(request.tx.transaction_id, future)
-                self._fail(future, exc)
+                fail(future, exc)
             return
         again: list[ScoreRequest] = []
         again_futures: list[asyncio.Future[Scored]] = []
@@ -342,109 +341,12 @@ class Scorer:
             record = stored.get(tid)
             if record is not None:
                 self._in_flight.done(tid, future)
-                _settle_replay(future, record, request.tx.digest)
+                settle_replay(future, record, request.tx.digest)
             else:
                 again.append(request)
                 again_futures.append(future)
         if again:
             self._decide(again, list(again_futures))
-
-    def _record(
-        self,
-        decisions: list[Decision],
-        futures: list[asyncio.Future[Scored]],
-        retry: bool = False,
-    ) -> None:
-        """Write the decisions as one group; each future settles once its record is durable.
-
-        ``retry``: the decisions were made earlier (their first write failed), so their
-        answers are replays.
-        """
-        if not decisions:
-            return
-        for decision, future in zip(decisions, futures, strict=True):
-            self._in_flight.attach(decision, future)
-        submitted = time.perf_counter()
-        try:
-            group = self._store.submit_many(decisions)
-        except AuditStoreError as exc:
-            for future in futures:
-                self._fail(future, exc)
-            return
-        loop = asyncio.get_running_loop()
-
-        def on_written(done: Future[list[Outcome]]) -> None:
-            loop.call_soon_threadsafe(self._settle, decisions, futures, done, submitted, retry)
-
-        group.add_done_callback(on_written)
-
-    def _settle(
-        self,
-        decisions: list[Decision],
-        futures: list[asyncio.Future[Scored]],
-        written: Future[list[Outcome]],
-        submitted: float,
-        retry: bool,
-    ) -> None:
-        try:
-            outcomes = written.result()
-        except BaseException as exc:  # the group future itself failed: nobody may wait on
-            outcomes = [AuditStoreError(str(exc))] * len(decisions)
-        store_seconds = time.perf_counter() - submitted
-        raced: list[tuple[Decision, asyncio.Future[Scored]]] = []
-        for decision, future, outcome in zip(decisions, futures, outcomes, strict=True):
-            try:
-                if isinstance(outcome, BaseException):
-                    self._fail(future, outcome)  # kept in flight: a retry writes it again
-                    continue
-                self._in_flight.done(decision.transaction_id, future)
-                if outcome:
-                    if not future.done():
-                        future.set_result(Scored(decision, replayed=retry))
-                    if self._metrics is not None:
-                        self._metrics.observe_decision(decision, store_seconds)
-                else:
-                    raced.append((decision, future))
-            except Exception as exc:  # whatever happens here, nobody may be left waiting
-                self._fail(future, exc)
-        if raced:
-            # Another writer stored these ids first; their records are the decisions.
-            self._spawn(self._answer_from_store(raced))
-
-    async def _answer_from_store(
-        self, raced: list[tuple[Decision, asyncio.Future[Scored]]]
-    ) -> None:
-        try:
-            stored = await asyncio.to_thread(
-                self._store.get_many, [d.transaction_id for d, _ in raced]
-            )
-        except Exception as exc:
-            for _, future in raced:
-                self._fail(future, exc)
-            return
-        for decision, future in raced:
-            record = stored.get(decision.transaction_id)
-            if record is None:
-                self._fail(future, AuditStoreError("a stored decision could not be read back"))
-            else:
-                _settle_replay(future, record, decision.request_sha256)
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        # Kept referenced until done: the loop holds tasks only weakly.
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    def _fail(future: asyncio.Future[Scored], error: BaseException) -> None:
-        # The cause (file paths, SQL) goes to the log, not to the client.
-        log.error("a decision could not be recorded: %s", error)
-        _set_error(
-            future,
-            AuditUnavailable(
-                "the decision could not be recorded; retry with the same transaction_id"
-            ),
-        )
 
     # ----------------------------------------------------------------- labels
 
@@ -470,20 +372,3 @@ class Scorer:
             return None
         model = None if self._cascade is None else self._cascade.model
         return complete_attributions(record, self._store, model)
-
-
-def _set_error(future: asyncio.Future[Scored], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
-        future.exception()  # retrieved: waiters re-raise it, and nobody waiting is no error
-
-
-def _settle_replay(future: asyncio.Future[Scored], record: DecisionRecord, digest: str) -> None:
-    """Answer with a stored decision (a replay), or refuse a different body."""
-    try:
-        check_same(record.transaction_id, record.request_sha256, digest)
-    except IdempotencyConflict as exc:
-        _set_error(future, exc)
-        return
-    if not future.done():
-        future.set_result(Scored(from_record(record), replayed=True))
