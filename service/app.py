@@ -108,7 +108,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Applicat
     app[SETTINGS] = settings
     app[METRICS] = metrics
     setup_routes(app, Views(scorer, settings, metrics))
-    setup_report_routes(app, ReportViews(scorer.store, settings.artifact_dir, scorer.decision))
+    setup_report_routes(app, ReportViews(scorer.store, settings.artifact_dir, scorer.complete))
     if owned:
         app.cleanup_ctx.append(_owned_scorer_lifecycle)
     return app

@@ -66,12 +66,12 @@ class ReportViews:
         self,
         store: AuditStore,
         artifact_dir: Path,
-        read_decision: Callable[[str], DecisionRecord | None] | None = None,
+        complete: Callable[[DecisionRecord], DecisionRecord] | None = None,
     ) -> None:
         self._store = store
         self._artifact_dir = artifact_dir
-        # The scorer's reader also computes the second stage's attributions.
-        self._read_decision = read_decision or store.get
+        # Computes a stored record's second-stage attributions (they are not stored).
+        self._complete = complete or (lambda record: record)
 
     def _manifest(self) -> Manifest | None:
         # Read per report (a few KB), so a model swapped on disk is what the report shows.
@@ -84,6 +84,8 @@ class ReportViews:
     async def search(self, request: web.Request) -> web.Response:
         page = query_model(PageRequest, request)
         records, cursor = await asyncio.to_thread(read_page, self._store, page)
+        if any(record.sequence is not None for record in records):
+            records = await asyncio.to_thread(lambda: [self._complete(r) for r in records])
         body = {
             "decisions": [record.model_dump(mode="json") for record in records],
             "next_cursor": cursor,
@@ -122,9 +124,10 @@ class ReportViews:
 
     async def decision_report(self, request: web.Request) -> web.Response:
         transaction_id = request.match_info["transaction_id"]
-        record = await asyncio.to_thread(self._read_decision, transaction_id)
+        record = await asyncio.to_thread(self._store.get, transaction_id)
         if record is None:
             raise NotFound(f"no decision recorded for transaction {transaction_id!r}")
+        record = await asyncio.to_thread(self._complete, record)
         labels = await asyncio.to_thread(self._store.labels, transaction_id)
         page = await asyncio.to_thread(decision_page, record, labels, self._manifest())
         return web.Response(text=page, content_type=HTML_TYPE)

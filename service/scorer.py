@@ -3,10 +3,10 @@
 For each payment: idempotency (``in_flight.py``) → the fast path, batched (features, model,
 exact SHAP, reasons: ``fast_path.py``) → the second stage for in-band payments within
 their budget (``second_stage.py``) → the decision, built once (``decisions.py``) → its
-durable audit record (``recording.py``) → the answer. It knows no HTTP or Kafka types: transports decode into
-:class:`~features.schema.Transaction`, call :meth:`Scorer.submit` (or :meth:`Scorer.score`,
-:meth:`Scorer.score_batch`) and encode the :class:`~explain.decision.Decision` that comes
-back.
+durable audit record (``recording.py``) → the answer. It knows no HTTP or Kafka types:
+transports decode into :class:`~features.schema.Transaction`, call :meth:`Scorer.submit`
+(or :meth:`Scorer.score`, :meth:`Scorer.score_batch`) and encode the
+:class:`~explain.decision.Decision` that comes back.
 
 :meth:`Scorer.submit` runs synchronously on the event loop up to the second stage and the
 audit write: doing it without an ``await`` is what keeps concurrent requests from
@@ -368,7 +368,10 @@ class Scorer:
         """The durable decision for a transaction id, with the second stage's attributions
         computed (blocking: call it off the event loop)."""
         record = self._store.get(transaction_id)
-        if record is None:
-            return None
+        return None if record is None else self.complete(record)
+
+    def complete(self, record: DecisionRecord) -> DecisionRecord:
+        """A stored record with its second stage's attributions computed, where the
+        recorded sequence model is loaded (blocking: it reads the store and runs the model)."""
         model = None if self._cascade is None else self._cascade.model
         return complete_attributions(record, self._store, model)
