@@ -334,3 +334,13 @@ async def test_the_summary_counts_what_the_store_holds(
     assert f'<th>declines labelled fraud</th><td class="num">{true_declines:,}</td>' in page
     assert "TX_AMOUNT" in page  # in the drift table and the importance chart's data
     assert "Population stability index" in page
+
+
+async def test_listed_second_stage_decisions_carry_their_attributions(report_client: Any) -> None:
+    # Not stored with the decision: computed when it is read, for lists as for one decision.
+    found = await _all_pages(report_client, "&stage=sequence", limit=100)
+    assert found
+    for decision in found:
+        attributions = decision["sequence"]["attributions"]
+        assert all(isinstance(a["contribution"], float) for a in attributions)
+        assert all(a["timestamp"] is not None and a["amount"] > 0 for a in attributions)
