@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -92,6 +93,9 @@ class Scorer:
         self._second = None if cascade is None else SecondStage(cascade, budget_ms)
         self._in_flight = InFlight()
         self._recorder = Recorder(store, self._in_flight, metrics)
+        # One thread, so lookups finish in the order they were asked: payments that wait
+        # for one reach the feature state in their order of arrival among themselves.
+        self._lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riskscore-lookup")
         self._labels = LabelIntake(store, self._engine, self._in_flight, metrics)
         # Whether the feature state holds every stored payment it could know of (it was
         # rebuilt from the store, or the store was empty): only then may its duplicate
@@ -161,6 +165,7 @@ class Scorer:
         """Wait for second-stage decisions still in flight, then stop the stage's thread."""
         if self._second is not None:
             await self._second.drain(timeout_s)
+        self._lookups.shutdown(wait=False)
 
     # ---------------------------------------------------------------- scoring
 
@@ -325,10 +330,17 @@ class Scorer:
         self, requests: list[ScoreRequest], futures: list[asyncio.Future[Scored]]
     ) -> None:
         """Ask the store about ids the feature state cannot vouch for, off the event loop;
-        score the ones it does not hold."""
+        score the ones it does not hold.
+
+        Those are applied to the feature state when the answer comes (a fraction of a
+        millisecond later), after payments that arrived meanwhile and needed no lookup:
+        only payments older than the state's horizon, or every payment when the state was
+        not rebuilt from the store.
+        """
         ids = [r.tx.transaction_id for r in requests]
         try:
-            stored = await asyncio.to_thread(self._store.get_many, ids)
+            loop = asyncio.get_running_loop()
+            stored = await loop.run_in_executor(self._lookups, self._store.get_many, ids)
         except Exception as exc:
             for request, future in zip(requests, futures, strict=True):
                 self._in_flight.release(request.tx.transaction_id, future)
