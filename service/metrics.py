@@ -7,6 +7,7 @@ keeps third-party collectors out of the scrape unless asked for.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -73,22 +74,33 @@ class ScoringMetrics:
         self.ready = Gauge(
             "riskscore_ready", "1 when the service is ready to score, else 0.", registry=r
         )
+        # Labelled children, looked up once: ``labels()`` takes a lock and builds a key on
+        # every call, and these are hit several times per request. Their label values
+        # are bounded (routes, status codes, stages, actions).
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (str(id(metric)), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def observe_decision(self, decision: Decision, store_seconds: float) -> None:
         """Count a newly recorded decision and its stage timings (replays are not counted)."""
         for stage, ms in decision.timings_ms.items():
-            self.stage_seconds.labels(stage).observe(ms / 1000.0)
-        self.stage_seconds.labels("store").observe(store_seconds)
-        self.decisions.labels(decision.action, decision.stage).inc()
+            self._child(self.stage_seconds, stage).observe(ms / 1000.0)
+        self._child(self.stage_seconds, "store").observe(store_seconds)
+        self._child(self.decisions, decision.action, decision.stage).inc()
         if decision.fallback:
-            self.fallbacks.labels(decision.fallback_reason or "unknown").inc()
+            self._child(self.fallbacks, decision.fallback_reason or "unknown").inc()
 
     def observe_label(self, outcome: str) -> None:
         self.labels.labels(outcome).inc()
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, str(status)).inc()
-        self.request_seconds.labels(route).observe(seconds)
+        self._child(self.requests, route, str(status)).inc()
+        self._child(self.request_seconds, route).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
