@@ -125,11 +125,14 @@ def _not_in_future(ts: datetime) -> datetime:
     return ts
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def datetime_to_epoch_ms(ts: datetime) -> int:
     """Milliseconds since the epoch; a naive datetime is taken as UTC."""
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    delta = ts - datetime(1970, 1, 1, tzinfo=UTC)
+    delta = ts - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
