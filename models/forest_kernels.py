@@ -19,7 +19,13 @@ ZERO_THRESHOLD = float(np.float32(1e-35))
 
 @numba.njit(cache=True, inline="always")
 def goes_left(value: float, threshold: float, default_left: bool, missing_type: int) -> bool:
-    """LightGBM's NumericalDecision: NaN is 0 unless NaN is the missing type."""
+    """LightGBM's NumericalDecision: NaN is 0 unless NaN is the missing type.
+
+    Before deciding, LightGBM's predictor keeps a dense row's values only where
+    ``|v| > kZeroThreshold`` (or NaN): anything closer to 0 is read as exactly 0.
+    """
+    if abs(value) <= ZERO_THRESHOLD:
+        value = 0.0
     if math.isnan(value) and missing_type != 2:
         value = 0.0
     if (missing_type == 1 and abs(value) <= ZERO_THRESHOLD) or (
