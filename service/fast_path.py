@@ -101,6 +101,8 @@ class FastPath:
         accepted = [i for i in range(len(txs)) if i not in refused] if refused else None
         x = update.values if accepted is None else update.values[accepted]
         kept = txs if accepted is None else [txs[i] for i in accepted]
+        if not kept:
+            return [_applied_without_record(tx) for tx in txs]
         t1 = time.perf_counter()
         raw = bundle.model.predict_raw(x)
         scores = sigmoid(raw)
@@ -135,17 +137,7 @@ class FastPath:
         out: list[Draft | IdempotencyConflict] = []
         it = iter(drafts)
         for i, tx in enumerate(txs):
-            if i in refused:
-                # In the feature state but with no decision on record (a process that
-                # stopped between the two): scoring it again would count it twice.
-                out.append(
-                    IdempotencyConflict(
-                        f"transaction {tx.transaction_id!r} was already applied to the feature "
-                        "state but has no recorded decision; send it with a new id"
-                    )
-                )
-            else:
-                out.append(next(it))
+            out.append(_applied_without_record(tx) if i in refused else next(it))
         return out
 
     def _append_sequences(
@@ -166,3 +158,12 @@ class FastPath:
             if cascade.wants(scores[i]):
                 views[i] = sequences.view(tx.customer_id, tx.epoch_ms)
         return views
+
+
+def _applied_without_record(tx: Transaction) -> IdempotencyConflict:
+    # In the feature state but with no decision on record (a process that stopped between
+    # the two): scoring it again would count it twice.
+    return IdempotencyConflict(
+        f"transaction {tx.transaction_id!r} was already applied to the feature state but has "
+        "no recorded decision; send it with a new id"
+    )

@@ -164,3 +164,17 @@ async def test_attributions_computed_when_read_equal_those_at_decision_time(
     assert [a["contribution"] for a in attributions] == effects[::-1].tolist()
     assert [a["amount"] for a in attributions] == [payment(i)["amount"] for i in (3, 2, 1, 0)]
     assert np.all(np.isfinite([a["contribution"] for a in attributions]))
+
+
+async def test_a_batch_of_payments_applied_but_never_recorded_is_refused_whole(
+    make_client: ClientFactory,
+) -> None:
+    client = await make_client(sequence="off")
+    scorer = client.app[SCORER]
+    txs = _stream(3)
+    for t in txs[:2]:
+        scorer.engine.update(t)  # in the feature state, with no decision on record
+    outcomes = await scorer.score_batch(txs[:2])
+    assert [type(o).__name__ for o in outcomes] == ["IdempotencyConflict"] * 2
+    (fresh,) = await scorer.score_batch(txs[2:])  # and the next batch is scored as usual
+    assert fresh.decision.transaction_id == txs[2].transaction_id
