@@ -7,7 +7,6 @@ description in the feature definitions, with the value formatted for its kind.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable, Sequence
 
@@ -124,8 +123,9 @@ class ReasonCoder:
         # (One row, the common case, is sorted in Python: numpy's per-call set-up would
         # cost more than the 24 numbers; both orders are the same.)
         if len(shap_rows) == 1:
-            row = shap_rows[0]
-            orders = [heapq.nlargest(self.count, range(k), key=lambda i: abs(row[i]))]
+            sizes = list(map(abs, shap_rows[0]))
+            # A stable sort, reversed, keeps equal sizes in model order, as argsort does.
+            orders = [sorted(range(k), key=sizes.__getitem__, reverse=True)[: self.count]]
         else:
             orders = np.argsort(-np.abs(shap), axis=1, kind="stable")[:, : self.count].tolist()
         schema = self.schema

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -32,6 +31,7 @@ from service.routes import setup_routes
 from service.scorer import Scorer
 from service.settings import Settings
 from service.stream_runner import StreamRunner
+from service.warm_start import settle_heap
 
 log = logging.getLogger(__name__)
 
@@ -169,20 +169,6 @@ def _warm(scorer: Scorer, from_store: bool, metrics: ScoringMetrics) -> int:
         scorer.warm_error = f"{type(exc).__name__}: {exc}"
         return -1
     log.info("feature state rebuilt from %d stored transactions", replayed)
-    _settle_heap()
+    settle_heap()
     metrics.ready.set(1)
     return replayed
-
-
-# Collections of the youngest generation are cheap; full ones walk every tracked object,
-# and the feature state holds millions (id maps, label references). Measured under load,
-# a full collection paused the event loop 50-140 ms, growing with the state. So: collect
-# the young generation less often, and move everything alive after the warm start out of
-# the collector's reach (gc.freeze), so that full collections walk only what came since.
-GC_THRESHOLDS = (50_000, 50, 100)
-
-
-def _settle_heap() -> None:
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)

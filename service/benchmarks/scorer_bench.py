@@ -32,6 +32,7 @@ from features.simulator import SimulationConfig, simulate
 from models.fast import ModelSlot
 from service.benchmarks.stats import summary_ms
 from service.scorer import Scorer
+from service.warm_start import settle_heap
 
 # Enough history that every feature window (30 days plus the 7-day label delay) is full.
 WARMUP_DAYS = 40
@@ -98,8 +99,10 @@ def _scorer(models: ModelSlot, directory: Path, history: TransactionFrame, windo
     store = SQLiteAuditStore(directory / "audit.sqlite3", commit_window_ms=window)
     scorer = Scorer(models, store)
     scorer.warm_start(from_store=True)  # an empty store: nothing to replay
-    # The history fills every window, as a warm start from the audit store would.
+    # The history fills every window, as a warm start from the audit store would; then the
+    # heap is settled as the service settles it after its warm start.
     replay(history, scorer.engine)
+    settle_heap()
     return scorer, store
 
 

@@ -62,3 +62,17 @@ def test_unknown_feature_and_bad_count() -> None:
     assert format_value(None, 0.5) == "0.5"
     with pytest.raises(ValueError):
         ReasonCoder(["x"], count=-1)
+
+
+def test_one_row_and_a_batch_choose_the_same_reasons_even_on_ties() -> None:
+    # A lone row is sorted in Python, a batch by numpy: ties must keep model order in both.
+    names = feature_names()
+    coder = ReasonCoder(names, count=3)
+    rng = np.random.default_rng(3)
+    for _ in range(500):
+        values = rng.random((1, len(names)))
+        contributions = np.round(rng.normal(size=(1, len(names) + 1)), 1)  # many ties
+        contributions[0, rng.integers(0, len(names), 5)] = 0.0
+        alone = coder.code_many(values, contributions)[0]
+        batched = coder.code_many(np.repeat(values, 3, 0), np.repeat(contributions, 3, 0))[0]
+        assert alone == batched
