@@ -7,14 +7,14 @@ keeps third-party collectors out of the scrape unless asked for.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from explain.decision import Decision
+from service.bulk_metrics import BulkCounter, BulkHistogram
 from streaming.processor import StreamStats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -26,45 +26,52 @@ _REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class ScoringMetrics:
-    """What the scorer and the transports report."""
+    """What the scorer and the transports report.
+
+    The hot ones (per request, per decision) are bulk collectors (``bulk_metrics.py``):
+    observed on the event loop only, as is the scrape.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
+        self.requests = BulkCounter(
             "riskscore_http_requests",
             "HTTP requests by route and status code.",
             ["route", "status"],
-            registry=r,
         )
-        self.request_seconds = Histogram(
+        self.request_seconds = BulkHistogram(
             "riskscore_http_request_duration_seconds",
             "HTTP request latency by route, receipt to response.",
             ["route"],
-            buckets=_REQUEST_BUCKETS,
-            registry=r,
+            _REQUEST_BUCKETS,
         )
-        self.stage_seconds = Histogram(
+        self.stage_seconds = BulkHistogram(
             "riskscore_stage_duration_seconds",
             "Time per scoring stage: features, model, explain, store (durable audit write).",
             ["stage"],
-            buckets=_STAGE_BUCKETS,
-            registry=r,
+            _STAGE_BUCKETS,
         )
-        self.decisions = Counter(
+        self.decisions = BulkCounter(
             "riskscore_decisions",
             "Decisions made, by action and by the stage that decided.",
             ["action", "stage"],
-            registry=r,
         )
-        self.fallbacks = Counter(
+        self.fallbacks = BulkCounter(
             "riskscore_fallbacks",
             "Decisions where the sequence stage was wanted but the fast score decided, by reason.",
             ["reason"],
-            registry=r,
         )
         for reason in ("budget", "timeout", "error"):
-            self.fallbacks.labels(reason)  # exported as 0 from the start, for alerting rules
+            self.fallbacks.inc((reason,), 0.0)  # exported as 0 from the start, for alerts
+        for collector in (
+            self.requests,
+            self.request_seconds,
+            self.stage_seconds,
+            self.decisions,
+            self.fallbacks,
+        ):
+            r.register(collector)
         self.labels = Counter(
             "riskscore_labels",
             "Labels received, by outcome (applied, unchanged, recorded).",
@@ -74,33 +81,23 @@ class ScoringMetrics:
         self.ready = Gauge(
             "riskscore_ready", "1 when the service is ready to score, else 0.", registry=r
         )
-        # Labelled children, looked up once: ``labels()`` takes a lock and builds a key on
-        # every call, and these are hit several times per request. Their label values
-        # are bounded (routes, status codes, stages, actions).
-        self._children: dict[tuple[str, ...], Any] = {}
-
-    def _child(self, metric: Any, *values: str) -> Any:
-        key = (str(id(metric)), *values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values)
-        return child
 
     def observe_decision(self, decision: Decision, store_seconds: float) -> None:
         """Count a newly recorded decision and its stage timings (replays are not counted)."""
+        stages = self.stage_seconds
         for stage, ms in decision.timings_ms.items():
-            self._child(self.stage_seconds, stage).observe(ms / 1000.0)
-        self._child(self.stage_seconds, "store").observe(store_seconds)
-        self._child(self.decisions, decision.action, decision.stage).inc()
+            stages.observe((stage,), ms / 1000.0)
+        stages.observe(("store",), store_seconds)
+        self.decisions.inc((decision.action, decision.stage))
         if decision.fallback:
-            self._child(self.fallbacks, decision.fallback_reason or "unknown").inc()
+            self.fallbacks.inc((decision.fallback_reason or "unknown",))
 
     def observe_label(self, outcome: str) -> None:
         self.labels.labels(outcome).inc()
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
-        self._child(self.requests, route, str(status)).inc()
-        self._child(self.request_seconds, route).observe(seconds)
+        self.requests.inc((route, str(status)))
+        self.request_seconds.observe((route,), seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
