@@ -29,8 +29,12 @@ from features.schema import Transaction
 
 # Sweep idle entities every this many updates: rare enough to cost nothing per update.
 _SWEEP_EVERY = 4096
-_INITIAL_SLOTS = 1024
-_INITIAL_POOL = 1 << 16
+# Room reserved up front, not used up front: numpy's zeros come from calloc, whose large
+# blocks are pages mapped on first touch, so only the entities (and events) actually held
+# cost memory. What it buys is time: growing a table means copying all of it, which
+# stalled scoring for 50-300 ms each time the state doubled while filling (measured).
+_RESERVED_SLOTS = 1 << 20  # entities before the first copy: ~0.5 GB of address space
+_INITIAL_POOL = 1 << 22  # event cells before the first compaction: ~0.1 GB of address space
 
 
 class LabelOutcome(StrEnum):
@@ -89,12 +93,14 @@ class OnlineFeatureEngine:
         self._specs, self._n_specs, self._label_kinds = self._spec_tables()
         self._outputs = self._output_table()
         max_specs = self._specs.shape[1]
-        self._meta = np.zeros((_INITIAL_SLOTS, k.META_FIELDS), dtype=np.int64)
-        self._bounds = np.zeros((_INITIAL_SLOTS, max_specs, 2), dtype=np.int64)
-        self._stats = np.zeros((_INITIAL_SLOTS, max_specs, 4), dtype=np.float64)
+        self._meta = np.zeros((_RESERVED_SLOTS, k.META_FIELDS), dtype=np.int64)
+        self._bounds = np.zeros((_RESERVED_SLOTS, max_specs, 2), dtype=np.int64)
+        self._stats = np.zeros((_RESERVED_SLOTS, max_specs, 4), dtype=np.float64)
         self._pool = np.zeros((3, _INITIAL_POOL), dtype=np.float64)
         self._pool_meta = np.zeros(2, dtype=np.int64)
-        self._free_slots: list[int] = list(range(_INITIAL_SLOTS - 1, -1, -1))
+        # Slots given back by expired entities, reused first; then never-used ones in order.
+        self._free_slots: list[int] = []
+        self._next_slot = 0
         self._n_features = len(self.feature_names)
         # Scratch for the single-row kernel: new-entity flags and label references per kind.
         self._fresh = np.zeros(len(self._kinds), dtype=np.int64)
@@ -506,18 +512,20 @@ class OnlineFeatureEngine:
 
     def _new_slot(self, kind: int, key: Hashable) -> int:
         ids = self._ids[kind]
-        if not self._free_slots:
-            self._grow_slots()
-        slot = self._free_slots.pop()
+        if self._free_slots:
+            slot = self._free_slots.pop()
+        else:
+            if self._next_slot == len(self._meta):
+                self._grow_slots()
+            slot = self._next_slot
+            self._next_slot += 1
         ids[key] = slot
         return slot
 
     def _grow_slots(self) -> None:
-        old = len(self._meta)
         self._meta = np.concatenate([self._meta, np.zeros_like(self._meta)])
         self._bounds = np.concatenate([self._bounds, np.zeros_like(self._bounds)])
         self._stats = np.concatenate([self._stats, np.zeros_like(self._stats)])
-        self._free_slots.extend(range(2 * old - 1, old - 1, -1))
 
     def _grow_pool(self) -> None:
         # Compacting reclaims abandoned rings; twice the live size leaves room to grow, so

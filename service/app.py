@@ -162,13 +162,12 @@ async def _shut_down(app: web.Application, runner: StreamRunner | None) -> None:
 
 def _warm(scorer: Scorer, from_store: bool, metrics: ScoringMetrics) -> int:
     try:
-        replayed = scorer.warm_start(from_store)
+        replayed = scorer.warm_start(from_store, settle=settle_heap)
     except Exception as exc:
         # Scoring stays refused (503) and /readyz says why; the operator must act.
         log.exception("rebuilding the feature state failed")
         scorer.warm_error = f"{type(exc).__name__}: {exc}"
         return -1
     log.info("feature state rebuilt from %d stored transactions", replayed)
-    settle_heap()
     metrics.ready.set(1)
     return replayed

@@ -146,18 +146,25 @@ class Scorer:
         return problems
 
     def warm_start(
-        self, from_store: bool = True, progress: Callable[[int], object] | None = None
+        self,
+        from_store: bool = True,
+        progress: Callable[[int], object] | None = None,
+        settle: Callable[[], object] | None = None,
     ) -> int:
         """Get ready to score: rebuild the feature state, then run the hot path once.
 
         With ``from_store``, replays the stored transactions any window can still see, then
-        their latest labels (``warm_start.rebuild``). Returns the transactions replayed.
+        their latest labels (``warm_start.rebuild``). ``settle`` runs last, before the
+        scorer says it is ready (the service settles its heap there: a full collection
+        that would otherwise stall the first requests). Returns the transactions replayed.
         """
         replayed = (
             rebuild(self._store, self._engine, self._sequences, progress) if from_store else 0
         )
         self._covers_store = from_store or self._store.latest_event_ms() is None
         compile_hot_path(self._engine, self._fast_path, self._cascade)
+        if settle is not None:
+            settle()
         self.warmed = True
         return replayed
 

@@ -62,6 +62,7 @@ class ConsumerFailed(RuntimeError):
 async def _consume(settings: Settings) -> None:
     from service.app import build_scorer
     from service.stream_runner import StreamRunner
+    from service.warm_start import settle_heap
 
     scorer = build_scorer(settings)
     stop = asyncio.Event()
@@ -70,7 +71,7 @@ async def _consume(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     runner = StreamRunner(settings, scorer, loop)
     try:
-        await asyncio.to_thread(scorer.warm_start, settings.warm_start)
+        await asyncio.to_thread(scorer.warm_start, settings.warm_start, None, settle_heap)
         await asyncio.to_thread(runner.start)
         # Until a signal, or until the consumer thread ends on its own (a failure).
         ended = asyncio.ensure_future(asyncio.to_thread(runner.stopped.wait))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from features import online
 from features.data import TransactionFrame, frame_from_pandas
 from features.definitions import DEFAULT_FEATURES, LABEL_DELAY
 from features.offline import compute_features
@@ -175,9 +176,11 @@ def test_update_from_a_transaction_uses_local_time_for_calendar_features() -> No
     assert row[col("TX_AMOUNT")] == 5.0
 
 
-def test_many_entities_grow_state_without_losing_any() -> None:
+def test_many_entities_grow_state_without_losing_any(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A small reservation, so that the slot tables must grow (by copying) several times.
+    monkeypatch.setattr(online, "_RESERVED_SLOTS", 256)
     engine = OnlineFeatureEngine()
-    n = 5000  # more entities than the initial slot table holds
+    n = 5000  # more entities than the reserved slot table holds
     for i in range(n):
         _update(engine, f"tx{i}", T0 + i, customer=f"c{i % 2500}", terminal=f"t{i}")
     stats = engine.stats()
