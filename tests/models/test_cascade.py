@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from features.sequence import SequenceView
+from models import cascade as cascade_module
 from models.cascade import Cascade, FaultInjection, LatencyEstimate
 from models.registry import default_artifact_dir, default_sequence_artifact_dir
 from models.sequence import SequenceModel
@@ -36,6 +37,15 @@ def view(model: SequenceModel, earlier: int = 5) -> SequenceView:
     values[-n:, -1] = 1.0
     ids = [f"t{i}" for i in range(n)]
     return SequenceView(values, ids, list(range(n)), [10.0] * n)
+
+
+@pytest.fixture(autouse=True, params=["thread", "inline"])
+def stage_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test in both modes: the stage on its own thread (several cores) and inline on
+    the event loop (one core), as the cascade chooses from the CPUs it may run on."""
+    cores = {0} if request.param == "inline" else {0, 1}
+    monkeypatch.setattr(cascade_module.os, "sched_getaffinity", lambda pid: cores)
+    return str(request.param)
 
 
 def soon(ms: float) -> float:
@@ -154,3 +164,12 @@ async def test_a_closed_stage_falls_back_with_reason_error(model: SequenceModel)
     cascade.close()
     results = await cascade.run([view(model)] * 2, [0.0, 0.0], soon(1000))
     assert [r.fallback_reason for r in results] == ["error", "error"]
+
+
+def test_the_stage_runs_inline_only_with_a_single_core(
+    model: SequenceModel, stage_mode: str
+) -> None:
+    cascade = Cascade(model)
+    assert cascade.inline == (stage_mode == "inline")
+    assert Cascade(model, inline=False).inline is False
+    cascade.close()
