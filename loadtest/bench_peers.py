@@ -236,10 +236,20 @@ def measure(
     return {
         "capacity": {f"p99<={slo:g}ms": capacity(swept["steps"], slo) for slo in SLOS_MS},
         "steps": [
-            {"rate": s["target_rate"], "errors": s["errors"], **s["latency_ms"]}
+            {
+                "rate": s["target_rate"],
+                "errors": s["errors"],
+                **s["latency_ms"],
+                **({"server": s["server"]} if "server" in s else {}),
+            }
             for s in swept["steps"]
         ],
-        "common": {"rate": args.common_rate, "errors": common["errors"], **common["latency_ms"]},
+        "common": {
+            "rate": args.common_rate,
+            "errors": common["errors"],
+            **common["latency_ms"],
+            **({"server": common["server"]} if "server" in common else {}),
+        },
     }
 
 
@@ -298,6 +308,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def steps_table(results: dict[str, dict[str, Any]]) -> str:
+    """Each sweep step: p50 / p99, and for riskscore the escalated and fallen-back shares."""
+    lines = [
+        "| server | rate | p50 | p99 | errors | escalated | fell back |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        for step in r["steps"]:
+            server = step.get("server", {})
+
+            def pct(key: str, server: dict[str, Any] = server) -> str:
+                value = server.get(key)
+                return "—" if value is None else f"{100 * value:.1f} %"
+
+            lines.append(
+                f"| {name} | {step['rate']:,.0f}/s | {step['p50']} | {step['p99']} "
+                f"| {sum(step['errors'].values())} | {pct('escalated_share')} "
+                f"| {pct('fallback_share')} |"
+            )
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     out = args.work / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%S}"
@@ -316,7 +348,10 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, dict[str, Any]] = {}
     port, data_dir = free_port(), out / "riskscore-data"
     with riskscore_server(port, data_dir, server_pin, out / "riskscore.log"):
-        url_args = ["--url", f"http://127.0.0.1:{port}", "--data", str(csv)]
+        base = f"http://127.0.0.1:{port}"
+        # The escalated and fallen-back shares per step: a capacity bought by falling back
+        # more is not a capacity.
+        url_args = ["--url", base, "--data", str(csv), "--server-metrics", f"{base}/metrics"]
         results["riskscore /score"] = measure("riskscore", url_args, tool_pin, args, out)
     results["riskscore /score"]["audit_records"] = audit_records(data_dir)
 
@@ -355,6 +390,7 @@ def run(args: argparse.Namespace) -> int:
         summary[f"ratio_p99<={slo:g}ms"] = round(ours / theirs, 2) if ours and theirs else None
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(table(results))
+    print(steps_table(results))
     print({k: v for k, v in summary.items() if k.startswith("ratio")})
     print(f"details: {out}")
     return 0

@@ -32,7 +32,8 @@ from loadtest.recorder import Recorder
 from loadtest.report import format_report
 from loadtest.runner import RunConfig, run_once
 from loadtest.schedule import Plan, Target
-from loadtest.sweep import format_sweep, sweep
+from loadtest.server_counters import ServerMetricsError, scrape, shares
+from loadtest.sweep import format_server, format_sweep, sweep
 from loadtest.workload import Workload, WorkloadError, body_stream, load_workload, run_token
 
 PROG = "riskscore-loadtest"
@@ -147,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     http.add_argument(
         "--connections", type=_positive(int), default=256, help="most open connections (256)"
     )
+    http.add_argument(
+        "--server-metrics",
+        metavar="URL",
+        help="riskscore's /metrics (e.g. http://127.0.0.1:8080/metrics): read before and after "
+        "each run to report the share of payments escalated to the second stage and the share "
+        "that fell back",
+    )
     _add_run_options(http)
 
     kafka = sub.add_parser(
@@ -243,7 +251,13 @@ async def _execute(
             batch_size=args.batch_size,
             progress=not args.quiet,
         )
-        return await run_once(make, workload, bodies, config, **context)
+        metrics_url = getattr(args, "server_metrics", None)
+        if metrics_url is None:
+            return await run_once(make, workload, bodies, config, **context)
+        before = await asyncio.to_thread(scrape, metrics_url)
+        report = await run_once(make, workload, bodies, config, **context)
+        report["server"] = shares(before, await asyncio.to_thread(scrape, metrics_url))
+        return report
 
     if not args.sweep:
         return await run_at(args.rate)
@@ -252,7 +266,7 @@ async def _execute(
         latency = report["latency_ms"]
         print(
             f"{report['target_rate']:,.0f}/s: p99 {latency['p99']} ms, "
-            f"errors {sum(report['errors'].values())}",
+            f"errors {sum(report['errors'].values())}{format_server(report)}",
             file=sys.stderr,
         )
 
@@ -320,6 +334,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(str(exc)) from exc
     if args.mode == "http":
         make, context = _http_factory(args)
+        if args.server_metrics:
+            scrape(args.server_metrics)  # unreadable: say so before the run, not after it
     else:
         make, context = _kafka_factory(args)
     context["data"] = args.data.name
@@ -338,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = run(args)
-    except (UsageError, TargetError, KafkaTargetError) as exc:
+    except (UsageError, TargetError, KafkaTargetError, ServerMetricsError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     print(format_sweep(result) if "steps" in result else format_report(result))

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from loadtest.recorder import Recorder
+from loadtest.server_counters import describe
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
 # Points of the latency distribution kept for the plot (HDR style: ever closer to 100).
@@ -110,6 +111,8 @@ def format_report(report: dict[str, Any]) -> str:
     if "consumer_lag" in report:
         lag = report["consumer_lag"]
         rows.append(("consumer lag max / last", f"{lag['max']} / {lag['last']}"))
+    if "server" in report:
+        rows.append(("server (second stage)", describe(report["server"])))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 

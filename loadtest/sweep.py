@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from loadtest.server_counters import describe
+
 
 def held(report: dict[str, Any], slo_ms: float) -> bool:
     p99 = report["latency_ms"]["p99"]
@@ -60,12 +62,17 @@ def format_sweep(result: dict[str, Any]) -> str:
         lines.append(
             f"{step['target_rate']:>8,.0f} {step['achieved_rate']:>10,.1f} "
             f"{sum(step['errors'].values()):>7,} {_ms(latency['p50'])} {_ms(latency['p99'])} "
-            f"{_ms(latency['max'])}"
+            f"{_ms(latency['max'])}{format_server(step)}"
         )
     found = result["capacity"]
     held_text = "no step held" if found is None else f"{found:,.0f}/s"
     lines.append(f"capacity at p99 <= {result['slo_ms']:g} ms without errors: {held_text}")
     return "\n".join(lines)
+
+
+def format_server(step: dict[str, Any]) -> str:
+    """The step's escalated / fallen-back shares when the server's counters were read."""
+    return f"; {describe(step['server'])}" if "server" in step else ""
 
 
 def _ms(value: float | None) -> str:
