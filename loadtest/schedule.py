@@ -53,6 +53,9 @@ def fixed_rate(rate: float) -> Iterator[float]:
     return (i / rate for i in itertools.count())
 
 
+_TIME_EPSILON_S = 1e-9
+
+
 async def run_schedule(
     recorder: Recorder,
     target: Target,
@@ -66,15 +69,17 @@ async def run_schedule(
     for the answers; ``target`` reports them to ``recorder``."""
     start = time.perf_counter() + start_delay_s
     measure_from = start + plan.warmup_s
-    end = measure_from + plan.duration_s
     recorder.measure_from = measure_from
     ticker = asyncio.create_task(_ticks(recorder, start, on_tick)) if on_tick else None
+    # Offsets are compared with the plan's length, not absolute times with ``end``: with
+    # floats, start + 0.3 may fall below (start + 0.1) + 0.2 and send one request too many.
+    last_offset = plan.warmup_s + plan.duration_s - _TIME_EPSILON_S
     try:
         burst = 0
         for body, offset in zip(bodies, offsets, strict=False):
-            intended = start + offset
-            if intended >= end:
+            if offset >= last_offset:
                 break
+            intended = start + offset
             now = time.perf_counter()
             if intended > now:
                 await asyncio.sleep(intended - now)
