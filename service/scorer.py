@@ -96,6 +96,7 @@ class Scorer:
         # One thread, so lookups finish in the order they were asked: payments that wait
         # for one reach the feature state in their order of arrival among themselves.
         self._lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riskscore-lookup")
+        self._lookups_waiting = 0  # lookups not yet answered: new payments queue behind them
         self._labels = LabelIntake(store, self._engine, self._in_flight, metrics)
         # Whether the feature state holds every stored payment it could know of (it was
         # rebuilt from the store, or the store was empty): only then may its duplicate
@@ -223,11 +224,16 @@ class Scorer:
         order given; each future settles once its decision is durable (or with
         :class:`IdempotencyConflict` / :class:`AuditUnavailable`). A repeat of an id
         earlier in the same call shares its first copy's fate, as a replay.
+
+        Payments reach the feature state in arrival order. One whose id the state cannot
+        vouch for waits for a store lookup (off the event loop); it and every payment
+        after it — in this call and in later ones — then wait behind that lookup, in
+        order, rather than overtake it.
         """
         n = len(requests)
         futures: list[asyncio.Future[Scored] | None] = [None] * n
-        fresh: list[int] = []
-        looked: list[int] = []
+        new: list[int] = []
+        needs_lookup: list[bool] = []
         first: dict[str, int] = {}
         repeats: list[tuple[int, int]] = []
         for i, request in enumerate(requests):
@@ -247,17 +253,20 @@ class Scorer:
                 futures[i] = earlier
                 continue
             first[tid] = i
-            (looked if self._needs_lookup(tx) else fresh).append(i)
-        if fresh:
-            decided = self._decide([requests[i] for i in fresh], [None] * len(fresh))
-            for i, future in zip(fresh, decided, strict=True):
+            new.append(i)
+            needs_lookup.append(self._needs_lookup(tx))
+        cut = 0 if self._lookups_waiting else _first_true(needs_lookup, len(new))
+        if cut:
+            decided = self._decide([requests[i] for i in new[:cut]], [None] * cut)
+            for i, future in zip(new[:cut], decided, strict=True):
                 futures[i] = future
-        if looked:
-            waiting = [requests[i] for i in looked]
+        if cut < len(new):
+            waiting = [requests[i] for i in new[cut:]]
             reserved = [self._in_flight.reserve(r.tx.transaction_id, r.tx.digest) for r in waiting]
-            for i, future in zip(looked, reserved, strict=True):
+            for i, future in zip(new[cut:], reserved, strict=True):
                 futures[i] = future
-            self._recorder.spawn(self._look_up(waiting, reserved))
+            self._lookups_waiting += 1
+            self._recorder.spawn(self._look_up(waiting, reserved, needs_lookup[cut:]))
         for i, j in repeats:
             first_future = futures[j]
             assert first_future is not None
@@ -294,78 +303,111 @@ class Scorer:
         requests: list[ScoreRequest],
         reserved: list[asyncio.Future[Scored] | None],
     ) -> list[asyncio.Future[Scored]]:
-        """Run the fast path for new payments; their futures (``reserved`` ones reused)."""
-        drafts = self._fast_path.run([r.tx for r in requests])
+        """Run the fast path for new payments; their futures (``reserved`` ones reused).
+
+        If anything fails before the decisions are handed to the recorder, every future
+        of these payments is failed with the error and its id released (nobody may wait
+        for a decision that will not come), then the error is raised.
+        """
         futures: list[asyncio.Future[Scored]] = []
-        to_record: list[Decision] = []
-        record_futures: list[asyncio.Future[Scored]] = []
-        escalated: list[Draft] = []
-        escalated_requests: list[ScoreRequest] = []
-        escalated_futures: list[asyncio.Future[Scored]] = []
-        for request, draft, future in zip(requests, drafts, reserved, strict=True):
-            tx = request.tx
-            if isinstance(draft, IdempotencyConflict):
+        try:
+            drafts = self._fast_path.run([r.tx for r in requests])
+            to_record: list[Decision] = []
+            record_futures: list[asyncio.Future[Scored]] = []
+            escalated: list[Draft] = []
+            escalated_requests: list[ScoreRequest] = []
+            escalated_futures: list[asyncio.Future[Scored]] = []
+            for request, draft, future in zip(requests, drafts, reserved, strict=True):
+                tx = request.tx
+                if isinstance(draft, IdempotencyConflict):
+                    if future is None:
+                        futures.append(settled(draft))
+                    else:
+                        self._in_flight.release(tx.transaction_id, future)
+                        set_error(future, draft)
+                        futures.append(future)
+                    continue
                 if future is None:
-                    futures.append(settled(draft))
+                    future = self._in_flight.reserve(tx.transaction_id, tx.digest)
+                futures.append(future)
+                if draft.view is None:
+                    to_record.append(build_decision(draft, request.received))
+                    record_futures.append(future)
                 else:
-                    self._in_flight.release(tx.transaction_id, future)
-                    set_error(future, draft)
-                    futures.append(future)
-                continue
-            if future is None:
-                future = self._in_flight.reserve(tx.transaction_id, tx.digest)
-            futures.append(future)
-            if draft.view is None:
-                to_record.append(build_decision(draft, request.received))
-                record_futures.append(future)
-            else:
-                escalated.append(draft)
-                escalated_requests.append(request)
-                escalated_futures.append(future)
+                    escalated.append(draft)
+                    escalated_requests.append(request)
+                    escalated_futures.append(future)
+        except Exception as exc:
+            given = futures + [f for f in reserved[len(futures) :] if f is not None]
+            for request, future in zip(requests, given, strict=False):
+                self._in_flight.release(request.tx.transaction_id, future)
+                set_error(future, exc)
+            raise
         self._recorder.record(to_record, record_futures)
         if escalated:
             assert self._second is not None
+
+            def abandon(exc: BaseException) -> None:
+                for request, future in zip(escalated_requests, escalated_futures, strict=True):
+                    self._in_flight.release(request.tx.transaction_id, future)
+                    set_error(future, exc)
+
             self._second.escalate(
                 escalated,
                 [r.received for r in escalated_requests],
                 [r.budget_ms for r in escalated_requests],
                 lambda decisions: self._recorder.record(decisions, escalated_futures),
+                abandon,
             )
         return futures
 
     async def _look_up(
-        self, requests: list[ScoreRequest], futures: list[asyncio.Future[Scored]]
+        self,
+        requests: list[ScoreRequest],
+        futures: list[asyncio.Future[Scored]],
+        needs_lookup: list[bool],
     ) -> None:
         """Ask the store about ids the feature state cannot vouch for, off the event loop;
-        score the ones it does not hold.
+        then score, in order, the payments it does not hold.
 
-        Those are applied to the feature state when the answer comes (a fraction of a
-        millisecond later), after payments that arrived meanwhile and needed no lookup:
-        only payments older than the state's horizon, or every payment when the state was
-        not rebuilt from the store.
+        ``requests`` are the payments from the first one that needed asking to the end of
+        their call; the others (``needs_lookup`` False) only keep their place in line.
+        Lookups run one at a time on one thread, so they finish in the order asked.
         """
-        ids = [r.tx.transaction_id for r in requests]
         try:
-            loop = asyncio.get_running_loop()
-            stored = await loop.run_in_executor(self._lookups, self._store.get_many, ids)
-        except Exception as exc:
+            ids = [
+                r.tx.transaction_id for r, ask in zip(requests, needs_lookup, strict=True) if ask
+            ]
+            try:
+                loop = asyncio.get_running_loop()
+                stored = await loop.run_in_executor(self._lookups, self._stored, ids)
+            except Exception as exc:
+                for request, future in zip(requests, futures, strict=True):
+                    self._in_flight.release(request.tx.transaction_id, future)
+                    fail(future, exc)
+                return
+            again: list[ScoreRequest] = []
+            again_futures: list[asyncio.Future[Scored]] = []
             for request, future in zip(requests, futures, strict=True):
-                self._in_flight.release(request.tx.transaction_id, future)
-                fail(future, exc)
-            return
-        again: list[ScoreRequest] = []
-        again_futures: list[asyncio.Future[Scored]] = []
-        for request, future in zip(requests, futures, strict=True):
-            tid = request.tx.transaction_id
-            record = stored.get(tid)
-            if record is not None:
-                self._in_flight.done(tid, future)
-                settle_replay(future, record, request.tx.digest)
-            else:
-                again.append(request)
-                again_futures.append(future)
-        if again:
-            self._decide(again, list(again_futures))
+                tid = request.tx.transaction_id
+                record = stored.get(tid)
+                if record is not None:
+                    self._in_flight.done(tid, future)
+                    settle_replay(future, record, request.tx.digest)
+                else:
+                    again.append(request)
+                    again_futures.append(future)
+            if again:
+                try:
+                    self._decide(again, list(again_futures))
+                except Exception:
+                    log.exception("payments waiting for a lookup could not be scored")
+        finally:
+            self._lookups_waiting -= 1
+
+    def _stored(self, ids: list[str]) -> dict[str, DecisionRecord]:
+        """The store's records of ``ids`` (no read at all for none: a place in line)."""
+        return self._store.get_many(ids) if ids else {}
 
     # ----------------------------------------------------------------- labels
 
@@ -394,3 +436,11 @@ class Scorer:
         recorded sequence model is loaded (blocking: it reads the store and runs the model)."""
         model = None if self._cascade is None else self._cascade.model
         return complete_attributions(record, self._store, model)
+
+
+def _first_true(flags: list[bool], default: int) -> int:
+    """Index of the first True in ``flags``, or ``default``."""
+    for i, flag in enumerate(flags):
+        if flag:
+            return i
+    return default

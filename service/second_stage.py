@@ -1,9 +1,13 @@
 """Escalation: in-band payments go to the sequence stage in a task, then to the record.
 
 A task, not an ``await`` in the request: a client that disconnects must not cancel a
-decision that retries are already waiting for. The payments of one micro-batch share one
-call (one batched model run) and the earliest of their deadlines, so none waits past its
-own budget.
+decision that retries are already waiting for. The payments of one micro-batch that have
+the same latency budget share one call (one batched model run) and the earliest of their
+deadlines, so none waits past its own budget; a payment with another budget gets its own
+call, so one client's tight deadline never takes the stage away from another's payment.
+Within a call the deadlines differ only by the spread of the payments' arrival in their
+micro-batch (one turn of the event loop): a payment may be given that much less than its
+own budget, never more.
 """
 
 from __future__ import annotations
@@ -13,14 +17,19 @@ import logging
 from collections.abc import Callable
 
 from explain.decision import Decision
+from features.sequence import SequenceView
 from models.cascade import Cascade, SequenceResult
 from service.decisions import build_decision
 from service.fast_path import Draft
 
 log = logging.getLogger(__name__)
 
+_ERROR = SequenceResult(False, "error")
+
 # Called with the finished decisions (in the order given) once the stage has spoken.
 Record = Callable[[list[Decision]], None]
+# Called instead when no decision could be built at all: nobody may be left waiting.
+Abandon = Callable[[BaseException], None]
 
 
 class SecondStage:
@@ -37,39 +46,70 @@ class SecondStage:
         received: list[float],
         budgets_ms: list[float | None],
         record: Record,
+        abandon: Abandon,
     ) -> None:
         """Start the stage for ``drafts`` (``received``: their arrival instants,
         ``budgets_ms``: their own budgets or None for the default); ``record`` gets the
-        decisions."""
-        deadline = min(
-            start + (self._budget_ms if budget is None else budget) / 1000.0
-            for start, budget in zip(received, budgets_ms, strict=True)
-        )
-        task = asyncio.create_task(self._run(drafts, received, deadline, record))
+        decisions, in the order given, once every call has spoken."""
+        groups: dict[float, list[int]] = {}
+        for i, budget in enumerate(budgets_ms):
+            groups.setdefault(self._budget_ms if budget is None else budget, []).append(i)
+        task = asyncio.create_task(self._run(drafts, received, groups, record, abandon))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
     async def _run(
-        self, drafts: list[Draft], received: list[float], deadline: float, record: Record
+        self,
+        drafts: list[Draft],
+        received: list[float],
+        groups: dict[float, list[int]],
+        record: Record,
+        abandon: Abandon,
     ) -> None:
-        cascade = self.cascade
-        views = [d.view for d in drafts if d.view is not None]
-        error = SequenceResult(False, "error")
         try:
-            results = await cascade.run(views, [d.raw for d in drafts], deadline)
+            results = await self._results(drafts, received, groups)
+            cascade = self.cascade
+            decisions = []
+            for draft, started, result in zip(drafts, received, results, strict=True):
+                try:
+                    decision = build_decision(draft, started, result, cascade)
+                except Exception:
+                    log.exception(
+                        "the sequence stage's result was unusable; the fast score decides"
+                    )
+                    decision = build_decision(draft, started, _ERROR, cascade)
+                decisions.append(decision)
+        except Exception as exc:
+            log.exception("no decision could be built for payments of the sequence stage")
+            abandon(exc)
+            return
+        record(decisions)
+
+    async def _results(
+        self, drafts: list[Draft], received: list[float], groups: dict[float, list[int]]
+    ) -> list[SequenceResult]:
+        """The stage's result per draft: one call per budget, all calls at once."""
+        calls = []
+        for budget_ms, members in groups.items():
+            deadline = min(received[i] for i in members) + budget_ms / 1000.0
+            views = [drafts[i].view for i in members]
+            raws = [drafts[i].raw for i in members]
+            calls.append(self._call([v for v in views if v is not None], raws, deadline))
+        results: list[SequenceResult] = [_ERROR] * len(drafts)
+        for members, answers in zip(groups.values(), await asyncio.gather(*calls), strict=True):
+            for i, answer in zip(members, answers, strict=True):
+                results[i] = answer
+        return results
+
+    async def _call(
+        self, views: list[SequenceView], raws: list[float], deadline: float
+    ) -> list[SequenceResult]:
+        try:
+            return await self.cascade.run(views, raws, deadline)
         except Exception:
             # Whatever went wrong, the fast decision stands: the stage is an extra.
             log.exception("the sequence stage failed; the fast score decides")
-            results = [error] * len(drafts)
-        decisions = []
-        for draft, started, result in zip(drafts, received, results, strict=True):
-            try:
-                decision = build_decision(draft, started, result, cascade)
-            except Exception:
-                log.exception("the sequence stage's result was unusable; the fast score decides")
-                decision = build_decision(draft, started, error, cascade)
-            decisions.append(decision)
-        record(decisions)
+            return [_ERROR] * len(raws)
 
     async def drain(self, timeout_s: float) -> None:
         """Wait for stage runs still in flight, then stop the stage's thread."""

@@ -178,3 +178,88 @@ async def test_a_batch_of_payments_applied_but_never_recorded_is_refused_whole(
     assert [type(o).__name__ for o in outcomes] == ["IdempotencyConflict"] * 2
     (fresh,) = await scorer.score_batch(txs[2:])  # and the next batch is scored as usual
     assert fresh.decision.transaction_id == txs[2].transaction_id
+
+
+async def test_a_payment_waiting_for_a_lookup_is_not_overtaken(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    # ``late`` is older than the state remembers ids for, so it waits for a store lookup;
+    # ``after`` (same customer) arrives after it in the same call and must not overtake it.
+    late = Transaction.model_validate(payment(1, timestamp="2025-03-20T08:00:00+00:00"))
+    after = Transaction.model_validate(payment(7))
+    history = [Transaction.model_validate(payment(i)) for i in (2, 3, 4)]
+
+    together = (await make_client(data_dir=tmp_path / "together", sequence="off")).app[SCORER]
+    for t in history:
+        await together.score(t)
+    batched = await together.score_batch([late, after])
+
+    apart = (await make_client(data_dir=tmp_path / "apart", sequence="off")).app[SCORER]
+    for t in history:
+        await apart.score(t)
+    in_turn = [await apart.score(late), await apart.score(after)]
+
+    assert [_comparable(s.decision) for s in batched] == [  # type: ignore[union-attr]
+        _comparable(s.decision) for s in in_turn
+    ]
+
+
+async def test_a_failure_while_a_lookup_waits_is_answered_and_frees_the_id(
+    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await make_client(sequence="off")
+    (stored, t) = _stream(2)
+    await first.app[SCORER].score(stored)
+    await first.close()
+    # Not rebuilt from a store that holds decisions: every id is looked up.
+    client = await make_client(sequence="off", warm_start=False)
+    scorer = client.app[SCORER]
+    real = scorer._fast_path.run
+    calls = 0
+
+    def fails_once(txs: list[Transaction]) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("transient failure")
+        return real(txs)
+
+    monkeypatch.setattr(scorer._fast_path, "run", fails_once)
+    with pytest.raises(RuntimeError, match="transient failure"):
+        await asyncio.wait_for(scorer.score(t), 10)
+    assert scorer.in_flight == 0
+    retry = await asyncio.wait_for(scorer.score(t), 10)  # not stuck behind the failure
+    assert retry.decision.transaction_id == t.transaction_id
+    assert not retry.replayed
+
+
+async def test_one_clients_tight_deadline_leaves_anothers_payment_to_the_stage(
+    make_client: ClientFactory, everything_in_band: Path
+) -> None:
+    client = await make_client(sequence_model_dir=everything_in_band)
+    scorer = client.app[SCORER]
+    for i in range(3):
+        await scorer.score(Transaction.model_validate(payment(i)), budget_ms=5000)
+    batcher = MicroBatcher(scorer)
+    now = time.perf_counter()
+    tight = batcher.submit(ScoreRequest(Transaction.model_validate(payment(9, "c-9")), now, 0.5))
+    roomy = batcher.submit(ScoreRequest(Transaction.model_validate(payment(3)), now, 5000))
+    a, b = await asyncio.gather(tight, roomy)
+    assert batcher.batches == 1  # one micro-batch, two budgets
+    assert (a.decision.stage, a.decision.fallback_reason) == ("fast", "budget")
+    assert (b.decision.stage, b.decision.fallback) == ("sequence", False)
+
+
+async def test_a_stage_result_that_cannot_be_recorded_fails_its_request_not_hangs(
+    make_client: ClientFactory, everything_in_band: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await make_client(sequence_model_dir=everything_in_band)
+    scorer = client.app[SCORER]
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("cannot build")
+
+    monkeypatch.setattr("service.second_stage.build_decision", broken)
+    with pytest.raises(RuntimeError, match="cannot build"):
+        await asyncio.wait_for(scorer.score(Transaction.model_validate(payment(0)), None, 5000), 10)
+    assert scorer.in_flight == 0
