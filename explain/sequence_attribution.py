@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from explain.audit.store import AuditStore
+from explain.audit.store import DecisionLog
 from explain.records import DecisionRecord, PastTransactionAttribution
 from features.sequence import fill_positions
 from models.sequence import SequenceModel
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def complete_attributions(
-    record: DecisionRecord, store: AuditStore, model: SequenceModel | None
+    record: DecisionRecord, store: DecisionLog, model: SequenceModel | None
 ) -> DecisionRecord:
     """``record`` with its second stage's attributions filled in, where they can be."""
     sequence = record.sequence

@@ -1,4 +1,5 @@
-"""The transaction as it enters riskscore, over HTTP or Kafka.
+"""The transaction and its label as they enter riskscore, over HTTP or Kafka; JSON decoding
+and validation errors, the same for both transports.
 
 Timestamps: ISO 8601. A timestamp without a UTC offset is taken as UTC, because the
 service must order events from many sources on one clock and guessing a local zone
@@ -16,7 +17,15 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Annotated, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 # Larger than any single card payment we expect; beyond it the value is almost surely a
 # unit error (cents sent as units) and scoring it would only produce a confident nonsense.
@@ -112,6 +121,24 @@ class Transaction(BaseModel):
         return hashlib.sha256(self.canonical_json).hexdigest()
 
 
+class Label(BaseModel):
+    """The known outcome of a decided payment: the body of ``POST /labels`` and a record
+    on the ``labels`` topic."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    transaction_id: str = Field(min_length=1, max_length=128)
+    is_fraud: bool
+    labelled_at: AwareDatetime | None = Field(
+        default=None,
+        strict=False,  # JSON carries times as ISO strings
+        description="ISO 8601 with offset: when the label became known (default: receipt).",
+    )
+
+    def as_tuple(self) -> tuple[str, bool, datetime | None]:
+        return self.transaction_id, self.is_fraud, self.labelled_at
+
+
 def _not_in_future(ts: datetime) -> datetime:
     offset = ts.utcoffset()
     if offset is not None and (offset.seconds % 60 or offset.microseconds):
@@ -169,3 +196,23 @@ def decode_model(model: type[M], data: bytes) -> M:
     except ValidationError:
         pass
     return model.model_validate(loads(data))
+
+
+def validation_problems(
+    exc: ValidationError, prefix: str = "", whole: str = "body"
+) -> list[tuple[str, str]]:
+    """Each problem of a failed validation as (dotted field path, message), in order.
+
+    ``prefix`` goes before every path (an item of a batch: ``"transactions.3."``); a
+    problem of the document itself is named ``whole``.
+
+    >>> try:
+    ...     Label.model_validate({"transaction_id": "", "is_fraud": True})
+    ... except ValidationError as exc:
+    ...     validation_problems(exc, prefix="labels.0.")
+    [('labels.0.transaction_id', 'String should have at least 1 character')]
+    """
+    return [
+        ((prefix + ".".join(str(p) for p in err["loc"])).rstrip(".") or whole, err["msg"])
+        for err in exc.errors(include_url=False)
+    ]

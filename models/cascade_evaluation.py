@@ -29,12 +29,12 @@ from features.data import TransactionFrame
 from models.config import FastModelConfig
 from models.evaluation import (
     DEFAULT_CONFIG,
+    EvaluationProtocol,
     EvaluationResult,
     Fold,
     FoldResult,
     ModelResult,
     PreparedHistory,
-    Protocol,
     Training,
     _day_number,
     _fit,
@@ -106,7 +106,7 @@ class CascadeEvaluation:
 def evaluate_cascade(
     history: TransactionFrame,
     prepared: PreparedHistory,
-    protocol: Protocol,
+    protocol: EvaluationProtocol,
     config: FastModelConfig = DEFAULT_CONFIG,
     sequence_config: SequenceTrainingConfig | None = None,
     progress: bool = True,
@@ -134,7 +134,7 @@ def _run_fold(
     prepared: PreparedHistory,
     data: SequenceData,
     fold: Fold,
-    protocol: Protocol,
+    protocol: EvaluationProtocol,
     config: FastModelConfig,
     sequence_config: SequenceTrainingConfig,
     progress: bool,

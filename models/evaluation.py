@@ -85,7 +85,7 @@ class Fold:
 
 
 @dataclass(frozen=True)
-class Protocol:
+class EvaluationProtocol:
     """A named set of folds and the training rule every fold follows."""
 
     name: str
@@ -102,22 +102,22 @@ class Protocol:
     def folds(self) -> tuple[Fold, ...]:
         return tuple(Fold(start) for start in self.fold_starts)
 
-    def with_training(self, training: Training) -> Protocol:
+    def with_training(self, training: Training) -> EvaluationProtocol:
         return replace(self, training=training)
 
 
-HANDBOOK_VALIDATION = Protocol(
+HANDBOOK_VALIDATION = EvaluationProtocol(
     "handbook-validation",
     (date(2018, 7, 11), date(2018, 7, 4), date(2018, 6, 27), date(2018, 6, 20)),
 )
-HANDBOOK_TEST = Protocol(
+HANDBOOK_TEST = EvaluationProtocol(
     "handbook-test",
     (date(2018, 8, 15), date(2018, 8, 8), date(2018, 8, 1), date(2018, 7, 25)),
 )
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (HANDBOOK_VALIDATION, HANDBOOK_TEST)}
+PROTOCOLS: dict[str, EvaluationProtocol] = {p.name: p for p in (HANDBOOK_VALIDATION, HANDBOOK_TEST)}
 
 
-def get_protocol(name: str, training: Training = Training.WEEK) -> Protocol:
+def get_protocol(name: str, training: Training = Training.WEEK) -> EvaluationProtocol:
     try:
         return PROTOCOLS[name].with_training(training)
     except KeyError:
@@ -130,7 +130,7 @@ def warmup_days(definitions: Sequence[FeatureDefinition] = DEFAULT_FEATURES) -> 
     return math.ceil(horizon_ms / MS_PER_DAY)
 
 
-def check_coverage(days: np.ndarray, protocol: Protocol, warmup: int) -> None:
+def check_coverage(days: np.ndarray, protocol: EvaluationProtocol, warmup: int) -> None:
     """Raise :class:`CoverageError` naming the days ``protocol`` needs that have no rows.
 
     Each fold needs every day from ``warmup`` days before its training week (so the first
@@ -195,7 +195,7 @@ class PreparedHistory:
 
 def prepare(
     history: TransactionFrame,
-    protocol: Protocol,
+    protocol: EvaluationProtocol,
     definitions: tuple[FeatureDefinition, ...] = DEFAULT_FEATURES,
     progress: Callable[[int], None] | None = None,
 ) -> PreparedHistory:
@@ -270,7 +270,7 @@ class ModelResult:
 class EvaluationResult:
     """Every evaluated model under one protocol; models are keyed by name ("fast", ...)."""
 
-    protocol: Protocol
+    protocol: EvaluationProtocol
     models: dict[str, ModelResult]
 
     def to_json(self) -> dict[str, Any]:
@@ -343,7 +343,7 @@ def _fit(prepared: PreparedHistory, rows: np.ndarray, config: FastModelConfig) -
 
 def evaluate_prepared(
     prepared: PreparedHistory,
-    protocol: Protocol,
+    protocol: EvaluationProtocol,
     config: FastModelConfig = DEFAULT_CONFIG,
     model_name: str = "fast",
     on_fold: Callable[[FoldResult], None] | None = None,
@@ -361,7 +361,7 @@ def evaluate_prepared(
 
 def evaluate(
     history: TransactionFrame,
-    protocol: Protocol,
+    protocol: EvaluationProtocol,
     config: FastModelConfig = DEFAULT_CONFIG,
     definitions: tuple[FeatureDefinition, ...] = DEFAULT_FEATURES,
     on_fold: Callable[[FoldResult], None] | None = None,

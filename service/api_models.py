@@ -81,24 +81,10 @@ class BatchResponse(BaseModel):
     )
 
 
-class LabelRequest(BaseModel):
-    """Fraud feedback for a decided transaction."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    transaction_id: str = Field(min_length=1, max_length=128)
-    is_fraud: bool
-    labelled_at: AwareDatetime | None = Field(
-        default=None,
-        strict=False,  # JSON carries times as ISO strings
-        description="ISO 8601 with offset: when the label became known (default: receipt).",
-    )
-
-
 class LabelBatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    labels: list[Any] = Field(min_length=1, description="Labels (see LabelRequest).")
+    labels: list[Any] = Field(min_length=1, description="Labels (see Label).")
 
 
 class LabelResponse(BaseModel):

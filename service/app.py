@@ -4,8 +4,6 @@ audit store and HTTP layer together. Only this module and the CLI assemble packa
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -20,18 +18,17 @@ from models.fast import ModelSlot
 from models.sequence import SequenceModel
 from service.app_keys import METRICS, SCORER, SETTINGS, STREAM, WARM_START
 from service.handlers import Views
-from service.metrics import ScoringMetrics, StreamCollector
+from service.lifecycle import ScoringProcess
 from service.middleware import (
     auth_middleware,
     error_middleware,
     metrics_middleware,
 )
+from service.prometheus_metrics import ScoringMetrics
 from service.report_handlers import ReportViews, setup_report_routes
 from service.routes import setup_routes
 from service.scorer import Scorer
 from service.settings import Settings
-from service.stream_runner import StreamRunner
-from service.warm_start import settle_heap
 
 log = logging.getLogger(__name__)
 
@@ -115,59 +112,12 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Applicat
 
 
 async def _owned_scorer_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    scorer = app[SCORER]
-    settings = app[SETTINGS]
-    # In a thread so the server answers /healthz and /readyz while it runs; scoring
-    # waits for it (the handlers refuse with 503 until the state is whole).
-    app[WARM_START] = asyncio.create_task(
-        asyncio.to_thread(_warm, scorer, settings.warm_start, app[METRICS])
-    )
-    runner = None
-    if settings.kafka == "on":
-        runner = StreamRunner(settings, scorer, asyncio.get_running_loop())
-        app[STREAM] = runner
-        app[METRICS].registry.register(
-            StreamCollector(lambda: runner.processor.stats if runner.processor else None)
-        )
-        starting = asyncio.create_task(asyncio.to_thread(runner.start))
-        try:
-            await asyncio.shield(starting)
-        except asyncio.CancelledError:
-            # A signal during start-up: aiohttp cancels start-up and never runs the part
-            # after ``yield``, so stop here what was started (the consumer thread, the
-            # broker, the audit writer), or its threads would keep the process alive.
-            with contextlib.suppress(Exception):
-                await starting
-            await _shut_down(app, runner)
-            raise
+    process = ScoringProcess(app[SETTINGS], app[SCORER], app[METRICS])
+    await process.start()
+    assert process.warm_start is not None
+    app[WARM_START] = process.warm_start
+    if process.stream is not None:
+        app[STREAM] = process.stream
     yield
-    await _shut_down(app, runner)
-
-
-async def _shut_down(app: web.Application, runner: StreamRunner | None) -> None:
-    scorer = app[SCORER]
-    settings = app[SETTINGS]
-    if runner is not None:
-        # First the consumer (it finishes and commits its batch through the scorer), then
-        # the store: nothing committed on Kafka is missing from the audit trail.
-        await asyncio.to_thread(runner.stop, settings.shutdown_timeout_s)
-    task = app.get(WARM_START)
-    if task is not None and not task.done():
-        task.cancel()  # the thread finishes its replay; nothing waits for it
-    # Requests have finished (aiohttp waits up to shutdown_timeout): make everything durable.
-    await scorer.drain(settings.shutdown_timeout_s)
-    await asyncio.to_thread(scorer.store.close, settings.shutdown_timeout_s)
-    log.info("audit store flushed and closed")
-
-
-def _warm(scorer: Scorer, from_store: bool, metrics: ScoringMetrics) -> int:
-    try:
-        replayed = scorer.warm_start(from_store, settle=settle_heap)
-    except Exception as exc:
-        # Scoring stays refused (503) and /readyz says why; the operator must act.
-        log.exception("rebuilding the feature state failed")
-        scorer.warm_error = f"{type(exc).__name__}: {exc}"
-        return -1
-    log.info("feature state rebuilt from %d stored transactions", replayed)
-    metrics.ready.set(1)
-    return replayed
+    # Requests have finished (aiohttp waits up to shutdown_timeout): then the one order.
+    await process.shut_down()

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from service.metrics import ScoringMetrics
+from service.prometheus_metrics import ScoringMetrics
 from service.scorer import Scorer
 from service.settings import Settings
 from service.stream_runner import StreamRunner

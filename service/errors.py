@@ -10,6 +10,8 @@ from typing import ClassVar
 
 from pydantic import ValidationError
 
+from features.schema import validation_problems
+
 
 class ServiceError(Exception):
     """Base class: a failure with a client-facing message and HTTP status."""
@@ -72,8 +74,8 @@ class InvalidInput(ServiceError):
     @classmethod
     def from_validation(cls, exc: ValidationError, prefix: str = "") -> InvalidInput:
         fields = [
-            {"field": _path(prefix, err["loc"]), "message": err["msg"]}
-            for err in exc.errors(include_url=False)
+            {"field": field, "message": message}
+            for field, message in validation_problems(exc, prefix)
         ]
         names = ", ".join(dict.fromkeys(f["field"] for f in fields))
         return cls(f"invalid request: {names}", fields)
@@ -89,8 +91,3 @@ class AuditUnavailable(ServiceError):
 
     status = 503
     type = "audit_unavailable"
-
-
-def _path(prefix: str, loc: tuple[int | str, ...]) -> str:
-    """Dotted field path; the body itself when the error is about the whole document."""
-    return (prefix + ".".join(str(p) for p in loc)).rstrip(".") or "body"

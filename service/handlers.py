@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from explain.decision import response_json
 from features.schema import InvalidJson as JsonSyntaxError
-from features.schema import Transaction, decode_model, loads
+from features.schema import Label, Transaction, decode_model, loads
 from service.api_models import (
     BatchItemError,
     BatchRequest,
@@ -21,7 +21,6 @@ from service.api_models import (
     Health,
     LabelBatchRequest,
     LabelBatchResponse,
-    LabelRequest,
     LabelResponse,
     Readiness,
 )
@@ -35,9 +34,9 @@ from service.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
-from service.metrics import CONTENT_TYPE, ScoringMetrics
 from service.micro_batch import MicroBatcher
 from service.openapi import openapi_document
+from service.prometheus_metrics import CONTENT_TYPE, ScoringMetrics
 from service.scorer import Scorer, ScoreRequest
 from service.settings import Settings
 
@@ -217,7 +216,7 @@ class Views:
         self._require_ready()
         if isinstance(body, dict) and "labels" in body:
             return await self._label_batch(_validated(LabelBatchRequest, body))
-        label = _validated(LabelRequest, body)
+        label = _validated(Label, body)
         outcome = await self._scorer.record_label(
             label.transaction_id, label.is_fraud, label.labelled_at
         )
@@ -230,10 +229,10 @@ class Views:
                 f"batch of {len(batch.labels)} labels exceeds the limit of {limit}"
             )
         results: list[LabelResponse | BatchItemError | None] = [None] * len(batch.labels)
-        valid: list[tuple[int, LabelRequest]] = []
+        valid: list[tuple[int, Label]] = []
         for i, item in enumerate(batch.labels):
             try:
-                valid.append((i, _validated(LabelRequest, item, prefix=f"labels.{i}.")))
+                valid.append((i, _validated(Label, item, prefix=f"labels.{i}.")))
             except InvalidInput as exc:
                 results[i] = _item_error_model(i, item, exc)
         outcomes = await self._scorer.record_labels(

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from explain.audit.store import AuditStore, AuditStoreError
+from explain.audit.store import AuditStoreError, DecisionLog
 from explain.records import LabelOutcomeName, LabelRecord
 from features.online import LabelOutcome, OnlineFeatureEngine
 from service.errors import AuditUnavailable, NotFound
 from service.in_flight import InFlight, as_replay
-from service.metrics import ScoringMetrics
+from service.prometheus_metrics import ScoringMetrics
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class LabelIntake:
 
     def __init__(
         self,
-        store: AuditStore,
+        store: DecisionLog,
         engine: OnlineFeatureEngine,
         in_flight: InFlight,
         metrics: ScoringMetrics | None,

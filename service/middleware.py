@@ -28,7 +28,7 @@ from service.errors import (
     ServiceError,
     Unauthorized,
 )
-from service.metrics import ScoringMetrics
+from service.prometheus_metrics import ScoringMetrics
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from features.schema import Transaction
+from features.schema import Label, Transaction
 from service.api_models import (
     BatchRequest,
     BatchResponse,
@@ -17,7 +17,6 @@ from service.api_models import (
     Health,
     LabelBatchRequest,
     LabelBatchResponse,
-    LabelRequest,
     LabelResponse,
     Readiness,
     ScoreResponse,
@@ -60,7 +59,7 @@ _EXPLAIN_PARAM = {
 def openapi_document(
     api_key_header: str = "X-API-Key", keys_required: bool = False
 ) -> dict[str, Any]:
-    requests: list[type[BaseModel]] = [Transaction, BatchRequest, LabelRequest, LabelBatchRequest]
+    requests: list[type[BaseModel]] = [Transaction, BatchRequest, Label, LabelBatchRequest]
     responses: list[type[BaseModel]] = [
         ScoreResponse,
         BatchResponse,
@@ -146,7 +145,7 @@ def openapi_document(
                         "required": True,
                         "content": {
                             "application/json": {
-                                "schema": {"oneOf": [_ref(LabelRequest), _ref(LabelBatchRequest)]}
+                                "schema": {"oneOf": [_ref(Label), _ref(LabelBatchRequest)]}
                             }
                         },
                     },

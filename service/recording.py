@@ -10,12 +10,12 @@ from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any
 
-from explain.audit.store import AuditStore, AuditStoreError, Outcome
+from explain.audit.store import AuditStoreError, DecisionLog, Outcome
 from explain.decision import Decision, from_record
 from explain.records import DecisionRecord
 from service.errors import AuditUnavailable, IdempotencyConflict
 from service.in_flight import InFlight, Scored, check_same
-from service.metrics import ScoringMetrics
+from service.prometheus_metrics import ScoringMetrics
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class Recorder:
     """Writes decisions and settles their futures (on the event loop)."""
 
     def __init__(
-        self, store: AuditStore, in_flight: InFlight, metrics: ScoringMetrics | None
+        self, store: DecisionLog, in_flight: InFlight, metrics: ScoringMetrics | None
     ) -> None:
         self._store = store
         self._in_flight = in_flight

@@ -41,7 +41,7 @@ from service.errors import AuditUnavailable, IdempotencyConflict, NotFound
 from service.fast_path import Draft, FastPath
 from service.in_flight import InFlight, Scored, as_replay, check_same, settled
 from service.label_intake import LabelIntake
-from service.metrics import ScoringMetrics
+from service.prometheus_metrics import ScoringMetrics
 from service.recording import Recorder, fail, set_error, settle_replay
 from service.second_stage import SecondStage
 from service.warm_start import compile_hot_path, rebuild

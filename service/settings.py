@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from models.registry import default_artifact_dir, default_sequence_artifact_dir
+from models.artifact_paths import default_artifact_dir, default_sequence_artifact_dir
 
 AUDIT_FILE = "audit.sqlite3"
 

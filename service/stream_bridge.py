@@ -20,7 +20,7 @@ from models.errors import ModelNotReady
 from service.errors import AuditUnavailable, IdempotencyConflict, NotFound, NotReady
 from service.scorer import Scorer
 from streaming.codec import RecordError
-from streaming.processor import Decision, RetryableError
+from streaming.processor import EncodedDecision, RetryableError
 
 # Long enough for any batch; a stuck loop fails the batch, which is then retried.
 CALL_TIMEOUT_S = 60.0
@@ -46,15 +46,15 @@ class ScorerBridge:
             future.cancel()
             raise RetryableError(str(exc) or type(exc).__name__) from exc
 
-    def score(self, txs: list[Transaction]) -> list[Decision | RecordError]:
+    def score(self, txs: list[Transaction]) -> list[EncodedDecision | RecordError]:
         outcomes = self._call(self._scorer.score_batch(txs))
-        out: list[Decision | RecordError] = []
+        out: list[EncodedDecision | RecordError] = []
         for outcome in outcomes:
             if isinstance(outcome, IdempotencyConflict):
                 out.append(RecordError(outcome.type, outcome.message))
             else:
                 # The message is the /score answer, from the one encoder of that view.
-                out.append(Decision(outcome.transaction_id, response_json(outcome.decision)))
+                out.append(EncodedDecision(outcome.transaction_id, response_json(outcome.decision)))
         return out
 
     def labels(self, labels: list[tuple[str, bool, datetime | None]]) -> list[RecordError | None]:

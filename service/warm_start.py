@@ -8,7 +8,7 @@ from itertools import islice
 
 import numpy as np
 
-from explain.audit.store import AuditStore, ReplayEvent
+from explain.audit.store import RebuildEvent, RebuildSource
 from features.online import OnlineFeatureEngine
 from features.sequence import OnlineSequences
 from models.cascade import Cascade
@@ -19,7 +19,7 @@ REPLAY_CHUNK = 4096
 
 
 def rebuild(
-    store: AuditStore,
+    store: RebuildSource,
     engine: OnlineFeatureEngine,
     sequences: OnlineSequences | None,
     progress: Callable[[int], object] | None = None,
@@ -32,7 +32,7 @@ def rebuild(
         return 0
     since = latest - engine.plan.longest_horizon_ms
     replayed = 0
-    events = store.replay_events(since)
+    events = store.rebuild_events(since)
     for chunk in _chunks(events, REPLAY_CHUNK):
         update = engine.update_all(chunk)
         # Refused ids were applied by an earlier warm start of this engine.
@@ -46,12 +46,12 @@ def rebuild(
     return replayed
 
 
-def _chunks(events: Iterator[ReplayEvent], size: int) -> Iterator[list[ReplayEvent]]:
+def _chunks(events: Iterator[RebuildEvent], size: int) -> Iterator[list[RebuildEvent]]:
     while chunk := list(islice(events, size)):
         yield chunk
 
 
-def _rebuild_sequences(store: AuditStore, sequences: OnlineSequences, latest_ms: int) -> None:
+def _rebuild_sequences(store: RebuildSource, sequences: OnlineSequences, latest_ms: int) -> None:
     """Refill the customers' sequences with the feature vectors as they were decided.
 
     Not from the replay above: it applies labels only at its end, so its vectors lack

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from features.schema import InvalidJson, Transaction, decode_model
+from features.schema import InvalidJson, Label, Transaction, decode_model, validation_problems
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -21,23 +20,9 @@ class RecordError:
     message: str
 
 
-class LabelMessage(BaseModel):
-    """A label on the ``labels`` topic (the body of ``POST /labels``)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    transaction_id: str = Field(min_length=1, max_length=128)
-    is_fraud: bool
-    labelled_at: AwareDatetime | None = Field(default=None, strict=False)
-
-    def as_tuple(self) -> tuple[str, bool, datetime | None]:
-        return self.transaction_id, self.is_fraud, self.labelled_at
-
-
 def _fields(exc: ValidationError) -> str:
     return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}"
-        for e in exc.errors(include_url=False)
+        f"{path}: {message}" for path, message in validation_problems(exc, whole="value")
     )
 
 
@@ -57,6 +42,6 @@ def decode_transaction(value: bytes | None) -> Transaction | RecordError:
     return _decode(Transaction, value)
 
 
-def decode_label(value: bytes | None) -> LabelMessage | RecordError:
+def decode_label(value: bytes | None) -> Label | RecordError:
     """The record's label, or why it is not one."""
-    return _decode(LabelMessage, value)
+    return _decode(Label, value)

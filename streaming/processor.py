@@ -45,7 +45,7 @@ class RetryableError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Decision:
+class EncodedDecision:
     """What the scoring callable returns for a transaction it decided."""
 
     transaction_id: str
@@ -53,7 +53,7 @@ class Decision:
 
 
 # Scores transactions in order; one result per transaction. Raises RetryableError.
-BatchScorer = Callable[[list[Transaction]], list[Decision | RecordError]]
+BatchScorer = Callable[[list[Transaction]], list[EncodedDecision | RecordError]]
 # Applies labels; None per label applied, or the label's error. Raises RetryableError.
 LabelSink = Callable[[list[tuple[str, bool, datetime | None]]], list[RecordError | None]]
 

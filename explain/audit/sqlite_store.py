@@ -30,7 +30,7 @@ from explain.audit.store import (
     DecisionQuery,
     Outcome,
     PageKey,
-    ReplayEvent,
+    RebuildEvent,
     StoredVector,
 )
 from explain.decision import Decision
@@ -322,13 +322,13 @@ class SQLiteAuditStore(AuditStore):
         )
         return [LabelRecord.model_validate_json(row[0]) for row in rows]
 
-    def replay_events(self, since_epoch_ms: int) -> Iterator[ReplayEvent]:
+    def rebuild_events(self, since_epoch_ms: int) -> Iterator[RebuildEvent]:
         sql = (
             "SELECT transaction_id, customer_id, terminal_id, event_time_ms, local_time_ms, amount"
             " FROM decisions WHERE event_time_ms >= ? ORDER BY event_time_ms, rowid"
         )
         for row in self._stream(sql, (since_epoch_ms,)):
-            yield ReplayEvent(*row)
+            yield RebuildEvent(*row)
 
     def recent_feature_vectors(
         self, since_epoch_ms: int, per_customer: int

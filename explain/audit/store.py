@@ -1,7 +1,9 @@
-"""The audit store contract: a small ABC so SQLite (one machine) and PostgreSQL (at scale)
-can sit behind the same scorer.
+"""The audit store contract, in three parts by job — the decision log (write, read by id),
+the rebuild source (warm start) and report queries — so SQLite (one machine) and
+PostgreSQL (at scale) sit behind the same scorer, and each part can be written and tested
+against its own small contract.
 
-Writes are asynchronous and grouped: :meth:`AuditStore.submit` queues a record and returns a
+Writes are asynchronous and grouped: :meth:`DecisionLog.submit` queues a record and returns a
 future that completes once the record is durable (committed and synced), so many requests
 share one commit. Nothing is ever updated or deleted through this interface.
 """
@@ -55,7 +57,7 @@ class PageKey:
 
 
 @dataclass(frozen=True)
-class ReplayEvent:
+class RebuildEvent:
     """What warming the online feature state needs from one stored decision."""
 
     transaction_id: str
@@ -77,7 +79,10 @@ class StoredVector:
     features: dict[str, float]
 
 
-class AuditStore(ABC):
+class DecisionLog(ABC):
+    """Decisions and labels written durably, and read back by transaction id: what the
+    scorer needs on its request path."""
+
     @abstractmethod
     def submit(self, decision: Decision) -> Future[bool]:
         """Queue a decision; the future gives True once it is durable, False if a record
@@ -108,28 +113,31 @@ class AuditStore(ABC):
         """The durable decisions among these ids, by id (absent ids are left out)."""
 
     @abstractmethod
-    def vectors_of(self, transaction_ids: Sequence[str]) -> dict[str, StoredVector]:
-        """The stored payments among these ids, with their feature values as decided."""
-
-    @abstractmethod
-    def query(self, query: DecisionQuery) -> list[DecisionRecord]:
-        """Decisions matching the filters, oldest event time first."""
-
-    @abstractmethod
-    def page(self, query: DecisionQuery, after: PageKey | None = None) -> list[DecisionRecord]:
-        """Up to ``query.limit`` decisions matching the filters, newest event time first
-        (ties by transaction id, descending), strictly after ``after`` in that order."""
-
-    @abstractmethod
-    def latest_labels_of(self, transaction_ids: Sequence[str]) -> dict[str, bool]:
-        """The latest is_fraud of each of these transactions that has a label."""
-
-    @abstractmethod
     def labels(self, transaction_id: str) -> list[LabelRecord]:
         """Every label recorded for a transaction, in the order received."""
 
     @abstractmethod
-    def replay_events(self, since_epoch_ms: int) -> Iterator[ReplayEvent]:
+    def vectors_of(self, transaction_ids: Sequence[str]) -> dict[str, StoredVector]:
+        """The stored payments among these ids, with their feature values as decided."""
+
+    @abstractmethod
+    def check_writable(self) -> None:
+        """Raise :class:`AuditStoreError` unless a write would succeed now (readiness)."""
+
+    @abstractmethod
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until everything submitted so far is durable."""
+
+    @abstractmethod
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, stop accepting records and release the database; idempotent."""
+
+
+class RebuildSource(ABC):
+    """What rebuilding the online state after a restart reads (the warm start)."""
+
+    @abstractmethod
+    def rebuild_events(self, since_epoch_ms: int) -> Iterator[RebuildEvent]:
         """Stored transactions with event time >= ``since_epoch_ms``, in event-time order
         (ties in decision order): for rebuilding the online feature state after a restart."""
 
@@ -151,14 +159,24 @@ class AuditStore(ABC):
         """(transaction id, latest is_fraud) for labelled transactions with event time >=
         ``since_epoch_ms``."""
 
-    @abstractmethod
-    def check_writable(self) -> None:
-        """Raise :class:`AuditStoreError` unless a write would succeed now (readiness)."""
+
+class ReportQueries(ABC):
+    """Searches over stored decisions for compliance reports."""
 
     @abstractmethod
-    def flush(self, timeout: float | None = None) -> None:
-        """Block until everything submitted so far is durable."""
+    def query(self, query: DecisionQuery) -> list[DecisionRecord]:
+        """Decisions matching the filters, oldest event time first."""
 
     @abstractmethod
-    def close(self, timeout: float | None = None) -> None:
-        """Flush, stop accepting records and release the database; idempotent."""
+    def page(self, query: DecisionQuery, after: PageKey | None = None) -> list[DecisionRecord]:
+        """Up to ``query.limit`` decisions matching the filters, newest event time first
+        (ties by transaction id, descending), strictly after ``after`` in that order."""
+
+    @abstractmethod
+    def latest_labels_of(self, transaction_ids: Sequence[str]) -> dict[str, bool]:
+        """The latest is_fraud of each of these transactions that has a label."""
+
+
+class AuditStore(DecisionLog, RebuildSource, ReportQueries):
+    """The whole contract a backend provides (SQLite here; PostgreSQL at scale). Parts of
+    the service take only the part they use."""

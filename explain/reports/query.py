@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from explain.audit.store import AuditStore, DecisionQuery, PageKey
+from explain.audit.store import DecisionQuery, PageKey, ReportQueries
 from explain.records import Action, DecisionRecord, Stage
 
 DEFAULT_PAGE = 100
@@ -135,7 +135,9 @@ def page_key(record: DecisionRecord) -> PageKey:
     return PageKey(record.transaction.epoch_ms, record.transaction_id)
 
 
-def read_page(store: AuditStore, request: PageRequest) -> tuple[list[DecisionRecord], str | None]:
+def read_page(
+    store: ReportQueries, request: PageRequest
+) -> tuple[list[DecisionRecord], str | None]:
     """One page, newest first, and the cursor of the next one (None on the last page)."""
     after = None if request.cursor is None else decode_cursor(request.cursor)
     # One more than asked: tells whether a next page exists without an empty last page.
@@ -147,7 +149,7 @@ def read_page(store: AuditStore, request: PageRequest) -> tuple[list[DecisionRec
 
 
 def iter_pages(
-    store: AuditStore, selection: DecisionFilter, page_size: int = STREAM_PAGE
+    store: ReportQueries, selection: DecisionFilter, page_size: int = STREAM_PAGE
 ) -> Iterator[list[DecisionRecord]]:
     """Every matching decision, newest first, one page at a time."""
     query = selection.query(page_size)

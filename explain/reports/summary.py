@@ -11,7 +11,7 @@ from datetime import datetime
 
 import numpy as np
 
-from explain.audit.store import AuditStore
+from explain.audit.store import ReportQueries
 from explain.records import DecisionRecord
 from explain.reports.query import DecisionFilter, iter_pages
 from models.distributions import PSI_ALERT, FeatureDistribution, population_stability_index
@@ -159,7 +159,7 @@ class PeriodSummary:
 
 
 def summarize(
-    store: AuditStore,
+    store: ReportQueries,
     selection: DecisionFilter,
     reference: dict[str, FeatureDistribution] | None,
     on_page: Callable[[int], object] | None = None,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from features.data import load_transactions
 from features.simulator import SimulationConfig, simulate, write_csv
+from models.artifact_paths import default_artifact_dir
 from models.artifacts import MANIFEST_FILE, Manifest, verify_artifact
 from models.config import FastModelConfig
-from models.registry import default_artifact_dir
 from models.train.fast_trainer import WARMUP_DAYS, train_fast_model
 
 DEFAULT_SIMULATION = SimulationConfig(customers=2000, terminals=4000, days=120, seed=7)

@@ -21,9 +21,9 @@ import numpy as np
 from features.data import TransactionFrame, load_transactions
 from features.definitions import DEFAULT_FEATURES
 from features.simulator import simulate, write_csv
+from models.artifact_paths import default_artifact_dir, default_sequence_artifact_dir
 from models.artifacts import MANIFEST_FILE
 from models.fast import FastModel
-from models.registry import default_artifact_dir, default_sequence_artifact_dir
 from models.sequence_artifacts import SequenceManifest
 from models.train.build_default_artifact import DEFAULT_SIMULATION, _data_name
 from models.train.fast_trainer import compute_training_features

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from explain.audit.sqlite_store import SQLiteAuditStore
 from features.data import TransactionFrame, frame_from_pandas
 from features.definitions import MS_PER_DAY
-from features.replay import replay
+from features.rebuild import rebuild_state
 from features.schema import Transaction
 from features.simulator import SimulationConfig, simulate
 from models.fast import ModelSlot
@@ -101,7 +101,7 @@ def _scorer(models: ModelSlot, directory: Path, history: TransactionFrame, windo
     scorer.warm_start(from_store=True)  # an empty store: nothing to replay
     # The history fills every window, as a warm start from the audit store would; then the
     # heap is settled as the service settles it after its warm start.
-    replay(history, scorer.engine)
+    rebuild_state(history, scorer.engine)
     settle_heap()
     return scorer, store
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from models.registry import default_artifact_dir
+from models.artifact_paths import default_artifact_dir
 from service.cli.arguments import positive_int
 
 

@@ -10,10 +10,9 @@ import signal
 from dataclasses import asdict
 
 from kafka.errors import KafkaError
-from pydantic import ValidationError
 
 from models.errors import ArtifactError
-from service.cli.errors import UserError
+from service.cli.errors import UserError, load_settings
 from service.cli.serve_cmd import KAFKA_HINT
 from service.settings import Settings
 from streaming.broker import BrokerError
@@ -34,10 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = Settings(kafka="on")
-    except ValidationError as exc:
-        raise UserError(f"invalid configuration: {exc}") from None
+    settings = load_settings(kafka="on")
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -61,28 +57,35 @@ class ConsumerFailed(RuntimeError):
 
 async def _consume(settings: Settings) -> None:
     from service.app import build_scorer
-    from service.stream_runner import StreamRunner
-    from service.warm_start import settle_heap
+    from service.lifecycle import ScoringProcess
+    from service.prometheus_metrics import ScoringMetrics
 
-    scorer = build_scorer(settings)
+    metrics = ScoringMetrics()
+    process = ScoringProcess(settings, build_scorer(settings, metrics), metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = StreamRunner(settings, scorer, loop)
     try:
-        await asyncio.to_thread(scorer.warm_start, settings.warm_start, None, settle_heap)
-        await asyncio.to_thread(runner.start)
-        # Until a signal, or until the consumer thread ends on its own (a failure).
+        await process.start()
+        runner, warming = process.stream, process.warm_start
+        assert runner is not None and warming is not None
+        # Until a signal, the consumer thread ending on its own (a failure), or a failed
+        # rebuild of the feature state (the consumer would retry its batch forever).
         ended = asyncio.ensure_future(asyncio.to_thread(runner.stopped.wait))
-        await asyncio.wait(
-            [asyncio.ensure_future(stop.wait()), ended], return_when=asyncio.FIRST_COMPLETED
-        )
-        if runner.stopped.is_set() and not stop.is_set():
+        signalled = asyncio.ensure_future(stop.wait())
+        pending = {signalled, ended, warming}
+        while not (signalled.done() or ended.done()):
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if warming in done and process.scorer.warm_error is not None:
+                raise ConsumerFailed(
+                    f"rebuilding the feature state failed: {process.scorer.warm_error}"
+                )
+        if ended.done() and not stop.is_set():
             raise ConsumerFailed("; ".join(runner.problems()))
     finally:
-        await asyncio.to_thread(runner.stop, settings.shutdown_timeout_s)
-        await asyncio.to_thread(scorer.store.close, settings.shutdown_timeout_s)
-        if runner.processor is not None:
+        await process.shut_down()
+        if process.stream is not None and process.stream.processor is not None:
             # One JSON line of totals on stdout: what an operator (or a benchmark) reads.
-            print(json.dumps({"stream_summary": asdict(runner.processor.stats)}), flush=True)
+            summary = asdict(process.stream.processor.stats)
+            print(json.dumps({"stream_summary": summary}), flush=True)

@@ -13,11 +13,11 @@ from features.data import frame_from_pandas
 from features.definitions import DEFAULT_FEATURES
 from features.offline import compute_features
 from features.simulator import SimulationConfig, simulate
+from models.artifact_paths import default_artifact_dir
 from models.artifacts import verify_artifact
 from models.errors import ArtifactError
 from models.fast import FastModel
 from models.metrics import average_precision, card_precision_at_k, roc_auc
-from models.registry import default_artifact_dir
 from models.train.build_default_artifact import build_default_artifact
 from service.cli.errors import UserError
 

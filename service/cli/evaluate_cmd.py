@@ -19,10 +19,10 @@ from models.evaluation import (
     METRICS,
     PROTOCOLS,
     CoverageError,
+    EvaluationProtocol,
     EvaluationResult,
     FoldResult,
     PreparedHistory,
-    Protocol,
     Training,
     evaluate_prepared,
     get_protocol,
@@ -152,7 +152,7 @@ def _run_cascade(
     args: argparse.Namespace,
     history: TransactionFrame,
     prepared: PreparedHistory,
-    protocol: Protocol,
+    protocol: EvaluationProtocol,
 ) -> int:
     try:
         from models.cascade_evaluation import evaluate_cascade

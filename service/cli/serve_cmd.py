@@ -7,11 +7,10 @@ import logging
 
 from aiohttp import web
 from kafka.errors import KafkaError
-from pydantic import ValidationError
 
 from models.errors import ArtifactError
-from service.cli.errors import UserError
-from service.settings import Settings, settings_table
+from service.cli.errors import UserError, load_settings
+from service.settings import settings_table
 from streaming.broker import BrokerError
 
 KAFKA_HINT = (
@@ -44,13 +43,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         key: value for key in ("host", "port") if (value := getattr(args, key)) is not None
     }
-    try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise UserError(f"invalid configuration: {problems}") from None
+    settings = load_settings(**overrides)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

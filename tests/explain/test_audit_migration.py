@@ -25,14 +25,14 @@ import pytest
 
 from explain.audit.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from explain.audit.sqlite_store import SQLiteAuditStore
-from explain.audit.store import DecisionQuery, PageKey, ReplayEvent, StoredVector
+from explain.audit.store import DecisionQuery, PageKey, RebuildEvent, StoredVector
 from explain.decision import Decision, to_record
 from explain.records import DecisionRecord, LabelRecord
 from features.data import frame_from_pandas
 from features.schema import Transaction, datetime_to_epoch_ms
 from features.simulator import SimulationConfig, simulate
+from models.artifact_paths import default_artifact_dir
 from models.fast import ModelSlot
-from models.registry import default_artifact_dir
 from service.app import build_cascade
 from service.scorer import Scored, Scorer
 from service.settings import Settings
@@ -257,11 +257,11 @@ def test_pages_with_keys_walk_both_forms_newest_first(
     assert all(len(page) == 7 for page in pages[:-1])
 
 
-def test_replay_events_cover_both_forms(migrated: Migrated) -> None:
+def test_rebuild_events_cover_both_forms(migrated: Migrated) -> None:
     records = migrated.records
     since = records[100].transaction.epoch_ms  # inside the old rows
     expected = [
-        ReplayEvent(
+        RebuildEvent(
             r.transaction_id,
             r.transaction.customer_id,
             r.transaction.terminal_id,
@@ -272,7 +272,7 @@ def test_replay_events_cover_both_forms(migrated: Migrated) -> None:
         for r in sorted(records, key=lambda r: r.transaction.epoch_ms)
         if r.transaction.epoch_ms >= since
     ]
-    assert list(migrated.store.replay_events(since)) == expected
+    assert list(migrated.store.rebuild_events(since)) == expected
     assert any(e.transaction_id == records[120].transaction_id for e in expected)
 
 

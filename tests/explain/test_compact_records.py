@@ -29,8 +29,8 @@ from explain.decision import Decision, from_record, response_json, to_record
 from features.data import frame_from_pandas
 from features.schema import Transaction, decode_model
 from features.simulator import SimulationConfig, simulate
+from models.artifact_paths import default_artifact_dir
 from models.fast import ModelSlot
-from models.registry import default_artifact_dir
 from service.app import build_cascade
 from service.scorer import Scored, Scorer
 from service.settings import Settings

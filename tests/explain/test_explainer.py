@@ -13,8 +13,8 @@ from explain.fast_treeshap import FastTreeShap
 from features.data import frame_from_pandas
 from features.offline import compute_features
 from features.simulator import SimulationConfig, simulate
+from models.artifact_paths import default_artifact_dir
 from models.fast import FastModel
-from models.registry import default_artifact_dir
 
 
 @pytest.fixture(scope="module")

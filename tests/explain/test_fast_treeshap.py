@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from explain import treeshap_tables
 from explain.fast_treeshap import FastTreeShap
 from explain.treeshap_kernels import decision_values
+from models.artifact_paths import default_artifact_dir
 from models.fast import FastModel
 from models.forest import (
     MISSING_NAN,
@@ -31,7 +32,6 @@ from models.forest import (
     UnsupportedModel,
 )
 from models.forest_kernels import ZERO_THRESHOLD, goes_left
-from models.registry import default_artifact_dir
 
 
 @contextmanager

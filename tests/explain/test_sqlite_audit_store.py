@@ -17,7 +17,7 @@ import pytest
 
 from explain.audit.sqlite_schema import SCHEMA_VERSION
 from explain.audit.sqlite_store import WRITER_THREAD_NAME, SQLiteAuditStore
-from explain.audit.store import AuditStoreError, DecisionQuery, ReplayEvent
+from explain.audit.store import AuditStoreError, DecisionQuery, RebuildEvent
 from explain.decision import Decision, Reasons, encode_json, to_record
 from explain.records import Action, LabelRecord
 from explain.schema import ExplanationSchema
@@ -252,9 +252,9 @@ def test_labels_append_and_latest_label_wins(store: SQLiteAuditStore) -> None:
     assert store.counts() == {"decisions": 3, "labels": 6}
 
 
-def test_replay_events_in_event_time_order_from_since(store: SQLiteAuditStore) -> None:
+def test_rebuild_events_in_event_time_order_from_since(store: SQLiteAuditStore) -> None:
     assert store.latest_event_ms() is None
-    assert list(store.replay_events(0)) == []
+    assert list(store.rebuild_events(0)) == []
     plus_two = timezone(timedelta(hours=2))
     write_all(
         store,
@@ -263,9 +263,9 @@ def test_replay_events_in_event_time_order_from_since(store: SQLiteAuditStore) -
         make_record("second-x", minutes=1),
         make_record("second-y", minutes=1),
     )
-    events = list(store.replay_events(BASE_MS))
+    events = list(store.rebuild_events(BASE_MS))
     assert [e.transaction_id for e in events] == ["first", "second-x", "second-y", "third"]
-    assert events[0] == ReplayEvent(
+    assert events[0] == RebuildEvent(
         transaction_id="first",
         customer_id="cust-1",
         terminal_id="term-1",
@@ -273,14 +273,14 @@ def test_replay_events_in_event_time_order_from_since(store: SQLiteAuditStore) -
         local_epoch_ms=BASE_MS + 2 * 3_600_000,
         amount=42.5,
     )
-    assert [e.transaction_id for e in store.replay_events(BASE_MS + 60_000)] == [
+    assert [e.transaction_id for e in store.rebuild_events(BASE_MS + 60_000)] == [
         "second-x",
         "second-y",
         "third",
     ]
     assert store.latest_event_ms() == BASE_MS + 120_000
     # A replay abandoned half-way releases its cursor and leaves the store usable.
-    partial = store.replay_events(0)
+    partial = store.rebuild_events(0)
     assert isinstance(partial, Generator)
     assert next(partial).transaction_id == "first"
     partial.close()

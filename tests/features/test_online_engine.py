@@ -10,7 +10,7 @@ from features.data import TransactionFrame, frame_from_pandas
 from features.definitions import DEFAULT_FEATURES, LABEL_DELAY
 from features.offline import compute_features
 from features.online import DuplicateTransaction, LabelOutcome, OnlineFeatureEngine
-from features.replay import replay
+from features.rebuild import rebuild_state
 from features.schema import Transaction
 from features.simulator import SimulationConfig, simulate
 
@@ -34,7 +34,7 @@ def simulated() -> TransactionFrame:
 
 def test_replay_equals_offline_on_simulated_history(simulated: TransactionFrame) -> None:
     offline = compute_features(simulated)
-    online = replay(simulated)
+    online = rebuild_state(simulated)
     worst = np.max(np.abs(online - offline) / np.maximum(1.0, np.abs(offline)), axis=0)
     assert worst.max() <= 1e-9, dict(zip(NAMES, worst, strict=True))
     # The comparison means something only if the label-driven features moved.
@@ -45,7 +45,7 @@ def test_memory_holds_exactly_the_events_windows_can_still_see(
     simulated: TransactionFrame,
 ) -> None:
     engine = OnlineFeatureEngine()
-    replay(simulated, engine)
+    rebuild_state(simulated, engine)
     watermark = int(simulated.epoch_ms.max())
     engine.expire(watermark)
     horizon = 30 * DAY_MS

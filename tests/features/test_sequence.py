@@ -10,7 +10,7 @@ import pytest
 from features.data import TransactionFrame, frame_from_pandas, load_transactions
 from features.definitions import DEFAULT_FEATURES
 from features.offline import compute_features
-from features.replay import replay
+from features.rebuild import rebuild_state
 from features.sequence import OnlineSequences, SequenceSpec, assemble, sequence_index
 from features.simulator import SimulationConfig, simulate
 
@@ -19,7 +19,7 @@ NAMES = tuple(d.name for d in DEFAULT_FEATURES)
 
 def online_sequences(history: TransactionFrame, spec: SequenceSpec) -> np.ndarray:
     """Every row's sequence as serving builds it: replayed features into ring buffers."""
-    features = replay(history)  # the online engine's own vectors, labels fed as known
+    features = rebuild_state(history)  # the online engine's own vectors, labels fed as known
     sequences = OnlineSequences(spec)
     out = np.empty((len(history), spec.length, spec.width))
     for row in range(len(history)):

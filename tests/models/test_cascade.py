@@ -12,8 +12,8 @@ import pytest
 
 from features.sequence import SequenceView
 from models import cascade as cascade_module
+from models.artifact_paths import default_artifact_dir, default_sequence_artifact_dir
 from models.cascade import Cascade, FaultInjection, LatencyEstimate
-from models.registry import default_artifact_dir, default_sequence_artifact_dir
 from models.sequence import SequenceModel
 from models.sequence_artifacts import Band, Combination
 

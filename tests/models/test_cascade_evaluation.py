@@ -12,7 +12,7 @@ from features.data import frame_from_pandas
 from features.simulator import SimulationConfig, simulate
 from models.cascade_evaluation import MODELS, CascadeEvaluation, evaluate_cascade
 from models.config import FastModelConfig
-from models.evaluation import Protocol, evaluate_prepared, prepare
+from models.evaluation import EvaluationProtocol, evaluate_prepared, prepare
 from models.train.sequence_trainer import SequenceTrainingConfig
 from service.cli.evaluate_cmd import cascade_report
 
@@ -20,9 +20,9 @@ SIMULATION = SimulationConfig(customers=600, terminals=1000, days=75, seed=11)
 
 
 @pytest.fixture(scope="module")
-def evaluation() -> tuple[CascadeEvaluation, Protocol]:
+def evaluation() -> tuple[CascadeEvaluation, EvaluationProtocol]:
     history = frame_from_pandas(simulate(SIMULATION), "simulated")
-    protocol = Protocol("simulated", (SIMULATION.start + timedelta(days=45),))
+    protocol = EvaluationProtocol("simulated", (SIMULATION.start + timedelta(days=45),))
     prepared = prepare(history, protocol)
     config = FastModelConfig(num_threads=1)
     result = evaluate_cascade(
@@ -35,7 +35,7 @@ def evaluation() -> tuple[CascadeEvaluation, Protocol]:
 
 
 def test_json_has_four_models_with_the_same_metric_shape(
-    evaluation: tuple[CascadeEvaluation, Protocol],
+    evaluation: tuple[CascadeEvaluation, EvaluationProtocol],
 ) -> None:
     result, _ = evaluation
     data = result.to_json()
@@ -51,7 +51,7 @@ def test_json_has_four_models_with_the_same_metric_shape(
 
 
 def test_every_model_is_scored_on_the_same_assessed_rows(
-    evaluation: tuple[CascadeEvaluation, Protocol],
+    evaluation: tuple[CascadeEvaluation, EvaluationProtocol],
 ) -> None:
     result, _ = evaluation
     folds = {m: result.result.models[m].folds[0] for m in MODELS}
@@ -61,7 +61,7 @@ def test_every_model_is_scored_on_the_same_assessed_rows(
 
 
 def test_the_cascade_changes_scores_only_inside_its_band(
-    evaluation: tuple[CascadeEvaluation, Protocol],
+    evaluation: tuple[CascadeEvaluation, EvaluationProtocol],
 ) -> None:
     result, _ = evaluation
     fold = result.folds[0]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from models.artifact_paths import default_artifact_dir
 from models.artifacts import verify_artifact
 from models.distributions import (
     FeatureDistribution,
@@ -13,7 +14,6 @@ from models.distributions import (
     describe_columns,
     population_stability_index,
 )
-from models.registry import default_artifact_dir
 
 
 def test_deciles_of_a_continuous_feature_hold_a_tenth_each() -> None:

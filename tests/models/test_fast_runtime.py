@@ -220,8 +220,8 @@ def test_a_failed_first_load_leaves_the_slot_empty(tmp_path: Path) -> None:
 def test_compiled_predictor_gives_lightgbms_raw_scores() -> None:
     import numpy as np
 
+    from models.artifact_paths import default_artifact_dir
     from models.fast import FastModel
-    from models.registry import default_artifact_dir
 
     compiled = FastModel.load(default_artifact_dir(), predictor="compiled")
     reference = FastModel.load(default_artifact_dir(), predictor="lightgbm")

@@ -10,8 +10,8 @@ import pytest
 from explain.records import SequenceExplanation
 from explain.reports.html import decision_page
 from explain.reports.waterfall import waterfall_steps
+from models.artifact_paths import default_artifact_dir
 from models.artifacts import load_manifest
-from models.registry import default_artifact_dir
 from service.settings import AUDIT_FILE
 from tests.reports.conftest import stored_records
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from explain.records import DecisionRecord
+from models.artifact_paths import default_artifact_dir
 from models.artifacts import MODEL_FILE, load_manifest
-from models.registry import default_artifact_dir
 from service.settings import AUDIT_FILE
 from tests.reports.conftest import Filled, as_compliance, as_scoring, jsonl, stored_records
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from features.definitions import feature_names
+from models.artifact_paths import default_sequence_artifact_dir
 from models.artifacts import MANIFEST_FILE
-from models.registry import default_sequence_artifact_dir
 from service.app_keys import SCORER
 from tests.service.conftest import ClientFactory
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from features.definitions import feature_names
+from models.artifact_paths import default_artifact_dir
 from models.fast import FastModel
-from models.registry import default_artifact_dir
 from tests.service.conftest import ClientFactory
 
 DECISION_FIELDS = {

@@ -1,7 +1,8 @@
-"""Replays a recorded history through the online engine, labels arriving after a delay.
+"""Rebuilds the online state from a recorded history, labels arriving after a delay.
 
-This is how serving state is warmed from history, and how the parity tests check that
-serving computes what training computed.
+This is how serving state is filled from a file, and how the parity tests check that
+serving computes what training computed. (*Rebuild*, not *replay*: in this project a
+replay is an idempotent retry answered from the audit store.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from features.definitions import LABEL_DELAY
 from features.online import OnlineFeatureEngine
 
 
-def replay(
+def rebuild_state(
     history: TransactionFrame,
     engine: OnlineFeatureEngine | None = None,
     label_delay: timedelta | None = LABEL_DELAY,

@@ -1,6 +1,6 @@
 """Feature engine throughput: offline over a whole history, online one transaction at a time.
 
-    python -m loadtest.feature_bench --data HISTORY.csv.gz [--repeats 3] [--json OUT]
+    python -m service.benchmarks.feature_bench --data HISTORY.csv.gz [--repeats 3] [--json OUT]
 
 Reports the median of ``--repeats`` runs of each measurement, taken in the same process:
 offline rows/s, online replay tx/s (transactions only) and online replay with labels fed
@@ -19,7 +19,7 @@ from pathlib import Path
 from features.data import TransactionFrame, load_transactions
 from features.offline import compute_features
 from features.online import OnlineFeatureEngine
-from features.replay import replay
+from features.rebuild import rebuild_state
 
 
 def _timed(action: Callable[[], object]) -> float:
@@ -33,13 +33,15 @@ def measure(history: TransactionFrame, repeats: int) -> dict[str, float]:
     # Compile the kernels once so that no run pays for it.
     warm = history.take(slice(0, min(n, 2000)))
     compute_features(warm)
-    replay(warm)
+    rebuild_state(warm)
     offline = [_timed(lambda: compute_features(history)) for _ in range(repeats)]
     online = [
-        _timed(lambda: replay(history, OnlineFeatureEngine(), label_delay=None))
+        _timed(lambda: rebuild_state(history, OnlineFeatureEngine(), label_delay=None))
         for _ in range(repeats)
     ]
-    labelled = [_timed(lambda: replay(history, OnlineFeatureEngine())) for _ in range(repeats)]
+    labelled = [
+        _timed(lambda: rebuild_state(history, OnlineFeatureEngine())) for _ in range(repeats)
+    ]
     return {
         "rows": n,
         "offline_seconds": statistics.median(offline),
@@ -51,7 +53,7 @@ def measure(history: TransactionFrame, repeats: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m loadtest.feature_bench",
+        prog="python -m service.benchmarks.feature_bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
