@@ -123,10 +123,19 @@ class StreamProcessor:
             )
             consumer.subscribe(topics)
             while not stop.is_set():
-                batch = consumer.poll(timeout_ms=c.poll_timeout_ms, max_records=c.max_batch)
-                if not batch:
+                try:
+                    batch = consumer.poll(timeout_ms=c.poll_timeout_ms, max_records=c.max_batch)
+                except KafkaError as exc:
+                    # The broker or the group's coordinator is unreachable (an outage, a
+                    # restart): nothing was taken from the topic, so wait and poll again.
+                    if self.retrying_since is None:
+                        self.retrying_since = time.monotonic()
+                    log.warning("polling failed (%s); polling again", exc)
+                    stop.wait(c.retry_backoff_s)
                     continue
                 self.retrying_since = None
+                if not batch:
+                    continue
                 if not self._process_until_done(batch, producer, stop):
                     break  # stopping mid-retry: nothing committed, the batch is re-delivered
                 started = time.perf_counter()
