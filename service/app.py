@@ -40,23 +40,23 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
     models = ModelSlot()
     # Load before anything else opens: a bad artifact should fail start-up with its reason.
     models.swap(
-        settings.artifact_dir, num_threads=settings.predict_threads, predictor=settings.predictor
+        settings.scoring.artifact_dir,
+        num_threads=settings.scoring.predict_threads,
+        predictor=settings.scoring.predictor,
     )
     cascade = build_cascade(settings, models.model.version)
     store = SQLiteAuditStore(
         settings.audit_path,
-        commit_window_ms=settings.audit_commit_window_ms,
-        max_batch=settings.audit_max_batch,
-        busy_timeout_ms=settings.audit_busy_timeout_ms,
+        **settings.audit.model_dump(),
     )
     return Scorer(
         models,
         store,
-        reason_count=settings.reason_count,
+        reason_count=settings.scoring.reason_count,
         metrics=metrics,
-        explainer_factory=lambda model: make_explainer(settings.explainer, model),
+        explainer_factory=lambda model: make_explainer(settings.scoring.explainer, model),
         cascade=cascade,
-        budget_ms=settings.sequence_budget_ms,
+        budget_ms=settings.second_stage.budget_ms,
     )
 
 
@@ -65,7 +65,7 @@ def build_cascade(settings: Settings, fast_model_version: str) -> Cascade | None
     if settings.sequence == "off":
         return None
     try:
-        model = SequenceModel.load(settings.sequence_artifact_dir, fast_model_version)
+        model = SequenceModel.load(settings.second_stage.artifact_dir, fast_model_version)
     except ArtifactError as exc:
         raise ArtifactError(
             f"{exc} (set RISKSCORE_SEQUENCE_MODEL_DIR to a matching sequence artifact, "
@@ -73,10 +73,10 @@ def build_cascade(settings: Settings, fast_model_version: str) -> Cascade | None
         ) from None
     return Cascade(
         model,
-        reserve_ms=settings.sequence_reserve_ms,
+        reserve_ms=settings.second_stage.reserve_ms,
         faults=FaultInjection(
-            delay_ms=settings.sequence_fault_delay_ms,
-            error_rate=settings.sequence_fault_error_rate,
+            delay_ms=settings.second_stage.fault_delay_ms,
+            error_rate=settings.second_stage.fault_error_rate,
         ),
     )
 
@@ -94,18 +94,19 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Applicat
     if scorer is None:
         scorer = build_scorer(settings, metrics)
     middlewares: list[Middleware] = [metrics_middleware(metrics), error_middleware]
-    if settings.api_keys:
+    http = settings.http
+    if http.api_keys:
         middlewares.append(
-            auth_middleware(
-                settings.api_keys, settings.api_key_header, settings.compliance_api_keys
-            )
+            auth_middleware(http.api_keys, http.api_key_header, http.compliance_api_keys)
         )
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
+    app = web.Application(client_max_size=http.max_body_bytes, middlewares=middlewares)
     app[SCORER] = scorer
     app[SETTINGS] = settings
     app[METRICS] = metrics
     setup_routes(app, Views(scorer, settings, metrics))
-    setup_report_routes(app, ReportViews(scorer.store, settings.artifact_dir, scorer.complete))
+    setup_report_routes(
+        app, ReportViews(scorer.store, settings.scoring.artifact_dir, scorer.complete)
+    )
     if owned:
         app.cleanup_ctx.append(_owned_scorer_lifecycle)
     return app

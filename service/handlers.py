@@ -150,7 +150,7 @@ class Views:
         self._scorer = scorer
         self._settings = settings
         self._metrics = metrics
-        self._batcher = batcher or MicroBatcher(scorer, settings.micro_batch_max)
+        self._batcher = batcher or MicroBatcher(scorer, settings.http.micro_batch_max)
 
     def _require_ready(self) -> None:
         if not self._scorer.warmed:
@@ -160,7 +160,7 @@ class Views:
         received = time.perf_counter()  # the budget counts from here
         full = _full_explanation(request)
         budget = _budget_ms(request)
-        tx = decode_transaction(await read_body(request, self._settings.max_body_bytes))
+        tx = decode_transaction(await read_body(request, self._settings.http.max_body_bytes))
         self._require_ready()
         scored = await self._batcher.submit(ScoreRequest(tx, received, budget))
         return web.Response(
@@ -173,9 +173,9 @@ class Views:
         received = time.perf_counter()
         full = _full_explanation(request)
         budget = _budget_ms(request)
-        body = await read_json(request, self._settings.max_body_bytes)
+        body = await read_json(request, self._settings.http.max_body_bytes)
         batch = _validated(BatchRequest, body)
-        limit = self._settings.max_batch_size
+        limit = self._settings.http.max_batch_size
         if len(batch.transactions) > limit:
             raise PayloadTooLarge(
                 f"batch of {len(batch.transactions)} transactions exceeds the limit of {limit}"
@@ -212,7 +212,7 @@ class Views:
         return json_response(detail)
 
     async def labels(self, request: web.Request) -> web.Response:
-        body = await read_json(request, self._settings.max_body_bytes)
+        body = await read_json(request, self._settings.http.max_body_bytes)
         self._require_ready()
         if isinstance(body, dict) and "labels" in body:
             return await self._label_batch(_validated(LabelBatchRequest, body))
@@ -223,7 +223,7 @@ class Views:
         return json_response(LabelResponse(transaction_id=label.transaction_id, outcome=outcome))
 
     async def _label_batch(self, batch: LabelBatchRequest) -> web.Response:
-        limit = self._settings.max_batch_size
+        limit = self._settings.http.max_batch_size
         if len(batch.labels) > limit:
             raise PayloadTooLarge(
                 f"batch of {len(batch.labels)} labels exceeds the limit of {limit}"
@@ -267,7 +267,7 @@ class Views:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(
-            openapi_document(self._settings.api_key_header, bool(self._settings.api_keys))
+            openapi_document(self._settings.http.api_key_header, bool(self._settings.http.api_keys))
         )
 
 

@@ -68,7 +68,7 @@ class ScoringProcess:
 
     def _warm(self) -> int:
         try:
-            rebuilt = self.scorer.warm_start(self.settings.warm_start, settle=settle_heap)
+            rebuilt = self.scorer.warm_start(self.settings.scoring.warm_start, settle=settle_heap)
         except Exception as exc:
             # Scoring stays refused and the process says why; the operator must act.
             log.exception("rebuilding the feature state failed")

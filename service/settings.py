@@ -1,27 +1,39 @@
 """Service settings: environment variables prefixed ``RISKSCORE_``, defaults that run on a laptop.
 
 Read once at start-up (``Settings()``) and passed down; nothing else reads the environment.
+Grouped by area, each group a settings model of its own that the part needing it gets as
+it is: ``http`` (the API), ``scoring`` (model, explainer, warm start), ``audit`` (the
+store's group commit), ``stream`` (Kafka, :class:`streaming.config.KafkaSettings`) and
+``second_stage``. Every group reads the same variables as before the grouping
+(``RISKSCORE_PORT``, ``RISKSCORE_AUDIT_MAX_BATCH``, ``RISKSCORE_KAFKA_GROUP_ID``,
+``RISKSCORE_SEQUENCE_BUDGET_MS`` ...); ``RISKSCORE_KAFKA`` and ``RISKSCORE_SEQUENCE`` are
+switches of the whole.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.artifact_paths import default_artifact_dir, default_sequence_artifact_dir
+from streaming.config import KafkaSettings
 
 AUDIT_FILE = "audit.sqlite3"
 
 
-class Settings(BaseSettings):
-    """Everything `riskscore serve` can be configured with."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="RISKSCORE_", frozen=True, extra="forbid", use_attribute_docstrings=True
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix, frozen=True, extra="forbid", use_attribute_docstrings=True
     )
+
+
+class HttpSettings(BaseSettings):
+    """The HTTP API: where it listens, what it accepts, who may call it."""
+
+    model_config = _config("RISKSCORE_")
 
     host: str = "127.0.0.1"
     """Interface to listen on; 0.0.0.0 to accept connections from other machines."""
@@ -29,113 +41,21 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     """TCP port to listen on (0 picks a free one)."""
 
-    data_dir: Path = Path("var")
-    """Where the audit store and other runtime files live (created if missing)."""
-
-    model_dir: Path | None = None
-    """The fast-model artifact to serve; unset serves the model shipped with riskscore."""
-
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """Largest request body accepted; larger ones get 413."""
 
     max_batch_size: int = Field(default=500, ge=1)
     """Most transactions (or labels) in one batch request; more get 413."""
 
-    reason_count: int = Field(default=3, ge=0, le=50)
-    """Reason codes returned with each decision (the largest contributions by size)."""
+    micro_batch_max: int = Field(default=64, ge=1, le=4096)
+    """Most /score requests scored together when they arrive in the same turn of the event
+    loop (adaptive micro-batching: no timer, an idle server scores each request at once)."""
 
     api_keys: Annotated[tuple[str, ...], NoDecode] = ()
     """Comma-separated API keys; when set, every endpoint but /healthz needs one."""
 
     api_key_header: str = "X-API-Key"
     """Request header carrying the API key."""
-
-    micro_batch_max: int = Field(default=64, ge=1, le=4096)
-    """Most /score requests scored together when they arrive in the same turn of the event
-    loop (adaptive micro-batching: no timer, an idle server scores each request at once)."""
-
-    audit_commit_window_ms: float = Field(default=1.0, ge=0.0, le=100.0)
-    """Group commit: how long the audit writer gathers decisions into one durable commit."""
-
-    audit_max_batch: int = Field(default=512, ge=1)
-    """Group commit: most decisions in one commit."""
-
-    audit_busy_timeout_ms: int = Field(default=5000, ge=1)
-    """How long an audit write waits for a lock held by another process before failing."""
-
-    warm_start: bool = True
-    """Rebuild the online feature state from the audit store at start-up."""
-
-    explainer: Literal["fast", "lightgbm"] = "fast"
-    """Exact TreeSHAP implementation: fast (tables built at model load) or lightgbm
-    (LightGBM's pred_contrib, the reference); both give the same values."""
-
-    predictor: Literal["compiled", "lightgbm"] = "compiled"
-    """Fast-path prediction: compiled tree walking (same values) or Booster.predict."""
-
-    predict_threads: int = Field(default=1, ge=1)
-    """LightGBM threads per prediction; 1 is fastest for single payments."""
-
-    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
-    """Event loop of serve and consume: uvloop (faster socket handling) or Python's own."""
-
-    shutdown_timeout_s: float = Field(default=10.0, gt=0.0)
-    """On SIGTERM/SIGINT, how long in-flight requests get to finish."""
-
-    kafka: Literal["on", "off"] = "on"
-    """Consume transactions and labels from Kafka beside the HTTP API (off: HTTP only)."""
-
-    kafka_bootstrap_servers: str | None = None
-    """Kafka brokers (host:port,...); unset starts the embedded Tansu broker."""
-
-    kafka_embedded_port: int = Field(default=9092, ge=0, le=65535)
-    """Port of the embedded broker (0 picks a free one)."""
-
-    kafka_group_id: str = "riskscore"
-    """Consumer group of the scoring consumers."""
-
-    kafka_transactions_topic: str = "transactions"
-    """Transactions to score; producers key them by customer id."""
-
-    kafka_decisions_topic: str = "decisions"
-    """One decision per transaction, keyed by transaction id (the /score response JSON)."""
-
-    kafka_dead_letter_topic: str = "transactions.dlq"
-    """Records that cannot be processed, with headers naming the error and the source."""
-
-    kafka_labels_topic: str = "labels"
-    """Label feedback (the /labels body)."""
-
-    kafka_partitions: int = Field(default=4, ge=1)
-    """Partitions of topics riskscore creates."""
-
-    kafka_max_batch: int = Field(default=500, ge=1)
-    """Most records per polled batch."""
-
-    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
-    """Consumer-group session timeout; a group join takes about this long."""
-
-    sequence: Literal["on", "off"] = "on"
-    """Second stage: the distilled sequence model for fast scores inside its ambiguous band."""
-
-    sequence_model_dir: Path | None = None
-    """The sequence-stage artifact; unset uses the one shipped with riskscore."""
-
-    sequence_budget_ms: float = Field(default=50.0, gt=0.0, le=60_000.0)
-    """Latency budget from a request's arrival; the X-Deadline-Ms header overrides it."""
-
-    sequence_reserve_ms: float = Field(default=10.0, ge=0.0, le=1000.0)
-    """Part of the budget kept for recording the decision after the second stage (a durable
-    write's fsync reaches ~10 ms at p99 on an ordinary virtual disk)."""
-
-    sequence_fault_delay_ms: float = Field(default=0.0, ge=0.0, le=60_000.0)
-    """Fault injection (tests, demos): delay added to every second-stage run."""
-
-    sequence_fault_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
-    """Fault injection (tests, demos): share of second-stage runs that fail."""
-
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    """Logging threshold."""
 
     compliance_api_keys: Annotated[tuple[str, ...], NoDecode] = ()
     """Comma-separated API keys of the compliance role: decision search, exports and
@@ -158,7 +78,7 @@ class Settings(BaseSettings):
         return keys
 
     @model_validator(mode="after")
-    def _roles_apart(self) -> Settings:
+    def _roles_apart(self) -> HttpSettings:
         if self.compliance_api_keys and not self.api_keys:
             # With keys of one role only, the other role's endpoints would refuse everyone.
             raise ValueError(
@@ -168,27 +88,158 @@ class Settings(BaseSettings):
             raise ValueError("a key cannot be both a scoring and a compliance API key")
         return self
 
-    @property
-    def audit_path(self) -> Path:
-        return self.data_dir / AUDIT_FILE
+
+class ScoringSettings(BaseSettings):
+    """The fast path: which model, how it predicts and explains, how state starts."""
+
+    model_config = _config("RISKSCORE_")
+
+    model_dir: Path | None = None
+    """The fast-model artifact to serve; unset serves the model shipped with riskscore."""
+
+    reason_count: int = Field(default=3, ge=0, le=50)
+    """Reason codes returned with each decision (the largest contributions by size)."""
+
+    explainer: Literal["fast", "lightgbm"] = "fast"
+    """Exact TreeSHAP implementation: fast (tables built at model load) or lightgbm
+    (LightGBM's pred_contrib, the reference); both give the same values."""
+
+    predictor: Literal["compiled", "lightgbm"] = "compiled"
+    """Fast-path prediction: compiled tree walking (same values) or Booster.predict."""
+
+    predict_threads: int = Field(default=1, ge=1)
+    """LightGBM threads per prediction; 1 is fastest for single payments."""
+
+    warm_start: bool = True
+    """Rebuild the online feature state from the audit store at start-up."""
 
     @property
     def artifact_dir(self) -> Path:
         return self.model_dir if self.model_dir is not None else default_artifact_dir()
 
+
+class AuditSettings(BaseSettings):
+    """The audit store's group commit; field names are the store's keyword arguments."""
+
+    model_config = _config("RISKSCORE_AUDIT_")
+
+    commit_window_ms: float = Field(default=1.0, ge=0.0, le=100.0)
+    """Group commit: how long the audit writer gathers decisions into one durable commit."""
+
+    max_batch: int = Field(default=512, ge=1)
+    """Group commit: most decisions in one commit."""
+
+    busy_timeout_ms: int = Field(default=5000, ge=1)
+    """How long an audit write waits for a lock held by another process before failing."""
+
+
+class SecondStageSettings(BaseSettings):
+    """The sequence stage: its artifact, its latency budget, fault injection."""
+
+    model_config = _config("RISKSCORE_SEQUENCE_")
+
+    model_dir: Path | None = None
+    """The sequence-stage artifact; unset uses the one shipped with riskscore."""
+
+    budget_ms: float = Field(default=50.0, gt=0.0, le=60_000.0)
+    """Latency budget from a request's arrival; the X-Deadline-Ms header overrides it."""
+
+    reserve_ms: float = Field(default=10.0, ge=0.0, le=1000.0)
+    """Part of the budget kept for recording the decision after the second stage (a durable
+    write's fsync reaches ~10 ms at p99 on an ordinary virtual disk)."""
+
+    fault_delay_ms: float = Field(default=0.0, ge=0.0, le=60_000.0)
+    """Fault injection (tests, demos): delay added to every second-stage run."""
+
+    fault_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Fault injection (tests, demos): share of second-stage runs that fail."""
+
     @property
-    def sequence_artifact_dir(self) -> Path:
-        if self.sequence_model_dir is not None:
-            return self.sequence_model_dir
+    def artifact_dir(self) -> Path:
+        if self.model_dir is not None:
+            return self.model_dir
         return default_sequence_artifact_dir()
+
+
+class Settings(BaseSettings):
+    """Everything `riskscore serve` and `riskscore consume` can be configured with."""
+
+    model_config = _config("RISKSCORE_")
+
+    data_dir: Path = Path("var")
+    """Where the audit store and other runtime files live (created if missing)."""
+
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    """Event loop of serve and consume: uvloop (faster socket handling) or Python's own."""
+
+    shutdown_timeout_s: float = Field(default=10.0, gt=0.0)
+    """On SIGTERM/SIGINT, how long in-flight requests get to finish."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Logging threshold."""
+
+    kafka: Literal["on", "off"] = "on"
+    """Consume transactions and labels from Kafka beside the HTTP API (off: HTTP only)."""
+
+    sequence: Literal["on", "off"] = "on"
+    """Second stage: the distilled sequence model for fast scores inside its ambiguous band."""
+
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    stream: KafkaSettings = Field(default_factory=KafkaSettings)
+    second_stage: SecondStageSettings = Field(default_factory=SecondStageSettings)
+
+    @property
+    def audit_path(self) -> Path:
+        return self.data_dir / AUDIT_FILE
+
+    @classmethod
+    def of(cls, **values: Any) -> Settings:
+        """Settings as the environment gives them, ``values`` taking precedence, each named
+        like its variable without ``RISKSCORE_`` (lowercase): ``Settings.of(port=0,
+        sequence_budget_ms=20.0, kafka="off")`` — for tests and for embedding."""
+        top: dict[str, Any] = {}
+        grouped: dict[str, dict[str, Any]] = {}
+        for key, value in values.items():
+            variable = f"RISKSCORE_{key.upper()}"
+            for group in _GROUPS:
+                model = _group_model(group)
+                prefix = str(model.model_config.get("env_prefix", ""))
+                name = variable[len(prefix) :].lower()
+                if variable.startswith(prefix) and name in model.model_fields:
+                    grouped.setdefault(group, {})[name] = value
+                    break
+            else:
+                top[key] = value
+        groups: dict[str, Any] = {g: _group_model(g)(**fields) for g, fields in grouped.items()}
+        return cls(**top, **groups)
+
+
+_GROUPS = ("http", "scoring", "audit", "stream", "second_stage")
+
+
+def _group_model(group: str) -> type[BaseSettings]:
+    model = Settings.model_fields[group].annotation
+    assert isinstance(model, type) and issubclass(model, BaseSettings)
+    return model
+
+
+def settings_models() -> list[type[BaseSettings]]:
+    """The whole and each of its groups."""
+    return [Settings, *(_group_model(g) for g in _GROUPS)]
 
 
 def settings_table() -> list[tuple[str, str, str]]:
     """(variable, default, description) for every setting: the README's configuration table."""
     rows = []
-    for name, field in Settings.model_fields.items():
-        default = field.default
-        shown = "" if default in ((), None) else str(default)
-        description = " ".join((field.description or "").split())
-        rows.append((f"RISKSCORE_{name.upper()}", shown, description))
+    for model in settings_models():
+        prefix = model.model_config.get("env_prefix", "")
+        for name, field in model.model_fields.items():
+            if model is Settings and name in _GROUPS:
+                continue
+            default = field.default
+            shown = "" if default in ((), None) else str(default)
+            description = " ".join((field.description or "").split())
+            rows.append((f"{prefix}{name.upper()}", shown, description))
     return rows

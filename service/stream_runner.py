@@ -17,27 +17,11 @@ from service.scorer import Scorer
 from service.settings import Settings
 from service.stream_bridge import ScorerBridge
 from streaming.broker import EmbeddedBroker, ensure_topics
-from streaming.config import StreamConfig, Topics
 from streaming.processor import StreamProcessor
 
 log = logging.getLogger(__name__)
 # A batch retried for longer than this makes the service unready (store or broker down).
 RETRYING_UNREADY_S = 10.0
-
-
-def stream_config(settings: Settings, bootstrap_servers: str) -> StreamConfig:
-    return StreamConfig(
-        bootstrap_servers=bootstrap_servers,
-        topics=Topics(
-            transactions=settings.kafka_transactions_topic,
-            decisions=settings.kafka_decisions_topic,
-            dead_letters=settings.kafka_dead_letter_topic,
-            labels=settings.kafka_labels_topic,
-        ),
-        group_id=settings.kafka_group_id,
-        max_batch=settings.kafka_max_batch,
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-    )
 
 
 class StreamRunner:
@@ -54,13 +38,14 @@ class StreamRunner:
         self.processor: StreamProcessor | None = None
 
     def start(self) -> None:
-        servers = self._settings.kafka_bootstrap_servers
+        kafka = self._settings.stream
+        servers = kafka.bootstrap_servers
         if servers is None:
-            self.broker = EmbeddedBroker(self._settings.kafka_embedded_port).start()
+            self.broker = EmbeddedBroker(kafka.embedded_port).start()
             servers = self.broker.bootstrap_servers
             log.info("embedded Kafka-protocol broker on %s", servers)
-        config = stream_config(self._settings, servers)
-        ensure_topics(servers, config.topics.all(), self._settings.kafka_partitions)
+        config = kafka.stream_config(servers)
+        ensure_topics(servers, config.topics.all(), kafka.partitions)
         bridge = ScorerBridge(self._scorer, self._loop)
         self.processor = StreamProcessor(config, bridge.score, bridge.labels)
         self._thread = threading.Thread(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -39,3 +42,57 @@ class StreamConfig:
     retry_backoff_max_s: float = 5.0
     # Longest wait for the broker to acknowledge a batch's decisions before retrying it.
     flush_timeout_s: float = 30.0
+
+
+class KafkaSettings(BaseSettings):
+    """Where and how the Kafka path connects (variables ``RISKSCORE_KAFKA_*``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RISKSCORE_KAFKA_", frozen=True, extra="forbid", use_attribute_docstrings=True
+    )
+
+    bootstrap_servers: str | None = None
+    """Kafka brokers (host:port,...); unset starts the embedded Tansu broker."""
+
+    embedded_port: int = Field(default=9092, ge=0, le=65535)
+    """Port of the embedded broker (0 picks a free one)."""
+
+    group_id: str = "riskscore"
+    """Consumer group of the scoring consumers."""
+
+    transactions_topic: str = "transactions"
+    """Transactions to score; producers key them by customer id."""
+
+    decisions_topic: str = "decisions"
+    """One decision per transaction, keyed by transaction id (the /score response JSON)."""
+
+    dead_letter_topic: str = "transactions.dlq"
+    """Records that cannot be processed, with headers naming the error and the source."""
+
+    labels_topic: str = "labels"
+    """Label feedback (the /labels body)."""
+
+    partitions: int = Field(default=4, ge=1)
+    """Partitions of topics riskscore creates."""
+
+    max_batch: int = Field(default=500, ge=1)
+    """Most records per polled batch."""
+
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    """Consumer-group session timeout; a group join takes about this long."""
+
+    def stream_config(self, bootstrap_servers: str) -> StreamConfig:
+        """The consumer's configuration, with the brokers actually used (the embedded
+        broker's address when ``bootstrap_servers`` is unset)."""
+        return StreamConfig(
+            bootstrap_servers=bootstrap_servers,
+            topics=Topics(
+                transactions=self.transactions_topic,
+                decisions=self.decisions_topic,
+                dead_letters=self.dead_letter_topic,
+                labels=self.labels_topic,
+            ),
+            group_id=self.group_id,
+            max_batch=self.max_batch,
+            session_timeout_ms=self.session_timeout_ms,
+        )

@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 from features.schema import validation_problems
-from service.settings import Settings
+from service.settings import Settings, settings_models
 
 
 class UserError(Exception):
     """A failure caused by the command's input (bad file, uncovered dates, bad option)."""
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """The settings from the environment (and ``overrides``), or one line naming each bad one."""
+def load_settings(build: Callable[[], Settings] = Settings) -> Settings:
+    """The settings from the environment, or one line naming each bad variable."""
     try:
-        return Settings(**overrides)
+        return build()
     except ValidationError as exc:
-        problems = "; ".join(f"{f}: {m}" for f, m in validation_problems(exc, whole="settings"))
-        raise UserError(f"invalid configuration: {problems}") from None
+        raise UserError(f"invalid configuration: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    # A group's error names its own fields: say which variable each one is.
+    models: dict[str, type[BaseSettings]] = {m.__name__: m for m in settings_models()}
+    model = models.get(exc.title)
+    prefix = "" if model is None else str(model.model_config.get("env_prefix", ""))
+    return "; ".join(
+        f"{prefix}{field.upper()}: {message}"
+        if prefix and "." not in field
+        else f"{field}: {message}"
+        for field, message in validation_problems(exc, whole="settings")
+    )

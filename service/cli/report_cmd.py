@@ -148,7 +148,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_summary(args: argparse.Namespace) -> int:
     selection = _selection(args)
-    artifact = args.model_dir or Settings().artifact_dir
+    artifact = args.model_dir or Settings().scoring.artifact_dir
     try:
         manifest = load_manifest(artifact)
     except ArtifactError as exc:

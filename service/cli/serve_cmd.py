@@ -10,7 +10,7 @@ from kafka.errors import KafkaError
 
 from models.errors import ArtifactError
 from service.cli.errors import UserError, load_settings
-from service.settings import settings_table
+from service.settings import HttpSettings, Settings, settings_table
 from streaming.broker import BrokerError
 
 KAFKA_HINT = (
@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         key: value for key in ("host", "port") if (value := getattr(args, key)) is not None
     }
-    settings = load_settings(**overrides)
+    # The group is built (not given as a dict) so that its other variables are still read.
+    settings = load_settings(lambda: Settings(http=HttpSettings(**overrides)))
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -58,16 +59,16 @@ def run(args: argparse.Namespace) -> int:
     log = logging.getLogger("riskscore")
     log.info(
         "serving model from %s on http://%s:%d (audit store %s)",
-        settings.artifact_dir,
-        settings.host,
-        settings.port,
+        settings.scoring.artifact_dir,
+        settings.http.host,
+        settings.http.port,
         settings.audit_path,
     )
     try:
         web.run_app(
             app,
-            host=settings.host,
-            port=settings.port,
+            host=settings.http.host,
+            port=settings.http.port,
             shutdown_timeout=settings.shutdown_timeout_s,
             access_log=None,
             print=lambda message: log.info("%s", message.strip()),
@@ -76,5 +77,7 @@ def run(args: argparse.Namespace) -> int:
     except (BrokerError, KafkaError) as exc:
         raise UserError(f"{KAFKA_HINT}: {exc}") from exc
     except OSError as exc:
-        raise UserError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+        raise UserError(
+            f"cannot listen on {settings.http.host}:{settings.http.port}: {exc}"
+        ) from exc
     return 0

@@ -114,7 +114,9 @@ def decisions(tmp_path_factory: pytest.TempPathFactory) -> list[Decision]:
     scratch = tmp_path_factory.mktemp("scratch")
     models = ModelSlot()
     models.swap(default_artifact_dir())
-    cascade = build_cascade(Settings(data_dir=scratch / "var", kafka="off"), models.model.version)
+    cascade = build_cascade(
+        Settings.of(data_dir=scratch / "var", kafka="off"), models.model.version
+    )
     with SQLiteAuditStore(scratch / "audit.sqlite3") as store:
         scorer = Scorer(models, store, cascade=cascade, budget_ms=5000.0)
         made = asyncio.run(_decide(scorer, txs))

@@ -171,7 +171,7 @@ async def test_fast_path_decisions_read_back_exactly(
 async def test_second_stage_decisions_read_back_exactly(
     tmp_path: Path, models: ModelSlot, payments: list[Transaction]
 ) -> None:
-    settings = Settings(data_dir=tmp_path / "var", kafka="off")
+    settings = Settings.of(data_dir=tmp_path / "var", kafka="off")
     cascade = build_cascade(settings, models.model.version)
     assert cascade is not None
     path = tmp_path / "audit.sqlite3"

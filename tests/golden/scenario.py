@@ -122,7 +122,7 @@ def settings(data_dir: Path) -> Settings:
     The defaults that decide outputs are spelled out, so that a ``RISKSCORE_*`` variable
     in the environment cannot change what is pinned.
     """
-    return Settings(
+    return Settings.of(
         data_dir=data_dir,
         kafka="off",
         max_batch_size=MAX_BATCH,

@@ -37,7 +37,7 @@ class Filled:
 
 
 async def _fill(data_dir: Path) -> dict[str, bool]:
-    app = create_app(Settings(data_dir=data_dir, kafka="off"))
+    app = create_app(Settings.of(data_dir=data_dir, kafka="off"))
     transactions, truth = payloads()
     async with TestClient(TestServer(app)) as client:
         await app[WARM_START]
@@ -97,7 +97,7 @@ def stored_records(audit_file: Path) -> list[DecisionRecord]:
 @pytest.fixture
 async def report_client(aiohttp_client: Any, data_dir: Path) -> TestClient[Any, web.Application]:
     """The service on a copy of the filled store, with a scoring and a compliance key."""
-    settings = Settings(
+    settings = Settings.of(
         data_dir=data_dir,
         kafka="off",
         api_keys=(SCORING_KEY,),

@@ -31,7 +31,7 @@ def make_client(aiohttp_client: Any, tmp_path: Path) -> ClientFactory:
     """Start the service on ``tmp_path`` (settings overridable); waits for its warm start."""
 
     async def make(**overrides: Any) -> TestClient[Any, web.Application]:
-        settings = Settings(**{"data_dir": tmp_path / "var", "kafka": "off", **overrides})
+        settings = Settings.of(**{"data_dir": tmp_path / "var", "kafka": "off", **overrides})
         app = create_app(settings)
         client: TestClient[Any, web.Application] = await aiohttp_client(app)
         task = app.get(WARM_START)

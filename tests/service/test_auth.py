@@ -70,7 +70,7 @@ def test_short_keys_are_refused() -> None:
     from service.settings import Settings
 
     with pytest.raises(ValidationError, match="at least 16"):
-        Settings(api_keys=("short",))
+        Settings.of(api_keys=("short",))
 
 
 async def test_a_key_that_is_not_utf8_is_refused_not_a_crash(make_client: ClientFactory) -> None:

@@ -31,7 +31,7 @@ WAIT_S = 60.0
 @pytest.fixture
 def scorer_on_loop(tmp_path: Path) -> Iterator[tuple[Scorer, asyncio.AbstractEventLoop]]:
     """A real scorer whose event loop runs in a thread, as under `riskscore serve`."""
-    scorer = build_scorer(Settings(data_dir=tmp_path / "var", kafka="off"))
+    scorer = build_scorer(Settings.of(data_dir=tmp_path / "var", kafka="off"))
     scorer.warm_start(from_store=False)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)

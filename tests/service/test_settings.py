@@ -1,0 +1,117 @@
+"""Settings grouped by area: every variable that worked before the grouping still works, and
+reaches the group that uses it; bad values name their variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.cli.errors import UserError, load_settings
+from service.settings import Settings, settings_table
+
+# Every variable `riskscore serve` read before the settings were grouped.
+VARIABLES = [
+    "RISKSCORE_HOST",
+    "RISKSCORE_PORT",
+    "RISKSCORE_DATA_DIR",
+    "RISKSCORE_MODEL_DIR",
+    "RISKSCORE_MAX_BODY_BYTES",
+    "RISKSCORE_MAX_BATCH_SIZE",
+    "RISKSCORE_REASON_COUNT",
+    "RISKSCORE_API_KEYS",
+    "RISKSCORE_API_KEY_HEADER",
+    "RISKSCORE_MICRO_BATCH_MAX",
+    "RISKSCORE_AUDIT_COMMIT_WINDOW_MS",
+    "RISKSCORE_AUDIT_MAX_BATCH",
+    "RISKSCORE_AUDIT_BUSY_TIMEOUT_MS",
+    "RISKSCORE_WARM_START",
+    "RISKSCORE_EXPLAINER",
+    "RISKSCORE_PREDICTOR",
+    "RISKSCORE_PREDICT_THREADS",
+    "RISKSCORE_EVENT_LOOP",
+    "RISKSCORE_SHUTDOWN_TIMEOUT_S",
+    "RISKSCORE_KAFKA",
+    "RISKSCORE_KAFKA_BOOTSTRAP_SERVERS",
+    "RISKSCORE_KAFKA_EMBEDDED_PORT",
+    "RISKSCORE_KAFKA_GROUP_ID",
+    "RISKSCORE_KAFKA_TRANSACTIONS_TOPIC",
+    "RISKSCORE_KAFKA_DECISIONS_TOPIC",
+    "RISKSCORE_KAFKA_DEAD_LETTER_TOPIC",
+    "RISKSCORE_KAFKA_LABELS_TOPIC",
+    "RISKSCORE_KAFKA_PARTITIONS",
+    "RISKSCORE_KAFKA_MAX_BATCH",
+    "RISKSCORE_KAFKA_SESSION_TIMEOUT_MS",
+    "RISKSCORE_SEQUENCE",
+    "RISKSCORE_SEQUENCE_MODEL_DIR",
+    "RISKSCORE_SEQUENCE_BUDGET_MS",
+    "RISKSCORE_SEQUENCE_RESERVE_MS",
+    "RISKSCORE_SEQUENCE_FAULT_DELAY_MS",
+    "RISKSCORE_SEQUENCE_FAULT_ERROR_RATE",
+    "RISKSCORE_LOG_LEVEL",
+    "RISKSCORE_COMPLIANCE_API_KEYS",
+]
+
+KEY = "k" * 20
+
+
+def test_the_variables_are_those_of_before() -> None:
+    assert sorted(name for name, _, _ in settings_table()) == sorted(VARIABLES)
+
+
+def test_each_variable_reaches_its_group(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    values = {
+        "RISKSCORE_PORT": "9",
+        "RISKSCORE_DATA_DIR": str(tmp_path),
+        "RISKSCORE_MODEL_DIR": str(tmp_path / "fast"),
+        "RISKSCORE_API_KEYS": f"{KEY}, {KEY}2",
+        "RISKSCORE_AUDIT_MAX_BATCH": "7",
+        "RISKSCORE_WARM_START": "false",
+        "RISKSCORE_KAFKA": "off",
+        "RISKSCORE_KAFKA_GROUP_ID": "g",
+        "RISKSCORE_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "RISKSCORE_SEQUENCE": "off",
+        "RISKSCORE_SEQUENCE_MODEL_DIR": str(tmp_path / "seq"),
+        "RISKSCORE_SEQUENCE_BUDGET_MS": "12",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.http.port == 9
+    assert settings.http.api_keys == (KEY, f"{KEY}2")
+    assert settings.audit_path == tmp_path / "audit.sqlite3"
+    assert settings.scoring.artifact_dir == tmp_path / "fast"
+    assert settings.scoring.warm_start is False
+    assert settings.audit.max_batch == 7
+    assert (settings.kafka, settings.stream.group_id) == ("off", "g")
+    assert settings.stream.stream_config("h:1").session_timeout_ms == 6000
+    assert (settings.sequence, settings.second_stage.budget_ms) == ("off", 12.0)
+    assert settings.second_stage.artifact_dir == tmp_path / "seq"
+
+
+def test_of_names_values_like_the_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RISKSCORE_HOST", "0.0.0.0")  # still read: values only take precedence
+    settings = Settings.of(port=0, audit_busy_timeout_ms=50, kafka_max_batch=3, kafka="off")
+    assert (settings.http.host, settings.http.port) == ("0.0.0.0", 0)
+    assert settings.audit.busy_timeout_ms == 50
+    assert (settings.kafka, settings.stream.max_batch) == ("off", 3)
+    with pytest.raises(ValueError, match="extra"):
+        Settings.of(no_such_setting=1)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RISKSCORE_PORT", "eighty"),
+        ("RISKSCORE_AUDIT_MAX_BATCH", "0"),
+        ("RISKSCORE_KAFKA_PARTITIONS", "0"),
+        ("RISKSCORE_SEQUENCE_BUDGET_MS", "-1"),
+        ("RISKSCORE_LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_a_bad_value_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(UserError, match=f"^invalid configuration: {variable}: "):
+        load_settings()
