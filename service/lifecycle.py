@@ -3,9 +3,10 @@
 Start: the feature state is rebuilt from the audit store in a thread (the scorer refuses
 payments until it is whole: HTTP answers 503, the Kafka consumer retries its batch), and
 the Kafka consumer starts beside it when Kafka is on. Stop, in this order: the consumer
-(it finishes and commits its batch through the scorer), the rebuild (abandoned if still
-running), the second stage's decisions in flight, then the audit store, flushed and
-closed — so nothing answered or committed on Kafka is missing from the audit trail.
+(it finishes and commits its batch through the scorer), the rebuild (given the shutdown
+time to finish if still running: it reads the store), the second stage's decisions in
+flight, then the audit store, flushed and closed — so nothing answered or committed on
+Kafka is missing from the audit trail.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ class ScoringProcess:
     async def start(self) -> None:
         """Begin the warm start; start the consumer when Kafka is on (blocks until it runs).
 
-        If this is cancelled (a signal during start-up), what was started is stopped
-        before the cancellation goes on: its threads would keep the process alive.
+        The consumer starts beside the rebuild (its batches are retried until the state is
+        whole). If this fails or is cancelled (a signal during start-up), what was started
+        is stopped before the error goes on: its threads would keep the process alive.
         """
         self.warm_start = asyncio.create_task(asyncio.to_thread(self._warm))
         if self.settings.kafka != "on":
@@ -55,13 +57,21 @@ class ScoringProcess:
                 await starting
             await self.shut_down()
             raise
+        except Exception:
+            # e.g. the topics could not be created after the embedded broker started:
+            # nothing would stop the broker or close the store later.
+            await self.shut_down()
+            raise
 
     async def shut_down(self) -> None:
         settings = self.settings
         if self.stream is not None:
             await asyncio.to_thread(self.stream.stop, settings.shutdown_timeout_s)
         if self.warm_start is not None and not self.warm_start.done():
-            self.warm_start.cancel()  # the thread finishes its rebuild; nothing waits for it
+            # The rebuild reads the store from its thread: give it the shutdown time to
+            # finish before the store closes under it (a thread cannot be interrupted).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.warm_start), settings.shutdown_timeout_s)
         await self.scorer.drain(settings.shutdown_timeout_s)
         await asyncio.to_thread(self.scorer.store.close, settings.shutdown_timeout_s)
         log.info("audit store flushed and closed")

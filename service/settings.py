@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from models.artifact_paths import default_artifact_dir, default_sequence_artifact_dir
 from streaming.config import KafkaSettings
@@ -184,6 +191,24 @@ class Settings(BaseSettings):
     sequence: Literal["on", "off"] = "on"
     """Second stage: the distilled sequence model for fast scores inside its ambiguous band."""
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The groups read their own variables; RISKSCORE_HTTP, RISKSCORE_AUDIT ... mean
+        # nothing (as before the grouping), rather than a group as JSON.
+        return (
+            init_settings,
+            _EnvWithoutGroups(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
+
     http: HttpSettings = Field(default_factory=HttpSettings)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
@@ -203,7 +228,7 @@ class Settings(BaseSettings):
         grouped: dict[str, dict[str, Any]] = {}
         for key, value in values.items():
             variable = f"RISKSCORE_{key.upper()}"
-            for group in _GROUPS:
+            for group in GROUPS:
                 model = _group_model(group)
                 prefix = str(model.model_config.get("env_prefix", ""))
                 name = variable[len(prefix) :].lower()
@@ -216,7 +241,16 @@ class Settings(BaseSettings):
         return cls(**top, **groups)
 
 
-_GROUPS = ("http", "scoring", "audit", "stream", "second_stage")
+GROUPS = ("http", "scoring", "audit", "stream", "second_stage")
+
+
+class _EnvWithoutGroups(EnvSettingsSource):
+    """The environment, for the top-level settings only (not the groups' own names)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if field_name in GROUPS:
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
 
 
 def _group_model(group: str) -> type[BaseSettings]:
@@ -227,7 +261,7 @@ def _group_model(group: str) -> type[BaseSettings]:
 
 def settings_models() -> list[type[BaseSettings]]:
     """The whole and each of its groups."""
-    return [Settings, *(_group_model(g) for g in _GROUPS)]
+    return [Settings, *(_group_model(g) for g in GROUPS)]
 
 
 def settings_table() -> list[tuple[str, str, str]]:
@@ -236,7 +270,7 @@ def settings_table() -> list[tuple[str, str, str]]:
     for model in settings_models():
         prefix = model.model_config.get("env_prefix", "")
         for name, field in model.model_fields.items():
-            if model is Settings and name in _GROUPS:
+            if model is Settings and name in GROUPS:
                 continue
             default = field.default
             shown = "" if default in ((), None) else str(default)

@@ -122,18 +122,23 @@ class StreamProcessor:
                 max_block_ms=int(c.flush_timeout_s * 1000),
             )
             consumer.subscribe(topics)
+            poll_backoff = c.retry_backoff_s
             while not stop.is_set():
                 try:
                     batch = consumer.poll(timeout_ms=c.poll_timeout_ms, max_records=c.max_batch)
                 except KafkaError as exc:
+                    if not exc.retriable:
+                        raise  # e.g. not authorised for the topic: retrying cannot help
                     # The broker or the group's coordinator is unreachable (an outage, a
                     # restart): nothing was taken from the topic, so wait and poll again.
                     if self.retrying_since is None:
                         self.retrying_since = time.monotonic()
-                    log.warning("polling failed (%s); polling again", exc)
-                    stop.wait(c.retry_backoff_s)
+                    log.warning("polling failed (%s); polling again in %.1f s", exc, poll_backoff)
+                    stop.wait(poll_backoff)
+                    poll_backoff = min(poll_backoff * 2, c.retry_backoff_max_s)
                     continue
                 self.retrying_since = None
+                poll_backoff = c.retry_backoff_s
                 if not batch:
                     continue
                 if not self._process_until_done(batch, producer, stop):

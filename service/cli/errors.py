@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsError
 
 from features.schema import validation_problems
-from service.settings import Settings, settings_models
+from service.settings import GROUPS, Settings, settings_models
+
+_WHOLE = "settings"
 
 
 class UserError(Exception):
@@ -19,18 +22,34 @@ def load_settings(build: Callable[[], Settings] = Settings) -> Settings:
     """The settings from the environment, or one line naming each bad variable."""
     try:
         return build()
-    except ValidationError as exc:
-        raise UserError(f"invalid configuration: {_problems(exc)}") from None
+    except (ValidationError, SettingsError) as exc:
+        problems = _problems(exc)
+    # A group that fails stops the others from being read: read each on its own, so that
+    # every bad variable is named at once.
+    groups = settings_models()[1:]
+    probes: list[Callable[[], object]] = list(groups)
+    # The top level alone: the groups given as they are, unvalidated.
+    unvalidated: dict[str, Any] = {
+        g: m.model_construct() for g, m in zip(GROUPS, groups, strict=True)
+    }
+    probes.append(lambda: Settings(**unvalidated))
+    for probe in probes:
+        try:
+            probe()
+        except (ValidationError, SettingsError) as exc:
+            problems += [p for p in _problems(exc) if p not in problems]
+    raise UserError(f"invalid configuration: {'; '.join(problems)}")
 
 
-def _problems(exc: ValidationError) -> str:
+def _problems(exc: ValidationError | SettingsError) -> list[str]:
+    if isinstance(exc, SettingsError):
+        return [str(exc)]
     # A group's error names its own fields: say which variable each one is.
     models: dict[str, type[BaseSettings]] = {m.__name__: m for m in settings_models()}
     model = models.get(exc.title)
     prefix = "" if model is None else str(model.model_config.get("env_prefix", ""))
-    return "; ".join(
-        f"{prefix}{field.upper()}: {message}"
-        if prefix and "." not in field
-        else f"{field}: {message}"
-        for field, message in validation_problems(exc, whole="settings")
-    )
+    named = []
+    for field, message in validation_problems(exc, whole=_WHOLE):
+        plain = not prefix or field == _WHOLE or "." in field
+        named.append(f"{field if plain else prefix + field.upper()}: {message}")
+    return named

@@ -115,3 +115,27 @@ def test_a_bad_value_names_its_variable(
     monkeypatch.setenv(variable, value)
     with pytest.raises(UserError, match=f"^invalid configuration: {variable}: "):
         load_settings()
+
+
+def test_the_groups_names_are_not_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for group in ("HTTP", "SCORING", "AUDIT", "STREAM", "SECOND_STAGE"):
+        monkeypatch.setenv(f"RISKSCORE_{group}", "not json")  # meant nothing before either
+    assert load_settings().http.port == 8080
+
+
+def test_every_bad_variable_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = {"RISKSCORE_EVENT_LOOP": "x", "RISKSCORE_PORT": "99999", "RISKSCORE_AUDIT_MAX_BATCH": "0"}
+    for name, value in bad.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UserError) as refused:
+        load_settings()
+    assert all(f"{name}: " in str(refused.value) for name in bad)
+
+
+def test_a_rule_over_several_variables_is_not_named_as_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RISKSCORE_COMPLIANCE_API_KEYS", KEY)
+    with pytest.raises(UserError, match="compliance API keys need scoring API keys") as refused:
+        load_settings()
+    assert "RISKSCORE_SETTINGS" not in str(refused.value)

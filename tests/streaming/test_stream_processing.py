@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 
 from service.app import build_scorer
 from service.scorer import Scorer
@@ -225,3 +226,58 @@ def test_records_that_cannot_be_forwarded_whole_still_reach_the_dlq(
     first, second = (dict(r.headers) for r in dead)
     assert first["dead_letter.value_bytes"] == str(len(huge)).encode() and dead[0].value == b""
     assert second["error.type"] == b"invalid_json" and dead[1].value == b""
+
+
+def _failing_polls(
+    monkeypatch: pytest.MonkeyPatch, errors: list[Exception], thread: threading.Thread
+) -> list[Exception]:
+    """The real consumer's poll, raising ``errors`` first in ``thread`` (faults of a broker
+    outage that a short proxy cut does not produce on cue)."""
+    real = KafkaConsumer.poll
+    raised: list[Exception] = []
+
+    def poll(self: KafkaConsumer, *args: Any, **kwargs: Any) -> Any:
+        if errors and threading.current_thread() is thread:
+            raised.append(errors.pop(0))
+            raise raised[-1]
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(KafkaConsumer, "poll", poll)
+    return raised
+
+
+def test_a_poll_that_fails_for_a_while_is_retried(
+    broker: EmbeddedBroker,
+    topics: Topics,
+    scorer_on_loop: tuple[Scorer, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scorer, loop = scorer_on_loop
+    payloads = _payloads(50)
+    _produce(broker, topics.transactions, [(b"c", json.dumps(p).encode()) for p in payloads])
+    running = Running(_processor(broker, topics, scorer, loop))
+    outage = [KafkaConnectionError("socket disconnected") for _ in range(3)]
+    raised = _failing_polls(monkeypatch, outage, running.thread)
+    with running:
+        decisions = _read(broker, topics.decisions, len(payloads))
+    assert len(raised) == 3
+    assert running.processor.error is None
+    assert sorted(r.key.decode() for r in decisions) == sorted(
+        p["transaction_id"] for p in payloads
+    )
+
+
+def test_a_poll_that_cannot_succeed_stops_the_consumer(
+    broker: EmbeddedBroker,
+    topics: Topics,
+    scorer_on_loop: tuple[Scorer, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scorer, loop = scorer_on_loop
+    processor = _processor(broker, topics, scorer, loop)
+    refused = [TopicAuthorizationFailedError("not authorised")]
+    _failing_polls(monkeypatch, refused, threading.current_thread())
+    with pytest.raises(TopicAuthorizationFailedError):
+        processor.run(threading.Event())  # returns only by raising: no retry helps
+    assert processor.error is not None
+    assert "TopicAuthorizationFailed" in processor.error
