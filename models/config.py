@@ -15,7 +15,8 @@ class FastModelConfig:
     """
 
     # A cap; early stopping usually keeps fewer. On the validation folds 300 gained
-    # +0.0003 AP over 200 while exact SHAP per decision costs ~1.5x (models.shape_tradeoff).
+    # +0.0003 AP over 200 while exact SHAP per decision costs ~1.5x
+    # (service.benchmarks.shape_tradeoff).
     num_trees: int = 200
     max_depth: int = 4
     num_leaves: int = 15

@@ -6,7 +6,7 @@ runs the handbook validation protocol (mean AP over its folds) and times single-
 ``predict`` and ``pred_contrib`` calls on one thread with the most recent fold's model,
 on rows of that fold's assessment week -- the way the service scores one payment.
 
-    python -m models.shape_tradeoff --data FILE [--json OUT]
+    python -m service.benchmarks.shape_tradeoff --data FILE [--json OUT]
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def format_table(results: Sequence[ShapeResult]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m models.shape_tradeoff",
+        prog="python -m service.benchmarks.shape_tradeoff",
         description=(
             "For a few LightGBM shapes: mean average precision over the handbook validation "
             "folds, and p50 single-row predict / exact-SHAP (pred_contrib) latency on one "
