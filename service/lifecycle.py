@@ -52,14 +52,12 @@ class ScoringProcess:
         starting = asyncio.create_task(asyncio.to_thread(runner.start))
         try:
             await asyncio.shield(starting)
-        except asyncio.CancelledError:
+        except BaseException:
+            # Cancelled (a signal: the start goes on in its thread, so wait for it) or
+            # failed (e.g. topics not created after the embedded broker started): nothing
+            # would stop the broker or close the store later.
             with contextlib.suppress(Exception):
                 await starting
-            await self.shut_down()
-            raise
-        except Exception:
-            # e.g. the topics could not be created after the embedded broker started:
-            # nothing would stop the broker or close the store later.
             await self.shut_down()
             raise
 

@@ -255,7 +255,10 @@ class Scorer:
             first[tid] = i
             new.append(i)
             needs_lookup.append(self._needs_lookup(tx))
-        cut = 0 if self._lookups_waiting else _first_true(needs_lookup, len(new))
+        # Decided now: the payments before the first that must wait for a lookup (none while
+        # an earlier lookup is still out).
+        first_wait = next((k for k, wait in enumerate(needs_lookup) if wait), len(new))
+        cut = 0 if self._lookups_waiting else first_wait
         if cut:
             decided = self._decide([requests[i] for i in new[:cut]], [None] * cut)
             for i, future in zip(new[:cut], decided, strict=True):
@@ -339,27 +342,30 @@ class Scorer:
                     escalated_futures.append(future)
         except Exception as exc:
             given = futures + [f for f in reserved[len(futures) :] if f is not None]
-            for request, future in zip(requests, given, strict=False):
-                self._in_flight.release(request.tx.transaction_id, future)
-                set_error(future, exc)
+            self._abandon(requests, given, exc)
             raise
         self._recorder.record(to_record, record_futures)
         if escalated:
             assert self._second is not None
-
-            def abandon(exc: BaseException) -> None:
-                for request, future in zip(escalated_requests, escalated_futures, strict=True):
-                    self._in_flight.release(request.tx.transaction_id, future)
-                    set_error(future, exc)
-
             self._second.escalate(
                 escalated,
                 [r.received for r in escalated_requests],
                 [r.budget_ms for r in escalated_requests],
                 lambda decisions: self._recorder.record(decisions, escalated_futures),
-                abandon,
+                lambda exc: self._abandon(escalated_requests, escalated_futures, exc),
             )
         return futures
+
+    def _abandon(
+        self,
+        requests: list[ScoreRequest],
+        futures: list[asyncio.Future[Scored]],
+        error: BaseException,
+    ) -> None:
+        """No decision will come for these: fail their futures and free their ids."""
+        for request, future in zip(requests, futures, strict=False):
+            self._in_flight.release(request.tx.transaction_id, future)
+            set_error(future, error)
 
     async def _look_up(
         self,
@@ -436,11 +442,3 @@ class Scorer:
         recorded sequence model is loaded (blocking: it reads the store and runs the model)."""
         model = None if self._cascade is None else self._cascade.model
         return complete_attributions(record, self._store, model)
-
-
-def _first_true(flags: list[bool], default: int) -> int:
-    """Index of the first True in ``flags``, or ``default``."""
-    for i, flag in enumerate(flags):
-        if flag:
-            return i
-    return default

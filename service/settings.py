@@ -241,7 +241,12 @@ class Settings(BaseSettings):
         return cls(**top, **groups)
 
 
-GROUPS = ("http", "scoring", "audit", "stream", "second_stage")
+# The fields of Settings that are groups (each a settings model of its own), in order.
+GROUPS = tuple(
+    name
+    for name, field in Settings.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, BaseSettings)
+)
 
 
 class _EnvWithoutGroups(EnvSettingsSource):
