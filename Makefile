@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint install default-artifact sequence-artifact clean
+.PHONY: run demo test lint install system-packages default-artifact sequence-artifact clean
 
 $(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ run: $(RUN_STAMP)
 demo: $(RUN_STAMP)
 	$(BIN)/riskscore demo
 
-test: $(STAMP)
+# What the tests need from the system (browser, PostgreSQL, Redis): installed with apt-get
+# when run as root, otherwise one line says what to install. The list is in the script.
+system-packages:
+	bash tests/system_packages.sh
+
+test: $(STAMP) system-packages
 	$(BIN)/pytest
 
 lint: $(STAMP)
