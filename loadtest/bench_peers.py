@@ -23,15 +23,9 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,22 +35,18 @@ import numpy as np
 from features.data import DataError, TransactionFrame, load_transactions
 from features.definitions import feature_names
 from features.offline import compute_features
+from loadtest.server_process import (
+    BenchError,
+    free_port,
+    riskscore_command,
+    riskscore_env,
+    server,
+)
 from loadtest.sweep import capacity
 
 MLSERVER_PACKAGES = ("mlserver==1.7.1", "mlserver-lightgbm==1.7.1")
 MODEL_NAME = "riskscore-fast"
-READY_TIMEOUT_S = 120.0
 SLOS_MS = (20.0, 50.0)
-
-
-class BenchError(RuntimeError):
-    """The benchmark cannot run here; the message says why."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cores() -> tuple[list[str], list[str], str]:
@@ -120,49 +110,11 @@ def write_v2_bodies(history: TransactionFrame, model_dir: Path, out: Path) -> in
     return len(rows)
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:]
-            raise BenchError(f"server exited with {process.returncode}; log tail:\n{tail}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.25)  # polling a starting server, bounded by the deadline
-    raise BenchError(f"{url} not ready after {READY_TIMEOUT_S:.0f} s (log: {log})")
-
-
-@contextmanager
-def server(command: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_ready(ready_url, process, log)
-            yield
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def riskscore_server(port: int, data_dir: Path, pin: list[str], log: Path) -> Any:
-    env = {
-        **os.environ,
-        "RISKSCORE_HOST": "127.0.0.1",
-        "RISKSCORE_PORT": str(port),
-        "RISKSCORE_KAFKA": "off",
-        "RISKSCORE_DATA_DIR": str(data_dir),
-        "RISKSCORE_LOG_LEVEL": "WARNING",
-    }
-    riskscore = Path(sys.executable).parent / "riskscore"
-    return server([*pin, str(riskscore), "serve"], env, f"http://127.0.0.1:{port}/readyz", log)
+    env = riskscore_env(
+        host="127.0.0.1", port=str(port), kafka="off", data_dir=str(data_dir), log_level="WARNING"
+    )
+    return server([*pin, *riskscore_command("serve")], env, f"http://127.0.0.1:{port}/readyz", log)
 
 
 def mlserver_server(

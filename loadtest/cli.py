@@ -23,14 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import uvloop
-
 from loadtest.http_client import Endpoint, HttpTarget
 from loadtest.kafka_mode import KafkaTarget, KafkaTargetError, KafkaTopics
 from loadtest.net import TargetError, check_reachable, split_host_port
 from loadtest.recorder import Recorder
 from loadtest.report import format_report
-from loadtest.runner import RunConfig, run_once
+from loadtest.runner import RunConfig, run_loop, run_once
 from loadtest.schedule import Plan, Target
 from loadtest.server_counters import ServerMetricsError, scrape, shares
 from loadtest.sweep import format_server, format_sweep, sweep
@@ -321,7 +319,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             make, context = _http_factory(args)
             context.update(mode="self-test", placement=placement)
-            return _run_loop(_execute(args, make, _self_test_workload(), context))
+            return run_loop(_execute(args, make, _self_test_workload(), context))
         finally:
             server.terminate()
             server.wait()
@@ -339,14 +337,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         make, context = _kafka_factory(args)
     context["data"] = args.data.name
-    return _run_loop(_execute(args, make, workload, context))
-
-
-def _run_loop(main: Any) -> dict[str, Any]:
-    # uvloop: the event loop's own overhead per request is a good part of the budget.
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        result: dict[str, Any] = runner.run(main)
-        return result
+    return run_loop(_execute(args, make, workload, context))
 
 
 def main(argv: list[str] | None = None) -> int:

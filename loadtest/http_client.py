@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -44,9 +45,15 @@ class Endpoint:
         check_reachable(self.host, self.port)
 
 
+# Each answer as it arrives: (intended send time, arrival time, HTTP status, body).
+AnswerHook = Callable[[float, float, int, bytes], None]
+
+
 class HttpTarget:
     """POSTs JSON bodies to one endpoint over up to ``max_connections`` connections;
-    requests wait in a queue (their latency running) while every connection is busy."""
+    requests wait in a queue (their latency running) while every connection is busy.
+    ``on_answer``, when given, sees every answer's body (benchmarks that count what the
+    server decided); without it bodies are not kept."""
 
     def __init__(
         self,
@@ -55,12 +62,15 @@ class HttpTarget:
         headers: dict[str, str] | None = None,
         max_connections: int = 256,
         inspect_body: bool = False,
+        on_answer: AnswerHook | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.recorder = recorder
         self.max_connections = max_connections
         # Batch answers are 200 even when some items failed: look for their error entries.
         self.inspect_body = inspect_body
+        self.on_answer = on_answer
+        self.keep_body = inspect_body or on_answer is not None
         lines = [
             f"POST {endpoint.path} HTTP/1.1",
             f"Host: {endpoint.host}:{endpoint.port}",
@@ -160,33 +170,36 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            self._finish("bad_response")
+            self._finish("bad_response", time.perf_counter())
             self.close()
 
     # httptools callbacks
     def on_body(self, body: bytes) -> None:
-        if self.pool.inspect_body:
+        if self.pool.keep_body:
             self.body += body
 
     def on_message_complete(self) -> None:
+        now = time.perf_counter()
         status = self.parser.get_status_code()
         error = None if 200 <= status < 300 else str(status)
         if error is None and self.pool.inspect_body and b'"error"' in self.body:
             error = "batch_item_error"
+        if self.pool.on_answer is not None and self.intended is not None:
+            self.pool.on_answer(self.intended, now, status, bytes(self.body))
         self.body.clear()
-        self._finish(error)
+        self._finish(error, now)
         if self.parser.should_keep_alive():
             self.pool.ready(self)
         else:
             self.close()
 
-    def _finish(self, error: str | None) -> None:
+    def _finish(self, error: str | None, now: float) -> None:
         intended, self.intended = self.intended, None
         if intended is not None:
-            self.pool.recorder.on_done(intended, error, time.perf_counter())
+            self.pool.recorder.on_done(intended, error, now)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._finish(type(exc).__name__ if exc else "connection_closed")
+        self._finish(type(exc).__name__ if exc else "connection_closed", time.perf_counter())
         self.pool.lost(self)
 
     def close(self) -> None:

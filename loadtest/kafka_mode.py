@@ -110,6 +110,12 @@ class KafkaTarget:
         if offset + 1 > self._acked_ends.get(partition, 0):
             self._acked_ends[partition] = offset + 1
 
+    def flush(self) -> None:
+        """Block until every transaction submitted so far is acknowledged by the broker
+        (a backlog published before its consumer starts)."""
+        assert self._producer is not None
+        self._producer.flush()
+
     def abandon(self, now: float) -> None:
         for intended in self._inflight.values():
             self.recorder.on_abandoned(intended, now)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+import uvloop
 
 from loadtest.recorder import Recorder
 from loadtest.report import build_report, progress_line
@@ -42,11 +45,13 @@ async def run_once(
     workload: Workload,
     bodies: Iterator[dict[str, object]],
     config: RunConfig,
+    recorder: Recorder | None = None,
     **context: Any,
 ) -> dict[str, Any]:
     """Send ``bodies`` (from ``body_stream``: consecutive runs of a sweep continue where
-    the last one stopped) into a fresh target, on ``config``'s schedule."""
-    recorder = Recorder()
+    the last one stopped) into a fresh target, on ``config``'s schedule. A caller that
+    wants the raw samples passes its own (fresh) ``recorder``."""
+    recorder = recorder or Recorder()
     target = make_target(recorder)
     target.start()
     try:
@@ -67,6 +72,16 @@ async def run_once(
     if lag_samples is not None:
         add_lag(report, lag_samples, recorder.measure_from)
     return report
+
+
+_T = TypeVar("_T")
+
+
+def run_loop(main: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``main`` to the end on a fresh uvloop event loop: the event loop's own overhead
+    per request is a good part of the budget."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 def _show(recorder: Recorder, elapsed_s: float) -> None:

@@ -93,7 +93,7 @@ async def run_schedule(
                 continue
             recorder.on_send(intended, now)
             target.submit(body, intended)
-        await _drain(recorder, plan.drain_timeout_s)
+        await drain(recorder, plan.drain_timeout_s)
         target.abandon(time.perf_counter())
     finally:
         if ticker is not None:
@@ -102,7 +102,8 @@ async def run_schedule(
         on_tick(recorder, time.perf_counter() - start)
 
 
-async def _drain(recorder: Recorder, timeout_s: float) -> None:
+async def drain(recorder: Recorder, timeout_s: float) -> None:
+    """Until every request sent is answered, or ``timeout_s`` has passed."""
     deadline = time.perf_counter() + timeout_s
     # Polled, not awaited on an event: answers arrive through plain callbacks, and a
     # 10 ms poll adds nothing to the measured latencies (they are already recorded).

@@ -10,7 +10,7 @@ included), the share the second stage decided and the share that fell back.
 from __future__ import annotations
 
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,11 +29,13 @@ class DecisionCounts:
     decisions: float = 0.0
     second_stage: float = 0.0
     fallbacks: float = 0.0
+    fallback_reasons: dict[str, float] = field(default_factory=dict)
 
 
 def parse(text: str) -> DecisionCounts:
     """Sum riskscore's decision counters out of a Prometheus text exposition."""
     decisions = second_stage = fallbacks = 0.0
+    reasons: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "riskscore_decisions_total":
@@ -42,7 +44,9 @@ def parse(text: str) -> DecisionCounts:
                     second_stage += sample.value
             elif sample.name == "riskscore_fallbacks_total":
                 fallbacks += sample.value
-    return DecisionCounts(decisions, second_stage, fallbacks)
+                reason = sample.labels.get("reason", "unknown")
+                reasons[reason] = reasons.get(reason, 0.0) + sample.value
+    return DecisionCounts(decisions, second_stage, fallbacks, reasons)
 
 
 def scrape(url: str) -> DecisionCounts:
@@ -65,6 +69,15 @@ def shares(before: DecisionCounts, after: DecisionCounts) -> dict[str, Any]:
         "escalated_share": round((second_stage + fallbacks) / decisions, 4),
         "fallback_share": round(fallbacks / decisions, 4),
     }
+
+
+def fallback_reasons(before: DecisionCounts, after: DecisionCounts) -> dict[str, int]:
+    """Fallbacks between two scrapes by reason, the reasons that occurred only."""
+    counts = {
+        reason: int(total - before.fallback_reasons.get(reason, 0.0))
+        for reason, total in sorted(after.fallback_reasons.items())
+    }
+    return {reason: n for reason, n in counts.items() if n}
 
 
 def describe(server: dict[str, Any]) -> str:

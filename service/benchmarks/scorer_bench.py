@@ -16,7 +16,6 @@ import asyncio
 import os
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -24,35 +23,14 @@ import numpy as np
 from tqdm import tqdm
 
 from explain.audit.sqlite_store import SQLiteAuditStore
-from features.data import TransactionFrame, frame_from_pandas
-from features.definitions import MS_PER_DAY
+from features.data import TransactionFrame
 from features.rebuild import rebuild_state
 from features.schema import Transaction
-from features.simulator import SimulationConfig, simulate
+from features.simulated_stream import FIRST_CALLS, timed_stream
+from loadtest.durations import summary_ms
 from models.fast import ModelSlot
-from service.benchmarks.stats import summary_ms
 from service.scorer import Scorer
 from service.warm_start import settle_heap
-
-# Enough history that every feature window (30 days plus the 7-day label delay) is full.
-WARMUP_DAYS = 40
-FIRST_CALLS = 20
-
-
-def bench_transactions(count: int, seed: int) -> tuple[TransactionFrame, list[Transaction]]:
-    """A simulated stream: ``WARMUP_DAYS`` of history to fill the state, then ``count`` to time."""
-    # The population pays about 4,000 times a day: enough days for the timed part.
-    days = WARMUP_DAYS + max(10, -(-(count + FIRST_CALLS) // 3000))
-    config = SimulationConfig(
-        customers=2000, terminals=4000, days=days, start=date(2025, 1, 1), seed=seed
-    )
-    frame = frame_from_pandas(simulate(config, progress=True), source="simulated")
-    start_ms = frame.epoch_ms[0] + WARMUP_DAYS * MS_PER_DAY
-    warm = int(np.searchsorted(frame.epoch_ms, start_ms))
-    timed = frame.take(slice(warm, warm + FIRST_CALLS + count))
-    if len(timed) < count:
-        raise ValueError(f"the simulated stream holds only {len(timed)} transactions to time")
-    return frame.take(slice(0, warm)), [Transaction.model_validate(p) for p in timed.payloads()]
 
 
 def _cpu() -> tuple[float, float]:
@@ -113,7 +91,7 @@ def measure(
     commit_window_ms: float = 1.0,
     batch: int = 64,
 ) -> dict[str, Any]:
-    history, txs = bench_transactions(count, seed)
+    history, txs = timed_stream(count, seed)
     models = ModelSlot()
     model = models.swap(artifact_dir)
     with tempfile.TemporaryDirectory() as tmp:

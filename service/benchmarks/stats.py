@@ -1,25 +1,6 @@
-"""Latency summaries shared by the benchmarks: medians, tails and ratios from one run."""
+"""Latency summaries of the in-process benchmarks as a Markdown table."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-
-import numpy as np
-
-
-def summary_ms(seconds: Sequence[float] | np.ndarray) -> dict[str, float]:
-    """p50/p90/p99/max in milliseconds of per-item durations given in seconds."""
-    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    if ms.size == 0:
-        return {"n": 0}
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return {
-        "n": int(ms.size),
-        "p50_ms": float(p50),
-        "p90_ms": float(p90),
-        "p99_ms": float(p99),
-        "max_ms": float(ms.max()),
-    }
 
 
 def table(rows: dict[str, dict[str, float]]) -> str:

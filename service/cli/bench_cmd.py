@@ -1,20 +1,28 @@
-"""`riskscore bench`: in-process benchmarks of the scoring core."""
+"""`riskscore bench`: benchmarks of the scoring core in this process (scorer, explain) and
+of a running service driven by the load generator's clients (cascade, stream)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from models.artifact_paths import default_artifact_dir
 from service.cli.arguments import positive_int
+from service.cli.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "bench",
-        help="benchmark the scoring core in-process",
-        description="In-process benchmarks; HTTP and Kafka load tests live in riskscore-loadtest.",
+        help="benchmark the scoring core, in this process or as a running service",
+        description=(
+            "scorer and explain run in this process; cascade and stream start the service "
+            "and drive it with the load generator's clients (the loadtest extra). Open-loop "
+            "HTTP and Kafka load at any rate: riskscore-loadtest."
+        ),
     )
     kinds = parser.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
     scorer = kinds.add_parser(
@@ -126,17 +134,50 @@ def run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_stream(args: argparse.Namespace) -> int:
-    from service.benchmarks.stream_bench import measure
+def _load_generator(name: str) -> ModuleType:
+    """A benchmark of ``loadtest``, imported when asked for: its dependencies (HDR
+    histograms, httptools) are the loadtest extra, which a service install leaves out."""
+    import importlib
 
-    result = measure(args.count, float(args.rate), float(args.seconds))
+    try:
+        return importlib.import_module(f"loadtest.{name}")
+    except ImportError as exc:
+        raise UserError(
+            f"this benchmark needs the load generator ({exc.name} is missing): "
+            "pip install -e '.[loadtest]'"
+        ) from None
+
+
+def _measured(bench: ModuleType, *args: object) -> dict[str, Any]:
+    """``bench.measure(*args)``; a service that would not start or answer is one line."""
+    from loadtest.server_process import BenchError
+
+    try:
+        result: dict[str, Any] = bench.measure(*args)
+    except BenchError as exc:
+        raise UserError(str(exc)) from None
+    return result
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    bench = _load_generator("bench_stream")
+    from streaming.broker import EmbeddedBroker, ensure_topics
+    from streaming.config import Topics
+
+    # The broker is this process's (the composition root's): the benchmark only needs its
+    # address and topics, and so does not depend on streaming.
+    with EmbeddedBroker(port=0) as broker:
+        ensure_topics(broker.bootstrap_servers, Topics().all(), partitions=4)
+        result = _measured(
+            bench, broker.bootstrap_servers, args.count, float(args.rate), float(args.seconds)
+        )
     print(f"throughput: {result['throughput_tx_per_s']:,.0f} transactions/s (backlog {args.count})")
     for step, us in result["step_us_per_tx"].items():
         print(f"  {step:<48} {us:8.1f} µs/tx")
     print(
         f"latency at {args.rate}/s: p50 {result['latency_p50_ms']:.1f} ms, "
         f"p99 {result['latency_p99_ms']:.1f} ms, max {result['latency_max_ms']:.1f} ms "
-        f"({result['latency_n']} transactions)"
+        f"({result['latency_n']} transactions, {result['latency_missing']} missing)"
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
@@ -144,10 +185,11 @@ def run_stream(args: argparse.Namespace) -> int:
 
 
 def run_cascade(args: argparse.Namespace) -> int:
-    from service.benchmarks.cascade_bench import measure, report
-
-    result = measure(args.count, float(args.rate), args.delay_ms, args.budget_ms, args.warmup)
-    print(report(result))
+    bench = _load_generator("bench_cascade")
+    result = _measured(
+        bench, args.count, float(args.rate), args.delay_ms, args.budget_ms, args.warmup
+    )
+    print(bench.report(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0
