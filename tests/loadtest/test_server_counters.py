@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.cli import main
-from loadtest.server_counters import DecisionCounts, parse, shares
+from loadtest.server_counters import DecisionCounts, fallback_reasons, parse, shares
 from tests.service.test_serve_process import _free_port, _serving
 
 
@@ -62,7 +62,16 @@ def test_parse_sums_every_action() -> None:
             'riskscore_fallbacks_total{reason="timeout"} 0.0',
         ]
     )
-    assert parse(text) == DecisionCounts(decisions=10, second_stage=3, fallbacks=1)
+    assert parse(text) == DecisionCounts(
+        decisions=10, second_stage=3, fallbacks=1, fallback_reasons={"budget": 1, "timeout": 0}
+    )
+
+
+def test_fallback_reasons_between_two_reads() -> None:
+    before = DecisionCounts(fallbacks=1, fallback_reasons={"budget": 1.0})
+    after = DecisionCounts(fallbacks=5, fallback_reasons={"budget": 3.0, "timeout": 2.0})
+    assert fallback_reasons(before, after) == {"budget": 2, "timeout": 2}
+    assert fallback_reasons(after, after) == {}
 
 
 def test_unreadable_server_metrics_stop_the_run_before_it_starts(

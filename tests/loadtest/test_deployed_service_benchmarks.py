@@ -1,0 +1,116 @@
+"""`riskscore bench cascade` and `riskscore bench stream`, run small against a real service
+(`riskscore serve`, `riskscore consume` on an embedded broker) through the load
+generator's clients: the figures they print and write, and counts that add up."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", "bench", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_bench_cascade_against_a_real_service(tmp_path: Path) -> None:
+    out = tmp_path / "cascade.json"
+    count = 60
+    # No warm-up: the service's counters, read before and after, then count the same
+    # payments as the client.
+    result = _bench(
+        "cascade", "--count", str(count), "--rate", "100", "--warmup", "0", "--json", str(out)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{count} payments (after 0 not counted) at 100/s, budget 50 ms")
+    assert lines[3].startswith("| normal | ") and lines[4].startswith("| +200 ms injected | ")
+
+    figures = json.loads(out.read_text())
+    assert (figures["count"], figures["warmup"], figures["rate"]) == (count, 0, 100.0)
+    assert figures["history_sent_first"] > 10_000  # a week of the simulated population
+    for name in ("normal", "slow_second_stage"):
+        phase = figures[name]
+        assert phase["errors"] == {}
+        assert phase["statuses"] == {"200": count}
+        assert sum(phase["stages"].values()) == count
+        assert phase["latency_all"]["n"] == count
+        escalated = round(phase["escalated_share"] * count)
+        assert phase["latency_escalated"].get("n", 0) == escalated
+        assert sum(phase["fallback_reasons"].values()) == escalated
+        # What the client read in the answers is what the service counted.
+        server = phase["server"]
+        assert server["decisions"] == count
+        assert server["escalated_share"] == pytest.approx(phase["escalated_share"], abs=1e-4)
+        client_fallbacks = {k: v for k, v in phase["fallback_reasons"].items() if k != "None"}
+        assert server["fallback_reasons"] == client_fallbacks
+    # Same payments, same state: the same ones are escalated in both phases.
+    assert figures["slow_second_stage"]["escalated_share"] == figures["normal"]["escalated_share"]
+    assert figures["normal"]["escalated_share"] > 0
+    # 200 ms injected into a 50 ms budget: the second stage never decides.
+    assert figures["slow_second_stage"]["stages"] == {"fast": count}
+    assert "None" not in figures["slow_second_stage"]["fallback_reasons"]
+
+
+@pytest.mark.slow
+def test_bench_stream_against_a_real_consumer(tmp_path: Path) -> None:
+    out = tmp_path / "stream.json"
+    backlog, rate, seconds = 300, 100, 2
+    result = _bench(
+        "stream",
+        *("--count", str(backlog), "--rate", str(rate), "--seconds", str(seconds)),
+        *("--json", str(out)),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("throughput: ")
+    assert f"latency at {rate}/s: p50 " in result.stdout
+
+    figures = json.loads(out.read_text())
+    paced = rate * seconds
+    assert figures["backlog"] == backlog
+    assert figures["throughput_tx_per_s"] > 0
+    assert figures["latency_errors"] == {}
+    assert (figures["latency_n"], figures["latency_missing"]) == (paced, 0)
+    # The consumer decided every payment sent, once: the backlog and the paced run.
+    assert figures["consumer_decisions"] == backlog + paced
+    assert 0 < figures["latency_p50_ms"] <= figures["latency_p99_ms"] <= figures["latency_max_ms"]
+    assert set(figures["step_us_per_tx"]) == {
+        "decode",
+        "score (features, model, SHAP, durable audit)",
+        "publish (send, broker ack)",
+        "commit",
+    }
+    assert all(us > 0 for us in figures["step_us_per_tx"].values())
+
+
+def test_without_the_load_generator_a_benchmark_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As in a service-only install: the loadtest extra (httptools, hdrh) is not there.
+    for name in [m for m in sys.modules if m == "loadtest" or m.startswith("loadtest.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "httptools", None)
+    monkeypatch.setitem(sys.modules, "hdrh", None)
+
+    assert main(["bench", "cascade", "--count", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "pip install -e '.[loadtest]'" in err
+    assert err.startswith("riskscore bench: error: this benchmark needs the load generator")
