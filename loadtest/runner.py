@@ -51,7 +51,7 @@ async def run_once(
     """Send ``bodies`` (from ``body_stream``: consecutive runs of a sweep continue where
     the last one stopped) into a fresh target, on ``config``'s schedule. A caller that
     wants the raw samples passes its own (fresh) ``recorder``."""
-    recorder = recorder or Recorder()
+    recorder = recorder if recorder is not None else Recorder()
     target = make_target(recorder)
     target.start()
     try:

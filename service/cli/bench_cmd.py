@@ -4,13 +4,14 @@ of a running service driven by the load generator's clients (cascade, stream).""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from models.artifact_paths import default_artifact_dir
-from service.cli.arguments import positive_int
+from service.cli.arguments import non_negative_int, positive_int
 from service.cli.errors import UserError
 
 
@@ -91,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cascade.add_argument("--delay-ms", type=float, default=200.0, help="injected delay")
     cascade.add_argument("--budget-ms", type=float, default=50.0, help="latency budget")
     cascade.add_argument(
-        "--warmup", type=int, default=300, help="payments sent first and not counted"
+        "--warmup", type=non_negative_int, default=300, help="payments sent first and not counted"
     )
     cascade.add_argument("--json", type=Path, help="also write the figures as JSON")
     cascade.set_defaults(run=run_cascade)
@@ -137,8 +138,6 @@ def run_explain(args: argparse.Namespace) -> int:
 def _load_generator(name: str) -> ModuleType:
     """A benchmark of ``loadtest``, imported when asked for: its dependencies (HDR
     histograms, httptools) are the loadtest extra, which a service install leaves out."""
-    import importlib
-
     try:
         return importlib.import_module(f"loadtest.{name}")
     except ImportError as exc:

@@ -186,3 +186,30 @@ async def test_batches_go_to_the_batch_endpoint_and_item_errors_count(
     assert recorder.sent == 10
     assert dict(recorder.errors) == {"batch_item_error": 5}
     assert recorder.completed == 5
+
+
+async def test_on_answer_sees_every_answer_with_its_body_and_status(
+    aiohttp_server: ServerFactory,
+) -> None:
+    async def score(request: web.Request) -> web.Response:
+        body = await request.json()
+        if body["transaction_id"] == "t3":
+            return web.json_response({"error": {"type": "validation_error"}}, status=422)
+        return web.json_response({"transaction_id": body["transaction_id"], "stage": "fast"})
+
+    app = web.Application()
+    app.router.add_post("/score", score)
+    server = await aiohttp_server(app)
+    answers: list[tuple[float, float, int, bytes]] = []
+
+    def keep(intended: float, at: float, status: int, body: bytes) -> None:
+        answers.append((intended, at, status, body))
+
+    recorder = await _run(server, rate=100, duration_s=0.1, on_answer=keep)
+
+    assert recorder.completed + sum(recorder.errors.values()) == len(answers) == 10
+    assert recorder.errors == {"422": 1}
+    assert all(at >= intended for intended, at, _, _ in answers)
+    received = {(status, body) for _, _, status, body in answers}
+    assert (422, b'{"error": {"type": "validation_error"}}') in received
+    assert (200, b'{"transaction_id": "t0", "stage": "fast"}') in received
