@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.settings import settings_table
+from service.settings import allowed_values, known_variables, settings_table
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -16,6 +16,14 @@ def test_every_setting_is_in_the_configuration_table() -> None:
         assert description in row
         if default:
             assert f"`{default}`" in row
+
+
+def test_the_configuration_table_gives_every_limit() -> None:
+    # The "allowed" column: what each variable accepts, as the settings enforce it.
+    for name, (model, field) in known_variables().items():
+        row = next(line for line in README.splitlines() if line.startswith(f"| `{name}` |"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[2] == allowed_values(model, field), name
 
 
 def test_make_run_serves() -> None:
