@@ -344,3 +344,27 @@ async def test_listed_second_stage_decisions_carry_their_attributions(report_cli
         attributions = decision["sequence"]["attributions"]
         assert all(isinstance(a["contribution"], float) for a in attributions)
         assert all(a["timestamp"] is not None and a["amount"] > 0 for a in attributions)
+
+
+async def test_a_found_decision_has_the_shape_of_the_decision_read_by_id(
+    report_client: Any, filled: Filled
+) -> None:
+    """One record shape: the same keys in the list and by id (null where absent), labels
+    included in both."""
+    labelled = next(iter(filled.labels))
+    listed = await _all_pages(report_client, "", limit=1000)
+    by_id = {item["transaction"]["transaction_id"]: item for item in listed}
+    fast = next(item for item in listed if item["stage"] == "fast")
+    sequence = next(item for item in listed if item["stage"] == "sequence")
+    for tid in (
+        labelled,
+        fast["transaction"]["transaction_id"],
+        sequence["transaction"]["transaction_id"],
+    ):
+        response = await report_client.get(f"/decisions/{tid}", headers=as_compliance())
+        single = await response.json()
+        assert single == by_id[tid]
+    assert [label["is_fraud"] for label in by_id[labelled]["labels"]] == [filled.labels[labelled]]
+    # Absent parts are there as null, in both views.
+    assert fast["sequence"] is None and fast["fallback_reason"] is None
+    assert sequence["sequence"] is not None
