@@ -54,8 +54,8 @@ def query_model(model: type[M], request: web.Request) -> M:
     except ValidationError as exc:
         fields = InvalidInput.from_validation(exc).fields or []
         for field in fields:
-            if field["field"] == "body":  # a rule across parameters (from before to)
-                field["field"] = "query"
+            if field["field"] == "body":  # the rule across parameters: 'from' before 'to'
+                field["field"] = "from"
         names = ", ".join(dict.fromkeys(f["field"] for f in fields))
         raise InvalidInput(f"invalid query: {names}", fields) from None
 
