@@ -213,6 +213,12 @@ def validation_problems(
     [('labels.0.transaction_id', 'String should have at least 1 character')]
     """
     return [
-        ((prefix + ".".join(str(p) for p in err["loc"])).rstrip(".") or whole, err["msg"])
+        ((prefix + ".".join(str(p) for p in err["loc"])).rstrip(".") or whole, _plain(err["msg"]))
         for err in exc.errors(include_url=False)
     ]
+
+
+def _plain(message: str) -> str:
+    """The message without pydantic's "Value error, " (or "Assertion failed, ") in front
+    of the words our own validators chose."""
+    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")

@@ -209,7 +209,8 @@ class Views:
             raise NotFound(f"no decision recorded for transaction {transaction_id!r}")
         labels = await asyncio.to_thread(self._scorer.store.labels, transaction_id)
         detail = DecisionDetail(**dict(record), labels=labels)
-        return json_response(detail)
+        # Every key, null where absent: the same shape as an item of GET /decisions.
+        return web.Response(body=detail.model_dump_json(), content_type=JSON_TYPE)
 
     async def labels(self, request: web.Request) -> web.Response:
         body = await read_json(request, self._settings.http.max_body_bytes)

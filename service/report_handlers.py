@@ -29,6 +29,7 @@ from explain.reports.query import (
 from explain.reports.summary import summarize
 from models.artifacts import Manifest, load_manifest
 from models.errors import ArtifactError
+from service.api_models import DecisionDetail
 from service.errors import InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,8 @@ def query_model(model: type[M], request: web.Request) -> M:
     except ValidationError as exc:
         fields = InvalidInput.from_validation(exc).fields or []
         for field in fields:
-            if field["field"] == "body":  # a rule across parameters (from before to)
-                field["field"] = "query"
+            if field["field"] == "body":  # the rule across parameters: 'from' before 'to'
+                field["field"] = "from"
         names = ", ".join(dict.fromkeys(f["field"] for f in fields))
         raise InvalidInput(f"invalid query: {names}", fields) from None
 
@@ -84,13 +85,16 @@ class ReportViews:
     async def search(self, request: web.Request) -> web.Response:
         page = query_model(PageRequest, request)
         records, cursor = await asyncio.to_thread(read_page, self._store, page)
-        if any(record.sequence is not None for record in records):
-            records = await asyncio.to_thread(lambda: [self._complete(r) for r in records])
-        body = {
-            "decisions": [record.model_dump(mode="json") for record in records],
-            "next_cursor": cursor,
-        }
+        details = await asyncio.to_thread(lambda: [self._detail(r) for r in records])
+        body = {"decisions": details, "next_cursor": cursor}
         return web.json_response(body)
+
+    def _detail(self, record: DecisionRecord) -> dict[str, Any]:
+        """A found decision as ``GET /decisions/{id}`` shows it: every key, its labels."""
+        if record.sequence is not None:
+            record = self._complete(record)
+        labels = self._store.labels(record.transaction_id)
+        return DecisionDetail(**dict(record), labels=labels).model_dump(mode="json")
 
     async def export(self, request: web.Request) -> web.StreamResponse:
         fmt: ExportFormat = "csv" if request.match_info["format"] == "csv" else "jsonl"

@@ -12,8 +12,10 @@ switches of the whole.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -29,6 +31,10 @@ from models.artifact_paths import default_artifact_dir, default_sequence_artifac
 from streaming.config import KafkaSettings
 
 AUDIT_FILE = "audit.sqlite3"
+# Shorter API keys are refused: a key is a secret that must not be guessable.
+MIN_API_KEY_CHARS = 16
+# Variables with the prefix that riskscore reads outside these settings: the test suite's.
+OTHER_VARIABLES = ("RISKSCORE_HANDBOOK_DIR", "RISKSCORE_REQUIRE_HANDBOOK")
 
 
 def _config(prefix: str) -> SettingsConfigDict:
@@ -79,9 +85,8 @@ class HttpSettings(BaseSettings):
     @field_validator("api_keys", "compliance_api_keys")
     @classmethod
     def _long_enough(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
-        short = [key for key in keys if len(key) < 16]
-        if short:
-            raise ValueError("API keys must be at least 16 characters long")
+        if any(len(key) < MIN_API_KEY_CHARS for key in keys):
+            raise ValueError(f"each key needs at least {MIN_API_KEY_CHARS} characters")
         return keys
 
     @model_validator(mode="after")
@@ -89,10 +94,14 @@ class HttpSettings(BaseSettings):
         if self.compliance_api_keys and not self.api_keys:
             # With keys of one role only, the other role's endpoints would refuse everyone.
             raise ValueError(
-                "compliance API keys need scoring API keys (RISKSCORE_API_KEYS) as well"
+                "RISKSCORE_COMPLIANCE_API_KEYS: compliance API keys need scoring API keys "
+                "(RISKSCORE_API_KEYS) as well"
             )
         if set(self.api_keys) & set(self.compliance_api_keys):
-            raise ValueError("a key cannot be both a scoring and a compliance API key")
+            raise ValueError(
+                "RISKSCORE_API_KEYS, RISKSCORE_COMPLIANCE_API_KEYS: a key cannot be both a "
+                "scoring and a compliance API key"
+            )
         return self
 
 
@@ -282,3 +291,68 @@ def settings_table() -> list[tuple[str, str, str]]:
             description = " ".join((field.description or "").split())
             rows.append((f"{prefix}{name.upper()}", shown, description))
     return rows
+
+
+def allowed_values(model: type[BaseSettings], name: str) -> str:
+    """What a setting accepts, in words, from its type and constraints: the README's
+    "allowed" column and the rule quoted when a value is refused.
+
+    >>> allowed_values(HttpSettings, "port")
+    '0 to 65535'
+    >>> allowed_values(Settings, "kafka")
+    '`on`, `off`'
+    """
+    field = model.model_fields[name]
+    annotation = field.annotation
+    if name in ("api_keys", "compliance_api_keys"):
+        return f"keys of at least {MIN_API_KEY_CHARS} characters, comma-separated"
+    if get_origin(annotation) is Literal:
+        return ", ".join(f"`{value}`" for value in get_args(annotation))
+    if annotation is bool:
+        return "`true`, `false`"
+    # annotated_types' Ge(ge=0), Le(le=65535) ...: the bound is the attribute of its name.
+    bounds = {
+        type(m).__name__: _plain(getattr(m, type(m).__name__.lower(), None)) for m in field.metadata
+    }
+    number = "a whole number" if annotation is int else "a number"
+    if "Ge" in bounds and "Le" in bounds:
+        return f"{bounds['Ge']} to {bounds['Le']}"
+    words = {"Ge": "at least", "Gt": "above", "Le": "at most", "Lt": "below"}
+    parts = [f"{word} {bounds[kind]}" for kind, word in words.items() if kind in bounds]
+    if parts:
+        return f"{number}, {' and '.join(parts)}"
+    if annotation in (int, float):
+        return number
+    return "a directory" if Path in (annotation, *get_args(annotation)) else "any text"
+
+
+def _plain(bound: object) -> object:
+    """60000.0 as 60000: limits read as people write them."""
+    return int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+
+
+def known_variables() -> dict[str, tuple[type[BaseSettings], str]]:
+    """Every variable a setting reads: its settings model and field name."""
+    known: dict[str, tuple[type[BaseSettings], str]] = {}
+    for model in settings_models():
+        prefix = str(model.model_config.get("env_prefix", ""))
+        for name in model.model_fields:
+            if not (model is Settings and name in GROUPS):
+                known[f"{prefix}{name.upper()}"] = (model, name)
+    return known
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One warning per ``RISKSCORE_*`` variable that no setting reads (a typo would
+    otherwise be silently ignored), naming the closest known one."""
+    known = [*known_variables(), *OTHER_VARIABLES]
+    warnings = []
+    for variable in sorted(environ):
+        if not variable.startswith("RISKSCORE_") or variable in known:
+            continue
+        # Compared without the shared prefix, which would make every name look close.
+        names = {name.removeprefix("RISKSCORE_"): name for name in known}
+        close = difflib.get_close_matches(variable.removeprefix("RISKSCORE_"), names, n=1)
+        hint = f" (did you mean {names[close[0]]}?)" if close else ""
+        warnings.append(f"{variable} is not a riskscore setting and is ignored{hint}")
+    return warnings

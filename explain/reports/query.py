@@ -12,7 +12,14 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    field_validator,
+    model_validator,
+)
 
 from explain.audit.store import DecisionQuery, PageKey, ReportQueries
 from explain.records import Action, DecisionRecord, Stage
@@ -77,11 +84,18 @@ class DecisionFilter(BaseModel):
             return value.replace(tzinfo=UTC)
         return value
 
-    @model_validator(mode="after")
-    def _ordered(self) -> DecisionFilter:
-        if self.start is not None and self.end is not None and self.start >= self.end:
-            raise ValueError(f"'from' ({self.start}) must be before 'to' ({self.end})")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _ordered(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        made = handler(data)
+        if made.start is not None and made.end is not None and made.start >= made.end:
+            # Quoted as the client wrote them: `to=2024-05-01` is not "2024-05-02 00:00"
+            # to its writer, even if that is the exclusive bound it stands for.
+            given = data if isinstance(data, dict) else {}
+            start = given.get("from", given.get("start", made.start))
+            end = given.get("to", given.get("end", made.end))
+            raise ValueError(f"'from' ({start}) must be before 'to' ({end})")
+        return made
 
     def period(self) -> str:
         """The covered period in words, for report titles."""

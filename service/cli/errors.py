@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +11,13 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsError
 
 from features.schema import validation_problems
-from service.settings import GROUPS, Settings, settings_models
+from service.settings import (
+    GROUPS,
+    Settings,
+    allowed_values,
+    settings_models,
+    unknown_variables,
+)
 
 _WHOLE = "settings"
 
@@ -19,7 +27,9 @@ class UserError(Exception):
 
 
 def load_settings(build: Callable[[], Settings] = Settings) -> Settings:
-    """The settings from the environment, or one line naming each bad variable."""
+    """The settings from the environment, or one line naming each bad variable and its
+    rule; a ``RISKSCORE_*`` variable no setting reads is warned about."""
+    warn_unknown_variables()
     try:
         return build()
     except (ValidationError, SettingsError) as exc:
@@ -49,7 +59,21 @@ def _problems(exc: ValidationError | SettingsError) -> list[str]:
     model = models.get(exc.title)
     prefix = "" if model is None else str(model.model_config.get("env_prefix", ""))
     named = []
-    for field, message in validation_problems(exc, whole=_WHOLE):
-        plain = not prefix or field == _WHOLE or "." in field
-        named.append(f"{field if plain else prefix + field.upper()}: {message}")
+    problems = validation_problems(exc, whole=_WHOLE)
+    for (field, message), error in zip(problems, exc.errors(), strict=True):
+        if field == _WHOLE:
+            named.append(message)  # a rule across variables names them itself
+        elif model is None or "." in field or field not in model.model_fields:
+            named.append(f"{field}: {message}")
+        elif error["type"] == "value_error":
+            named.append(f"{prefix}{field.upper()}: {message}")  # our own words: the rule
+        else:
+            rule = allowed_values(model, field).replace("`", "")
+            named.append(f"{prefix}{field.upper()}: {message} (allowed: {rule})")
     return named
+
+
+def warn_unknown_variables() -> None:
+    """A mistyped variable would be ignored without a word: say so at start."""
+    for warning in unknown_variables(os.environ):
+        print(f"riskscore: warning: {warning}", file=sys.stderr)

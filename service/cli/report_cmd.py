@@ -18,6 +18,7 @@ from explain.reports.export import FORMATS, export_lines
 from explain.reports.html import summary_page
 from explain.reports.query import DecisionFilter, iter_pages
 from explain.reports.summary import summarize
+from features.schema import validation_problems
 from models.artifacts import load_manifest
 from models.errors import ArtifactError
 from service.cli.errors import UserError
@@ -99,10 +100,10 @@ def _selection(args: argparse.Namespace) -> DecisionFilter:
     try:
         return DecisionFilter.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'period'}: {e['msg']}" for e in exc.errors()
-        )
-        raise UserError(problems) from None
+        # Named as the options are: --from, --to, --action ... (the order rule: --from).
+        problems = validation_problems(exc, whole="from")
+        options = [(f"--{field.replace('_', '-')}", message) for field, message in problems]
+        raise UserError("; ".join(f"{option}: {message}" for option, message in options)) from None
 
 
 def _open_store(args: argparse.Namespace) -> SQLiteAuditStore:

@@ -93,8 +93,11 @@ def test_summary_writes_a_self_contained_page(data_dir: Path, tmp_path: Path) ->
     ("extra", "message"),
     [
         (["--from", "2024-13-01"], "from"),
-        (["--from", "2024-01-05", "--to", "2024-01-01"], "before"),
-        (["--min-score", "2"], "min_score"),
+        (
+            ["--from", "2024-01-05", "--to", "2024-01-01"],
+            "--from: 'from' (2024-01-05) must be before 'to' (2024-01-01)",
+        ),
+        (["--min-score", "2"], "--min-score: "),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

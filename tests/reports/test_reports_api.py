@@ -144,7 +144,7 @@ async def test_the_fallback_filter_excludes(report_client: Any) -> None:
 BAD_QUERIES = [
     ("from=yesterday", "from"),
     ("from=2024-02-30", "from"),
-    ("from=2024-01-05&to=2024-01-02", "query"),
+    ("from=2024-01-05&to=2024-01-02", "from"),
     ("limit=0", "limit"),
     ("limit=1001", "limit"),
     ("limit=ten", "limit"),
@@ -171,6 +171,26 @@ async def test_bad_filters_are_422_naming_the_parameter(
     error = (await response.json())["error"]
     assert error["type"] == "validation_error"
     assert field in [f["field"] for f in error["fields"]]
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("from=2024-05-02&to=2024-05-01", "'from' (2024-05-02) must be before 'to' (2024-05-01)"),
+        (
+            "from=2024-05-01T12:00:00Z&to=2024-05-01T06:00",
+            "'from' (2024-05-01T12:00:00Z) must be before 'to' (2024-05-01T06:00)",
+        ),
+    ],
+)
+async def test_an_inverted_period_is_quoted_as_given(
+    report_client: Any, query: str, message: str
+) -> None:
+    # The exclusive bound a date stands for (the next midnight) never leaks into the words.
+    response = await report_client.get(f"/decisions?{query}", headers=as_compliance())
+    error = (await response.json())["error"]
+    assert error["message"] == "invalid query: from"
+    assert error["fields"] == [{"field": "from", "message": message}]
 
 
 async def test_exports_match_the_store_row_for_row(report_client: Any, data_dir: Path) -> None:
@@ -344,3 +364,27 @@ async def test_listed_second_stage_decisions_carry_their_attributions(report_cli
         attributions = decision["sequence"]["attributions"]
         assert all(isinstance(a["contribution"], float) for a in attributions)
         assert all(a["timestamp"] is not None and a["amount"] > 0 for a in attributions)
+
+
+async def test_a_found_decision_has_the_shape_of_the_decision_read_by_id(
+    report_client: Any, filled: Filled
+) -> None:
+    """One record shape: the same keys in the list and by id (null where absent), labels
+    included in both."""
+    labelled = next(iter(filled.labels))
+    listed = await _all_pages(report_client, "", limit=1000)
+    by_id = {item["transaction"]["transaction_id"]: item for item in listed}
+    fast = next(item for item in listed if item["stage"] == "fast")
+    sequence = next(item for item in listed if item["stage"] == "sequence")
+    for tid in (
+        labelled,
+        fast["transaction"]["transaction_id"],
+        sequence["transaction"]["transaction_id"],
+    ):
+        response = await report_client.get(f"/decisions/{tid}", headers=as_compliance())
+        single = await response.json()
+        assert single == by_id[tid]
+    assert [label["is_fraud"] for label in by_id[labelled]["labels"]] == [filled.labels[labelled]]
+    # Absent parts are there as null, in both views.
+    assert fast["sequence"] is None and fast["fallback_reason"] is None
+    assert sequence["sequence"] is not None

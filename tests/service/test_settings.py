@@ -139,3 +139,49 @@ def test_a_rule_over_several_variables_is_not_named_as_one(
     with pytest.raises(UserError, match="compliance API keys need scoring API keys") as refused:
         load_settings()
     assert "RISKSCORE_SETTINGS" not in str(refused.value)
+    # Named by the variable to set, not by an internal name ("settings: ...").
+    assert str(refused.value).startswith("invalid configuration: RISKSCORE_COMPLIANCE_API_KEYS: ")
+
+
+def test_a_short_api_key_names_the_variable_and_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RISKSCORE_API_KEYS", "twelve-chars")
+    with pytest.raises(UserError) as refused:
+        load_settings()
+    assert str(refused.value) == (
+        "invalid configuration: RISKSCORE_API_KEYS: each key needs at least 16 characters"
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "rule"),
+    [
+        ("RISKSCORE_PORT", "eighty", "(allowed: 0 to 65535)"),
+        ("RISKSCORE_MAX_BODY_BYTES", "10", "(allowed: a whole number, at least 1024)"),
+        ("RISKSCORE_EXPLAINER", "exact", "(allowed: fast, lightgbm)"),
+        ("RISKSCORE_SEQUENCE_BUDGET_MS", "0", "(allowed: a number, above 0 and at most 60000)"),
+    ],
+)
+def test_a_bad_value_is_told_the_rule(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, rule: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(UserError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert message.startswith(f"invalid configuration: {variable}: ") and message.endswith(rule)
+    assert "Value error" not in message and ": :" not in message
+
+
+def test_an_unknown_variable_is_reported_with_the_closest_known_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RISKSCORE_PORTT", "1")
+    monkeypatch.setenv("RISKSCORE_AUDIT_MAX_BATHC", "1")
+    monkeypatch.setenv("RISKSCORE_HANDBOOK_DIR", "data")  # read by the tests: known
+    assert load_settings().http.port == 8080
+    assert capsys.readouterr().err.splitlines() == [
+        "riskscore: warning: RISKSCORE_AUDIT_MAX_BATHC is not a riskscore setting and is "
+        "ignored (did you mean RISKSCORE_AUDIT_MAX_BATCH?)",
+        "riskscore: warning: RISKSCORE_PORTT is not a riskscore setting and is ignored "
+        "(did you mean RISKSCORE_PORT?)",
+    ]
