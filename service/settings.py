@@ -59,7 +59,12 @@ class HttpSettings(BaseSettings):
     loop (adaptive micro-batching: no timer, an idle server scores each request at once)."""
 
     api_keys: Annotated[tuple[str, ...], NoDecode] = ()
-    """Comma-separated API keys; when set, every endpoint but /healthz needs one."""
+    """Comma-separated API keys; when set, every endpoint needs one but /healthz, /readyz
+    and /metrics (see RISKSCORE_PROBES_NEED_KEY)."""
+
+    probes_need_key: bool = False
+    """With API keys set, /readyz and /metrics need a key too; by default they are open, as
+    Kubernetes probes and Prometheus scrapers expect (/healthz is always open)."""
 
     api_key_header: str = "X-API-Key"
     """Request header carrying the API key."""

@@ -41,7 +41,11 @@ class StreamRunner:
         kafka = self._settings.stream
         servers = kafka.bootstrap_servers
         if servers is None:
-            self.broker = EmbeddedBroker(kafka.embedded_port).start()
+            self.broker = EmbeddedBroker(
+                kafka.embedded_port,
+                host=kafka.embedded_host,
+                advertised_host=kafka.embedded_advertised_host,
+            ).start()
             servers = self.broker.bootstrap_servers
             log.info("embedded Kafka-protocol broker on %s", servers)
         config = kafka.stream_config(servers)

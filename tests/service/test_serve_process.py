@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 
 from features.simulator import SimulationConfig, simulate, write_csv
 
@@ -153,16 +153,19 @@ def test_serve_scores_the_kafka_stream_too(tmp_path: Path) -> None:
     kafka_port = _free_port()
     servers = f"127.0.0.1:{kafka_port}"
     with _serving(tmp_path / "var", kafka_port) as (base, process):
-        produced = subprocess.run(
-            [
-                *(sys.executable, "-m", "service.cli", "produce", "--data", str(history)),
-                *("--limit", "50", "--bootstrap-servers", servers, "--id-prefix", "kp-"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
+        # No --bootstrap-servers: produce finds serve's embedded broker from the same setting.
+        produced = _cli(
+            "produce",
+            "--data",
+            str(history),
+            "--limit",
+            "50",
+            "--id-prefix",
+            "kp-",
+            RISKSCORE_KAFKA_EMBEDDED_PORT=str(kafka_port),
         )
         assert produced.returncode == 0, produced.stderr
+        assert f"published 50 transactions to transactions on {servers}" in produced.stdout
         consumer = KafkaConsumer(
             "decisions", bootstrap_servers=servers, auto_offset_reset="earliest", group_id=None
         )
@@ -180,7 +183,59 @@ def test_serve_scores_the_kafka_stream_too(tmp_path: Path) -> None:
             metrics = response.read().decode()
         assert "riskscore_kafka_decisions_total 50.0" in metrics
         assert 'riskscore_decisions_total{action="approve",stage="fast"}' in metrics
+
+        # What a person sees of the topics: the decisions, and a bad record's dead letter.
+        tailed = _cli("tail", "decisions", RISKSCORE_KAFKA_EMBEDDED_PORT=str(kafka_port))
+        assert tailed.returncode == 0, tailed.stderr
+        lines = [json.loads(line) for line in tailed.stdout.splitlines()]
+        assert len(lines) == 50
+        assert {line["key"] for line in lines} == {
+            json.loads(d.value)["transaction_id"] for d in decisions
+        }
+        assert lines[0]["value"]["transaction_id"] == lines[0]["key"]
+        producer = KafkaProducer(bootstrap_servers=servers, acks="all")
+        producer.send("transactions", key=b"c-x", value=b'{"transaction_id": "bad"')
+        producer.flush()
+        producer.close()
+        dead = _cli(
+            "tail", "dlq", "--follow", "--limit", "1", RISKSCORE_KAFKA_EMBEDDED_PORT=str(kafka_port)
+        )
+        assert dead.returncode == 0, dead.stderr
+        letter = json.loads(dead.stdout)
+        assert letter["value"] == '{"transaction_id": "bad"'
+        assert letter["headers"]["error.type"] == "invalid_json"
+        assert letter["headers"]["source.topic"] == "transactions"
         _stop(process)
+
+
+def _cli(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """A `riskscore` command with these environment variables, run to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        env={**os.environ, **variables},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_kafka_commands_without_a_broker_fail_at_once_naming_the_setting(tmp_path: Path) -> None:
+    history = tmp_path / "history.csv"
+    write_csv(simulate(SimulationConfig(customers=5, terminals=5, days=1, seed=1)), history)
+    port = str(_free_port())  # nothing listens there
+    for command in (("produce", "--data", str(history)), ("tail", "decisions")):
+        # A client library would retry for 30 s and more; the command must not.
+        result = subprocess.run(
+            [sys.executable, "-m", "service.cli", *command],
+            env={**os.environ, "RISKSCORE_KAFKA_EMBEDDED_PORT": port},
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert result.returncode == 2
+        assert f"no Kafka broker answers at 127.0.0.1:{port}" in result.stderr
+        assert "RISKSCORE_KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_serve_explains_a_busy_kafka_port(tmp_path: Path) -> None:
