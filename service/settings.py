@@ -190,6 +190,14 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Logging threshold."""
 
+    library_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    """Logging threshold of the libraries (kafka-python, aiohttp, ...); INFO brings back
+    kafka-python's connection and consumer-group messages."""
+
+    log_format: Literal["text", "json"] = "text"
+    """Log lines as text or as one JSON object a line (time, level, logger, message,
+    transaction_id when the message is about one payment, exception)."""
+
     kafka: Literal["on", "off"] = "on"
     """Consume transactions and labels from Kafka beside the HTTP API (off: HTTP only)."""
 

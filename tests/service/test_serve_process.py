@@ -21,6 +21,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from features.simulator import SimulationConfig, simulate, write_csv
+from service.logs import OWN_LOGGERS
 
 STARTUP_TIMEOUT_S = 60.0
 
@@ -152,7 +153,8 @@ def test_serve_scores_the_kafka_stream_too(tmp_path: Path) -> None:
     write_csv(simulate(config), history)
     kafka_port = _free_port()
     servers = f"127.0.0.1:{kafka_port}"
-    with _serving(tmp_path / "var", kafka_port) as (base, process):
+    json_logs = {"RISKSCORE_LOG_FORMAT": "json"}
+    with _serving(tmp_path / "var", kafka_port, json_logs) as (base, process):
         # No --bootstrap-servers: produce finds serve's embedded broker from the same setting.
         produced = _cli(
             "produce",
@@ -193,19 +195,36 @@ def test_serve_scores_the_kafka_stream_too(tmp_path: Path) -> None:
             json.loads(d.value)["transaction_id"] for d in decisions
         }
         assert lines[0]["value"]["transaction_id"] == lines[0]["key"]
+        # A record that is not JSON, and a decided payment's id sent again with another body.
+        reused = {**record["transaction"], "amount": record["transaction"]["amount"] + 1}
         producer = KafkaProducer(bootstrap_servers=servers, acks="all")
         producer.send("transactions", key=b"c-x", value=b'{"transaction_id": "bad"')
+        producer.send("transactions", key=b"c-y", value=json.dumps(reused).encode())
         producer.flush()
         producer.close()
         dead = _cli(
-            "tail", "dlq", "--follow", "--limit", "1", RISKSCORE_KAFKA_EMBEDDED_PORT=str(kafka_port)
+            "tail", "dlq", "--follow", "--limit", "2", RISKSCORE_KAFKA_EMBEDDED_PORT=str(kafka_port)
         )
         assert dead.returncode == 0, dead.stderr
-        letter = json.loads(dead.stdout)
-        assert letter["value"] == '{"transaction_id": "bad"'
-        assert letter["headers"]["error.type"] == "invalid_json"
-        assert letter["headers"]["source.topic"] == "transactions"
-        _stop(process)
+        letters = {
+            letter["headers"]["error.type"]: letter
+            for letter in map(json.loads, dead.stdout.splitlines())
+        }
+        assert letters["invalid_json"]["value"] == '{"transaction_id": "bad"'
+        assert letters["invalid_json"]["headers"]["source.topic"] == "transactions"
+        assert letters["idempotency_conflict"]["value"]["transaction_id"] == first["transaction_id"]
+        output = _stop(process)
+
+    # The log: JSON lines, no library chatter, no error, nothing raised at shutdown, and
+    # the dead letter of the reused id names its payment.
+    logged = [json.loads(line) for line in output.splitlines()]
+    assert not [line for line in logged if line["level"] == "ERROR" or "exception" in line]
+    libraries = [line for line in logged if not line["logger"].startswith(OWN_LOGGERS)]
+    assert not [line for line in libraries if line["level"] in ("DEBUG", "INFO")]
+    assert "audit store flushed and closed" in logged[-1]["message"]
+    conflict = [line for line in logged if line.get("transaction_id") == first["transaction_id"]]
+    assert conflict and conflict[0]["level"] == "WARNING"
+    assert "idempotency_conflict" in conflict[0]["message"]
 
 
 def _cli(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
