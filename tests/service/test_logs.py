@@ -73,12 +73,30 @@ def test_json_lines_carry_the_transaction_id_and_the_exception(
     assert "ValueError: broken" in second["exception"]
 
 
-def test_a_request_cancelled_by_closing_is_not_an_error(capsys: pytest.CaptureFixture[str]) -> None:
-    # What kafka-python logs when a consumer is closed during its group join.
-    setup_logging("INFO")
+def _emit_the_noise() -> None:
     cluster = logging.getLogger("kafka.cluster")
+    # What kafka-python logs when a consumer is closed during its group join.
     cluster.error("Metadata refresh: failed %s", Cancelled())
     cluster.error("Metadata refresh: failed %s", KafkaConnectionError("refused"))
+    # What its I/O thread logs when it waited for the GIL.
+    logging.getLogger("kafka.net.selector").warning(
+        "Task <x> ran for 0.134s (>0.100s threshold). It is blocking the event loop -- "
+        "likely a tight sync loop inside a coroutine. Other pollers will time out."
+    )
+
+
+def test_a_closing_client_and_a_gil_wait_are_not_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    setup_logging("INFO")
+    _emit_the_noise()
     err = capsys.readouterr().err
-    assert "Cancelled" not in err
-    assert "KafkaConnectionError: refused" in err
+    assert "Cancelled" not in err and "blocking the event loop" not in err
+    assert "KafkaConnectionError: refused" in err  # a real failure still shows
+
+
+def test_library_info_shows_the_noise_too(capsys: pytest.CaptureFixture[str]) -> None:
+    setup_logging("INFO", library_level="INFO")
+    _emit_the_noise()
+    err = capsys.readouterr().err
+    assert "Cancelled" in err and "blocking the event loop" in err
