@@ -292,3 +292,23 @@ def test_a_signal_during_start_up_stops_everything_it_started(tmp_path: Path) ->
     with socket.socket() as s:  # the broker is gone: its port can be bound again
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", kafka_port))
+
+
+def test_consume_with_brokers_that_do_not_answer_says_so_in_seconds(tmp_path: Path) -> None:
+    # kafka-python alone retries for 30 s and more before "Unable to bootstrap".
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "consume"],
+        env={
+            **os.environ,
+            "RISKSCORE_DATA_DIR": str(tmp_path),
+            "RISKSCORE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "no Kafka broker answers at 127.0.0.1:" in result.stderr
+    assert "RISKSCORE_KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("audit store flushed and closed") == 1
