@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import signal
 import sys
 import threading
@@ -70,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
     except KafkaError as exc:
         raise UserError(f"cannot read {topic} on {servers}: {exc}") from exc
     except BrokenPipeError:
-        # `riskscore tail ... | head`: the reader has gone, which is not an error.
-        sys.stderr.close()
+        # `riskscore tail ... | head`: the reader has gone, which is not an error. Python's
+        # documented way out: stdout to /dev/null, so the flush at exit does not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         records.close()
     return 0
