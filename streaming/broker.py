@@ -19,6 +19,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from streaming.config import local_address
+
 STARTUP_TIMEOUT_S = 15.0
 # How long a command waits for a broker's TCP port before saying that none answers.
 REACH_TIMEOUT_S = 3.0
@@ -97,8 +99,7 @@ class EmbeddedBroker:
     ) -> None:
         self.host = host
         self.port = port or free_port()
-        # Where this process reaches the broker itself (any interface includes loopback).
-        self._local_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        self._local_host = local_address(host)
         # Clients connect to the advertised address after bootstrap: a proxy in front of the
         # broker, or a container's published name, is advertised instead of the broker.
         self.advertised_host = advertised_host or self._local_host

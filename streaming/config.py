@@ -8,6 +8,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def local_address(host: str) -> str:
+    """Where this machine reaches a listener bound to ``host`` (any interface includes
+    loopback)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
 @dataclass(frozen=True)
 class Topics:
     """Topic names; producers key ``transactions`` by customer id so that one customer's
@@ -94,7 +100,7 @@ class KafkaSettings(BaseSettings):
         """The host clients reach the embedded broker by."""
         if self.embedded_advertised_host:
             return self.embedded_advertised_host
-        return "127.0.0.1" if self.embedded_host in ("0.0.0.0", "") else self.embedded_host
+        return local_address(self.embedded_host)
 
     def client_servers(self) -> str:
         """Where a client of a running service (``produce``, ``tail``) finds its brokers:
