@@ -32,8 +32,12 @@ USER riskscore
 WORKDIR /home/riskscore
 # The package directory is read-only for this user: compiled feature kernels are cached
 # beside the audit store instead.
+# HTTP only by default: the embedded broker would listen on the container's loopback,
+# out of reach. Kafka: RISKSCORE_KAFKA=on with RISKSCORE_KAFKA_BOOTSTRAP_SERVERS, or with
+# RISKSCORE_KAFKA_EMBEDDED_HOST=0.0.0.0 and RISKSCORE_KAFKA_EMBEDDED_ADVERTISED_HOST (README).
 ENV RISKSCORE_HOST=0.0.0.0 \
     RISKSCORE_PORT=8080 \
+    RISKSCORE_KAFKA=off \
     RISKSCORE_DATA_DIR=/var/lib/riskscore \
     NUMBA_CACHE_DIR=/var/lib/riskscore/numba-cache \
     PYTHONUNBUFFERED=1

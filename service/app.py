@@ -97,7 +97,12 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Applicat
     http = settings.http
     if http.api_keys:
         middlewares.append(
-            auth_middleware(http.api_keys, http.api_key_header, http.compliance_api_keys)
+            auth_middleware(
+                http.api_keys,
+                http.api_key_header,
+                http.compliance_api_keys,
+                probes_need_key=http.probes_need_key,
+            )
         )
     app = web.Application(client_max_size=http.max_body_bytes, middlewares=middlewares)
     app[SCORER] = scorer

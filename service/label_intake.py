@@ -116,7 +116,9 @@ class LabelIntake:
         try:
             await self._store.append_label(label)
         except AuditStoreError as exc:
-            log.error("a label could not be recorded: %s", exc)
+            log.error(
+                "a label could not be recorded: %s", exc, extra={"transaction_id": transaction_id}
+            )
             raise AuditUnavailable("the label could not be recorded; retry") from None
         # Only a durable label changes the state: a failed one is retried, not half-applied.
         outcome = self._engine.record_label(transaction_id, is_fraud)

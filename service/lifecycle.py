@@ -33,6 +33,7 @@ class ScoringProcess:
         self.metrics = metrics
         self.warm_start: asyncio.Task[int] | None = None
         self.stream: StreamRunner | None = None
+        self._shut_down = False
 
     async def start(self) -> None:
         """Begin the warm start; start the consumer when Kafka is on (blocks until it runs).
@@ -62,6 +63,10 @@ class ScoringProcess:
             raise
 
     async def shut_down(self) -> None:
+        # Once: a failed start shuts down what it began, and its caller may do so again.
+        if self._shut_down:
+            return
+        self._shut_down = True
         settings = self.settings
         if self.stream is not None:
             await asyncio.to_thread(self.stream.stop, settings.shutdown_timeout_s)

@@ -36,6 +36,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Liveness must work without credentials: orchestrators probe it without any.
 OPEN_PATHS = frozenset({"/healthz"})
+# Readiness and metrics are open too unless the operator asks otherwise: Kubernetes probes
+# and Prometheus scrapers are configured without credentials by convention.
+PROBE_PATHS = frozenset({"/readyz", "/metrics"})
 
 
 def error_response(error: ServiceError) -> web.Response:
@@ -123,14 +126,18 @@ def required_role(request: web.Request) -> str | None:
 
 
 def auth_middleware(
-    keys: tuple[str, ...], header: str, compliance_keys: tuple[str, ...] = ()
+    keys: tuple[str, ...],
+    header: str,
+    compliance_keys: tuple[str, ...] = (),
+    probes_need_key: bool = False,
 ) -> Middleware:
+    open_paths = OPEN_PATHS if probes_need_key else OPEN_PATHS | PROBE_PATHS
     encoded = [(key.encode(), SCORING) for key in keys]
     encoded += [(key.encode(), COMPLIANCE) for key in compliance_keys]
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS:
+        if request.path in open_paths:
             return await handler(request)
         given = request.headers.get(header)
         if not given:

@@ -111,11 +111,18 @@ class ReportViews:
         )
         response.enable_chunked_encoding()
         await response.prepare(request)
+        lines = 0
         try:
             chunk = first
             while chunk is not None:
                 await response.write("".join(chunk).encode())
+                lines += len(chunk)
                 chunk = await asyncio.to_thread(next, chunks, None)
+        except ConnectionResetError:
+            # The client went away (a closed tab, a timeout, a cancelled download): its
+            # choice, not a fault of the service, and nobody is left to answer.
+            log.info("export cancelled by the client after %d lines of %s", lines, fmt)
+            return response
         except Exception:
             # The status is already sent: cut the connection so the client sees a broken
             # transfer, never a silently truncated file that looks complete.

@@ -75,7 +75,8 @@ class SecondStage:
                     decision = build_decision(draft, started, result, cascade)
                 except Exception:
                     log.exception(
-                        "the sequence stage's result was unusable; the fast score decides"
+                        "the sequence stage's result was unusable; the fast score decides",
+                        extra={"transaction_id": draft.tx.transaction_id},
                     )
                     decision = build_decision(draft, started, _ERROR, cascade)
                 decisions.append(decision)

@@ -65,7 +65,12 @@ class HttpSettings(BaseSettings):
     loop (adaptive micro-batching: no timer, an idle server scores each request at once)."""
 
     api_keys: Annotated[tuple[str, ...], NoDecode] = ()
-    """Comma-separated API keys; when set, every endpoint but /healthz needs one."""
+    """Comma-separated API keys; when set, every endpoint needs one but /healthz, /readyz
+    and /metrics (see RISKSCORE_PROBES_NEED_KEY)."""
+
+    probes_need_key: bool = False
+    """With API keys set, /readyz and /metrics need a key too; by default they are open, as
+    Kubernetes probes and Prometheus scrapers expect (/healthz is always open)."""
 
     api_key_header: str = "X-API-Key"
     """Request header carrying the API key."""
@@ -193,6 +198,14 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Logging threshold."""
+
+    library_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    """Logging threshold of the libraries (kafka-python, aiohttp, ...); INFO brings back
+    kafka-python's connection and consumer-group messages."""
+
+    log_format: Literal["text", "json"] = "text"
+    """Log lines as text or as one JSON object a line (time, level, logger, message,
+    transaction_id when the message is about one payment, exception)."""
 
     kafka: Literal["on", "off"] = "on"
     """Consume transactions and labels from Kafka beside the HTTP API (off: HTTP only)."""

@@ -16,7 +16,7 @@ import time
 from service.scorer import Scorer
 from service.settings import Settings
 from service.stream_bridge import ScorerBridge
-from streaming.broker import EmbeddedBroker, ensure_topics
+from streaming.broker import EmbeddedBroker, check_reachable, ensure_topics
 from streaming.processor import StreamProcessor
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,15 @@ class StreamRunner:
     def start(self) -> None:
         kafka = self._settings.stream
         servers = kafka.bootstrap_servers
-        if servers is None:
-            self.broker = EmbeddedBroker(kafka.embedded_port).start()
+        if servers is not None:
+            # Seconds, not the client's half-minute of retries, to say no broker answers.
+            check_reachable(servers)
+        else:
+            self.broker = EmbeddedBroker(
+                kafka.embedded_port,
+                host=kafka.embedded_host,
+                advertised_host=kafka.embedded_advertised_host,
+            ).start()
             servers = self.broker.bootstrap_servers
             log.info("embedded Kafka-protocol broker on %s", servers)
         config = kafka.stream_config(servers)

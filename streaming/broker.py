@@ -19,7 +19,11 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from streaming.config import local_address
+
 STARTUP_TIMEOUT_S = 15.0
+# How long a command waits for a broker's TCP port before saying that none answers.
+REACH_TIMEOUT_S = 3.0
 
 
 class BrokerError(RuntimeError):
@@ -42,6 +46,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def broker_addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
+    """``host:port,...`` as (host, port) pairs (IPv6 hosts in brackets); ValueError if bad."""
+    addresses = []
+    for entry in (e.strip() for e in bootstrap_servers.split(",")):
+        host, sep, port = entry.rpartition(":")
+        if not entry or not sep or not host or not port.isdigit():
+            raise ValueError(f"{entry!r} is not host:port")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+def check_reachable(bootstrap_servers: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Return once one of the brokers accepts a connection; BrokerError naming them if
+    none does within ``timeout_s`` each. A client library retries for half a minute
+    before it gives up on a broker that is not there; a command line should not."""
+    try:
+        addresses = broker_addresses(bootstrap_servers)
+    except ValueError as exc:
+        raise BrokerError(f"bad broker address: {exc}") from None
+    for address in addresses:
+        try:
+            with socket.create_connection(address, timeout=timeout_s):
+                return
+        except OSError:
+            continue
+    raise BrokerError(f"no Kafka broker answers at {bootstrap_servers}")
+
+
 def ensure_topics(bootstrap_servers: str, names: tuple[str, ...], partitions: int = 4) -> None:
     """Create the topics that do not exist yet (idempotent)."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers)
@@ -56,14 +88,23 @@ def ensure_topics(bootstrap_servers: str, names: tuple[str, ...], partitions: in
 
 
 class EmbeddedBroker:
-    """Start Tansu on 127.0.0.1 (a free port unless given); stop it on close."""
+    """Start Tansu on ``host`` (127.0.0.1; a free port unless given); stop it on close."""
 
-    def __init__(self, port: int | None = None, advertised_port: int | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        advertised_port: int | None = None,
+        host: str = "127.0.0.1",
+        advertised_host: str | None = None,
+    ) -> None:
+        self.host = host
         self.port = port or free_port()
+        self._local_host = local_address(host)
         # Clients connect to the advertised address after bootstrap: a proxy in front of the
-        # broker is advertised instead of the broker itself.
+        # broker, or a container's published name, is advertised instead of the broker.
+        self.advertised_host = advertised_host or self._local_host
         self.advertised_port = advertised_port or self.port
-        self.bootstrap_servers = f"127.0.0.1:{self.advertised_port}"
+        self.bootstrap_servers = f"{self.advertised_host}:{self.advertised_port}"
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> EmbeddedBroker:
@@ -73,7 +114,7 @@ class EmbeddedBroker:
             # As a server binds: connections of a previous run in TIME_WAIT do not count.
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                probe.bind(("127.0.0.1", self.port))
+                probe.bind((self.host, self.port))
             except OSError:
                 raise BrokerError(f"port {self.port} is already in use") from None
         self._process = subprocess.Popen(
@@ -81,9 +122,9 @@ class EmbeddedBroker:
                 str(tansu_binary()),
                 "broker",
                 "--listener-url",
-                f"tcp://127.0.0.1:{self.port}",
+                f"tcp://{self.host}:{self.port}",
                 "--advertised-listener-url",
-                f"tcp://127.0.0.1:{self.advertised_port}",
+                f"tcp://{self.advertised_host}:{self.advertised_port}",
                 "--storage-engine",
                 "memory://tansu/",
             ],
@@ -98,7 +139,7 @@ class EmbeddedBroker:
                     f"is port {self.port} already in use?"
                 )
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                with socket.create_connection((self._local_host, self.port), timeout=0.5):
                     return self
             except OSError:
                 if time.monotonic() > deadline:

@@ -8,6 +8,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def local_address(host: str) -> str:
+    """Where this machine reaches a listener bound to ``host`` (any interface includes
+    loopback)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
 @dataclass(frozen=True)
 class Topics:
     """Topic names; producers key ``transactions`` by customer id so that one customer's
@@ -57,6 +63,14 @@ class KafkaSettings(BaseSettings):
     embedded_port: int = Field(default=9092, ge=0, le=65535)
     """Port of the embedded broker (0 picks a free one)."""
 
+    embedded_host: str = "127.0.0.1"
+    """Interface the embedded broker listens on; 0.0.0.0 to reach it from other machines
+    (or from outside a container)."""
+
+    embedded_advertised_host: str | None = None
+    """Host name the embedded broker tells clients to connect to; unset: the interface it
+    listens on (127.0.0.1 when that is 0.0.0.0). Set it to the name clients outside use."""
+
     group_id: str = "riskscore"
     """Consumer group of the scoring consumers."""
 
@@ -81,17 +95,35 @@ class KafkaSettings(BaseSettings):
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     """Consumer-group session timeout; a group join takes about this long."""
 
+    @property
+    def advertised_host(self) -> str:
+        """The host clients reach the embedded broker by."""
+        if self.embedded_advertised_host:
+            return self.embedded_advertised_host
+        return local_address(self.embedded_host)
+
+    def client_servers(self) -> str:
+        """Where a client of a running service (``produce``, ``tail``) finds its brokers:
+        the configured ones, or the embedded broker ``riskscore serve`` starts with the
+        same settings."""
+        if self.bootstrap_servers:
+            return self.bootstrap_servers
+        return f"{self.advertised_host}:{self.embedded_port}"
+
+    def topics(self) -> Topics:
+        return Topics(
+            transactions=self.transactions_topic,
+            decisions=self.decisions_topic,
+            dead_letters=self.dead_letter_topic,
+            labels=self.labels_topic,
+        )
+
     def stream_config(self, bootstrap_servers: str) -> StreamConfig:
         """The consumer's configuration, with the brokers actually used (the embedded
         broker's address when ``bootstrap_servers`` is unset)."""
         return StreamConfig(
             bootstrap_servers=bootstrap_servers,
-            topics=Topics(
-                transactions=self.transactions_topic,
-                decisions=self.decisions_topic,
-                dead_letters=self.dead_letter_topic,
-                labels=self.labels_topic,
-            ),
+            topics=self.topics(),
             group_id=self.group_id,
             max_batch=self.max_batch,
             session_timeout_ms=self.session_timeout_ms,

@@ -217,9 +217,9 @@ class StreamProcessor:
             outcomes = self._score(txs)
             scored_at = time.perf_counter()
             self.stats.score_s += scored_at - decoded_at
-            for record, outcome in zip(tx_records, outcomes, strict=True):
+            for tx, record, outcome in zip(txs, tx_records, outcomes, strict=True):
                 if isinstance(outcome, RecordError):
-                    sent.append(self._dead_letter(producer, record, outcome))
+                    sent.append(self._dead_letter(producer, record, outcome, tx.transaction_id))
                 else:
                     sent.append(
                         self._send(
@@ -249,8 +249,26 @@ class StreamProcessor:
         self.stats.last_batch = sum(len(r) for r in batch.values())
         self.stats.records += self.stats.last_batch
 
-    def _dead_letter(self, producer: KafkaProducer, record: Any, error: RecordError) -> Any:
+    def _dead_letter(
+        self,
+        producer: KafkaProducer,
+        record: Any,
+        error: RecordError,
+        transaction_id: str | None = None,
+    ) -> Any:
         self.stats.dead_letters += 1
+        # One line per dead letter: someone has to look at it (a client's bug, a reused id).
+        log.warning(
+            "%s/%d@%d sent to %s: %s: %s",
+            *(record.topic, record.partition, record.offset, self.config.topics.dead_letters),
+            *(error.type, error.message),
+            extra={
+                "transaction_id": transaction_id,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+            },
+        )
         headers = [
             (key, value if value is not None else b"") for key, value in record.headers or []
         ]

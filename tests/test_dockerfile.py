@@ -47,3 +47,17 @@ def test_the_wheel_build_installs_no_training_extras() -> None:
     # `pip wheel .` without extras: torch (the `train` extra) stays out of the image.
     build = [i for i in _instructions() if i.startswith("RUN pip wheel")]
     assert build and "[" not in build[0]
+
+
+def test_the_image_serves_http_only_and_the_readme_says_how_to_add_kafka() -> None:
+    # An embedded broker bound to the container's loopback is unreachable from outside.
+    env = " ".join(i for i in _instructions() if i.startswith("ENV "))
+    assert "RISKSCORE_KAFKA=off" in env
+    readme = (REPO / "README.md").read_text()
+    for documented in (
+        "RISKSCORE_KAFKA=off",
+        "RISKSCORE_KAFKA_EMBEDDED_HOST=0.0.0.0",
+        "RISKSCORE_KAFKA_EMBEDDED_ADVERTISED_HOST",
+        "-p 9092:9092",
+    ):
+        assert documented in readme

@@ -17,6 +17,7 @@ from service.cli import (
     report_cmd,
     serve_cmd,
     simulate_cmd,
+    tail_cmd,
     train_cmd,
 )
 from service.cli.errors import UserError
@@ -26,6 +27,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     serve_cmd,
     consume_cmd,
     produce_cmd,
+    tail_cmd,
     demo_cmd,
     simulate_cmd,
     features_cmd,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import signal
 from dataclasses import asdict
 
@@ -14,6 +13,7 @@ from kafka.errors import KafkaError
 from models.errors import ArtifactError
 from service.cli.errors import UserError, load_settings
 from service.cli.serve_cmd import KAFKA_HINT
+from service.logs import setup_logging
 from service.settings import Settings
 from streaming.broker import BrokerError
 
@@ -34,9 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(lambda: Settings(kafka="on"))
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(settings.log_level, settings.library_log_level, settings.log_format)
     from service.event_loop import new_event_loop
 
     try:

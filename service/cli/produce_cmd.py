@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from features.data import DataError, load_transactions
 from service.cli.arguments import positive_float, positive_int
-from service.cli.errors import UserError
+from service.cli.errors import UserError, load_settings
+from service.cli.kafka_client import reachable_servers
 from streaming.publisher import PublishError, publish
 
 
@@ -30,15 +31,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=positive_int, help="publish only the first N")
     parser.add_argument(
         "--bootstrap-servers",
-        default="127.0.0.1:9092",
-        help="Kafka brokers (default: the embedded broker of `riskscore serve`, 127.0.0.1:9092)",
+        help=(
+            "Kafka brokers (default: RISKSCORE_KAFKA_BOOTSTRAP_SERVERS, else the embedded "
+            "broker of `riskscore serve` on 127.0.0.1:RISKSCORE_KAFKA_EMBEDDED_PORT)"
+        ),
     )
-    parser.add_argument("--topic", default="transactions", help="topic (default: transactions)")
+    parser.add_argument(
+        "--topic", help="topic (default: RISKSCORE_KAFKA_TRANSACTIONS_TOPIC, transactions)"
+    )
     parser.add_argument("--id-prefix", default="", help="prefix for transaction ids")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    kafka = load_settings().stream
+    servers = reachable_servers(kafka, args.bootstrap_servers)
+    topic = args.topic or kafka.transactions_topic
     try:
         history = load_transactions(args.data)
     except (DataError, OSError) as exc:
@@ -50,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
         total = min(total, args.limit)
     try:
         with tqdm(total=total, desc="publishing", unit="tx") as bar:
-            sent = publish(args.bootstrap_servers, args.topic, payloads, args.rate, bar.update)
+            sent = publish(servers, topic, payloads, args.rate, bar.update)
     except (KafkaError, PublishError) as exc:
-        raise UserError(f"cannot publish to {args.bootstrap_servers}: {exc}") from exc
-    print(f"published {sent} transactions to {args.topic} on {args.bootstrap_servers}")
+        raise UserError(f"cannot publish to {servers}: {exc}") from exc
+    print(f"published {sent} transactions to {topic} on {servers}")
     return 0

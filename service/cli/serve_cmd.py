@@ -10,6 +10,7 @@ from kafka.errors import KafkaError
 
 from models.errors import ArtifactError
 from service.cli.errors import UserError, load_settings
+from service.logs import setup_logging
 from service.settings import HttpSettings, Settings, settings_table
 from streaming.broker import BrokerError
 
@@ -45,9 +46,7 @@ def run(args: argparse.Namespace) -> int:
     }
     # The group is built (not given as a dict) so that its other variables are still read.
     settings = load_settings(lambda: Settings(http=HttpSettings(**overrides)))
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(settings.log_level, settings.library_log_level, settings.log_format)
     # Imported here so that `riskscore --help` does not pay for the service's imports.
     from service.app import create_app
     from service.event_loop import new_event_loop

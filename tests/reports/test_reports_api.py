@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import logging
 import re
+import socket
+import struct
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import ClientSession, web
 
 from explain.records import DecisionRecord
 from models.artifact_paths import default_artifact_dir
 from models.artifacts import MODEL_FILE, load_manifest
-from service.settings import AUDIT_FILE
-from tests.reports.conftest import Filled, as_compliance, as_scoring, jsonl, stored_records
+from service.app import WARM_START, create_app
+from service.settings import AUDIT_FILE, Settings
+from tests.reports.conftest import (
+    COMPLIANCE_KEY,
+    Filled,
+    as_compliance,
+    as_scoring,
+    jsonl,
+    stored_records,
+)
 
 
 async def _all_pages(client: Any, query: str, limit: int) -> list[dict[str, Any]]:
@@ -213,6 +226,50 @@ async def test_exports_match_the_store_row_for_row(report_client: Any, data_dir:
         assert row["model_version"] == line["model_version"] == record.model_version
         assert json.loads(row["shap"]) == line["shap"] == record.explanation.shap()
         assert json.loads(row["top_reasons"]) == [r.code for r in record.reasons]
+
+
+async def test_a_client_that_leaves_mid_export_is_one_info_line(
+    data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    settings = Settings.of(
+        data_dir=data_dir, kafka="off", compliance_api_keys=(COMPLIANCE_KEY,), api_keys=("s" * 24,)
+    )
+    app = create_app(settings)
+    # Served as `riskscore serve` serves (web.run_app): a handler is not cancelled when its
+    # client leaves, it finds out on its next write. (The test client's server cancels.)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        await app[WARM_START]
+        host, port = runner.addresses[0][:2]
+        reader, writer = await asyncio.open_connection(host, port)
+        # Closing with a reset, as a client that gives up does.
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.write(
+            b"GET /reports/decisions.csv HTTP/1.1\r\nHost: x\r\n"
+            + f"X-API-Key: {COMPLIANCE_KEY}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        writer.close()
+        # The export has ended when the metrics count its request (they do on its return).
+        counted = 'riskscore_http_requests_total{route="/reports/decisions.{format}",status="200"}'
+        deadline = asyncio.get_running_loop().time() + 30
+        async with ClientSession(f"http://{host}:{port}") as session:
+            while counted not in await (await session.get("/metrics")).text():
+                assert asyncio.get_running_loop().time() < deadline, "the export never ended"
+                await asyncio.sleep(0.05)  # polling the condition above, bounded
+    finally:
+        await runner.cleanup()
+
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    [line] = [r for r in caplog.records if r.name == "service.report_handlers"]
+    assert line.levelno == logging.INFO and line.exc_info is None
+    assert "export cancelled by the client" in line.getMessage()
 
 
 async def test_an_export_takes_the_filters(report_client: Any, data_dir: Path) -> None:

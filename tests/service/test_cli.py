@@ -13,7 +13,17 @@ from features.definitions import DEFAULT_FEATURES, HANDBOOK_FEATURE_NAMES
 from features.simulator import SimulationConfig, simulate, write_csv
 from service.cli import main
 
-SUBCOMMANDS = ("serve", "consume", "produce", "demo", "simulate", "features", "train", "evaluate")
+SUBCOMMANDS = (
+    "serve",
+    "consume",
+    "produce",
+    "tail",
+    "demo",
+    "simulate",
+    "features",
+    "train",
+    "evaluate",
+)
 
 
 def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:

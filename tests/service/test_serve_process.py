@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 
 from features.simulator import SimulationConfig, simulate, write_csv
+from service.logs import OWN_LOGGERS
 
 STARTUP_TIMEOUT_S = 60.0
 
@@ -152,17 +153,21 @@ def test_serve_scores_the_kafka_stream_too(tmp_path: Path) -> None:
     write_csv(simulate(config), history)
     kafka_port = _free_port()
     servers = f"127.0.0.1:{kafka_port}"
-    with _serving(tmp_path / "var", kafka_port) as (base, process):
-        produced = subprocess.run(
-            [
-                *(sys.executable, "-m", "service.cli", "produce", "--data", str(history)),
-                *("--limit", "50", "--bootstrap-servers", servers, "--id-prefix", "kp-"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
+    json_logs = {"RISKSCORE_LOG_FORMAT": "json"}
+    with _serving(tmp_path / "var", kafka_port, json_logs) as (base, process):
+        # No --bootstrap-servers: produce finds serve's embedded broker from the same setting.
+        produced = _cli(
+            "produce",
+            "--data",
+            str(history),
+            "--limit",
+            "50",
+            "--id-prefix",
+            "kp-",
+            RISKSCORE_KAFKA_EMBEDDED_PORT=str(kafka_port),
         )
         assert produced.returncode == 0, produced.stderr
+        assert f"published 50 transactions to transactions on {servers}" in produced.stdout
         consumer = KafkaConsumer(
             "decisions", bootstrap_servers=servers, auto_offset_reset="earliest", group_id=None
         )
@@ -180,7 +185,78 @@ def test_serve_scores_the_kafka_stream_too(tmp_path: Path) -> None:
             metrics = response.read().decode()
         assert "riskscore_kafka_decisions_total 50.0" in metrics
         assert 'riskscore_decisions_total{action="approve",stage="fast"}' in metrics
-        _stop(process)
+
+        # What a person sees of the topics: the decisions, and a bad record's dead letter.
+        tailed = _cli("tail", "decisions", RISKSCORE_KAFKA_EMBEDDED_PORT=str(kafka_port))
+        assert tailed.returncode == 0, tailed.stderr
+        lines = [json.loads(line) for line in tailed.stdout.splitlines()]
+        assert len(lines) == 50
+        assert {line["key"] for line in lines} == {
+            json.loads(d.value)["transaction_id"] for d in decisions
+        }
+        assert lines[0]["value"]["transaction_id"] == lines[0]["key"]
+        # A record that is not JSON, and a decided payment's id sent again with another body.
+        reused = {**record["transaction"], "amount": record["transaction"]["amount"] + 1}
+        producer = KafkaProducer(bootstrap_servers=servers, acks="all")
+        producer.send("transactions", key=b"c-x", value=b'{"transaction_id": "bad"')
+        producer.send("transactions", key=b"c-y", value=json.dumps(reused).encode())
+        producer.flush()
+        producer.close()
+        dead = _cli(
+            "tail", "dlq", "--follow", "--limit", "2", RISKSCORE_KAFKA_EMBEDDED_PORT=str(kafka_port)
+        )
+        assert dead.returncode == 0, dead.stderr
+        letters = {
+            letter["headers"]["error.type"]: letter
+            for letter in map(json.loads, dead.stdout.splitlines())
+        }
+        assert letters["invalid_json"]["value"] == '{"transaction_id": "bad"'
+        assert letters["invalid_json"]["headers"]["source.topic"] == "transactions"
+        assert letters["idempotency_conflict"]["value"]["transaction_id"] == first["transaction_id"]
+        output = _stop(process)
+
+    # The log: JSON lines, no library chatter, no error, nothing raised at shutdown, and
+    # the dead letter of the reused id names its payment.
+    logged = [json.loads(line) for line in output.splitlines()]
+    assert not [line for line in logged if line["level"] == "ERROR" or "exception" in line]
+    libraries = [line for line in logged if not line["logger"].startswith(OWN_LOGGERS)]
+    assert not [line for line in libraries if line["level"] in ("DEBUG", "INFO")]
+    assert "audit store flushed and closed" in logged[-1]["message"]
+    conflict = [line for line in logged if line.get("transaction_id") == first["transaction_id"]]
+    assert conflict and conflict[0]["level"] == "WARNING"
+    assert "idempotency_conflict" in conflict[0]["message"]
+
+
+def _cli(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """A `riskscore` command with these environment variables, run to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        env={**os.environ, **variables},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_kafka_commands_without_a_broker_fail_at_once_naming_the_setting(tmp_path: Path) -> None:
+    history = tmp_path / "history.csv"
+    write_csv(simulate(SimulationConfig(customers=5, terminals=5, days=1, seed=1)), history)
+    port = str(_free_port())  # nothing listens there
+    for command in (("produce", "--data", str(history)), ("tail", "decisions")):
+        # kafka-python alone would retry for 30 s and then print "Unable to bootstrap"; the
+        # check says which setting to change. (The bound is loose: importing the command
+        # line takes 15 s on a loaded 2-core machine.)
+        result = subprocess.run(
+            [sys.executable, "-m", "service.cli", *command],
+            env={**os.environ, "RISKSCORE_KAFKA_EMBEDDED_PORT": port},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 2
+        assert f"no Kafka broker answers at 127.0.0.1:{port}" in result.stderr
+        assert "RISKSCORE_KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_serve_explains_a_busy_kafka_port(tmp_path: Path) -> None:
@@ -213,6 +289,28 @@ def test_a_signal_during_start_up_stops_everything_it_started(tmp_path: Path) ->
     output = "".join(seen) + rest
     assert process.returncode == 0, output
     assert "audit store flushed and closed" in output
+    # Stopping a consumer mid-join cancels its client's requests: not an error to log.
+    assert " ERROR " not in output and "Traceback" not in output, output
     with socket.socket() as s:  # the broker is gone: its port can be bound again
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", kafka_port))
+
+
+def test_consume_with_brokers_that_do_not_answer_says_so_in_seconds(tmp_path: Path) -> None:
+    # kafka-python alone retries for 30 s and more before "Unable to bootstrap".
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "consume"],
+        env={
+            **os.environ,
+            "RISKSCORE_DATA_DIR": str(tmp_path),
+            "RISKSCORE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "no Kafka broker answers at 127.0.0.1:" in result.stderr
+    assert "RISKSCORE_KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("audit store flushed and closed") == 1

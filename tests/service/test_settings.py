@@ -51,12 +51,20 @@ VARIABLES = [
     "RISKSCORE_LOG_LEVEL",
     "RISKSCORE_COMPLIANCE_API_KEYS",
 ]
+# Added since: probes open by default, the embedded broker reachable from outside, logs.
+ADDED = [
+    "RISKSCORE_PROBES_NEED_KEY",
+    "RISKSCORE_KAFKA_EMBEDDED_HOST",
+    "RISKSCORE_KAFKA_EMBEDDED_ADVERTISED_HOST",
+    "RISKSCORE_LIBRARY_LOG_LEVEL",
+    "RISKSCORE_LOG_FORMAT",
+]
 
 KEY = "k" * 20
 
 
 def test_the_variables_are_those_of_before() -> None:
-    assert sorted(name for name, _, _ in settings_table()) == sorted(VARIABLES)
+    assert sorted(name for name, _, _ in settings_table()) == sorted(VARIABLES + ADDED)
 
 
 def test_each_variable_reaches_its_group(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
