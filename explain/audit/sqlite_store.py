@@ -21,9 +21,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from explain.audit import compact
+from explain.audit import compact, filters
 from explain.audit.sqlite_schema import migrate
-from explain.audit.sqlite_writer import WRITER_THREAD_NAME, GroupCommitWriter, WriterStats
+from explain.audit.sqlite_writer import WRITER_THREAD_NAME, SQLiteWriter, WriterStats
 from explain.audit.store import (
     AuditStore,
     AuditStoreError,
@@ -36,7 +36,6 @@ from explain.audit.store import (
 from explain.decision import Decision
 from explain.records import DecisionRecord, LabelRecord
 from explain.schema import ExplanationSchema
-from features.schema import datetime_to_epoch_ms
 
 __all__ = ["WRITER_THREAD_NAME", "SQLiteAuditStore", "WriterStats"]
 
@@ -114,7 +113,7 @@ class SQLiteAuditStore(AuditStore):
         except BaseException:
             conn.close()
             raise
-        self._writer = GroupCommitWriter(
+        self._writer = SQLiteWriter(
             conn,
             self._path,
             window_s=commit_window_ms / 1000.0,
@@ -415,33 +414,14 @@ class SQLiteAuditStore(AuditStore):
             raise AuditStoreError(f"audit store {self._path} is not writable: {exc}") from exc
 
 
+# A column since schema version 2; version 1 rows have it only in their JSON.
+_FALLBACK = (
+    "(CASE WHEN fallback IS NOT NULL THEN fallback"
+    " ELSE json_extract(record_json, '$.fallback') END)"
+)
+
+
 def _where(
     query: DecisionQuery, clauses: list[str] | None = None, params: list[Any] | None = None
 ) -> tuple[str, list[Any]]:
-    """The WHERE clause (possibly empty) and its parameters for a query's filters."""
-    if query.limit < 0:
-        raise ValueError("limit must be >= 0")
-    clauses = list(clauses or [])
-    params = list(params or [])
-    if query.start is not None:
-        clauses.append("event_time_ms >= ?")
-        params.append(datetime_to_epoch_ms(query.start))
-    if query.end is not None:
-        clauses.append("event_time_ms < ?")
-        params.append(datetime_to_epoch_ms(query.end))
-    for column in ("action", "customer_id", "stage"):
-        value = getattr(query, column)
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if query.min_score is not None:
-        clauses.append("score >= ?")
-        params.append(query.min_score)
-    if query.fallback is not None:
-        # A column since schema version 2; version 1 rows have it only in their JSON.
-        clauses.append(
-            "(CASE WHEN fallback IS NOT NULL THEN fallback"
-            " ELSE json_extract(record_json, '$.fallback') END) = ?"
-        )
-        params.append(int(query.fallback))
-    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+    return filters.where(query, clauses, params, fallback=_FALLBACK)
