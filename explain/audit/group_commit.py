@@ -15,7 +15,8 @@ lock; PostgreSQL: a lock per transaction id), and the databases' own rules still
 conflicting insert.
 
 A backend implements the few database steps: begin, look up stored ids, find or store an
-explanation schema, insert rows, commit, roll back, close.
+explanation schema, insert rows, commit, roll back, close (and, if it needs to, prepare
+what a batch needs in transactions of its own, such as PostgreSQL's new partitions).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from types import TracebackType
+from typing import Any, Self
 
 from explain.audit import compact
 from explain.audit.store import AuditStoreError, Outcome
@@ -99,9 +101,9 @@ class GroupCommitWriter(ABC):
     """The writer thread and its queue (see the module doc); subclasses own a connection."""
 
     # Errors of the database itself: they sink the whole transaction (never one record).
-    database_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    database_errors: tuple[type[BaseException], ...] = ()
     # Errors of one row breaking a rule: the batch is retried row by row.
-    integrity_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    integrity_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(
         self,
@@ -133,6 +135,9 @@ class GroupCommitWriter(ABC):
         return self._thread
 
     # -- the database steps --------------------------------------------------------------
+
+    def _prepare(self, batch: Sequence[Group]) -> None:  # noqa: B027 - optional step
+        """Before the batch's transaction: anything it needs that commits on its own."""
 
     @abstractmethod
     def _begin(self) -> None:
@@ -289,6 +294,7 @@ class GroupCommitWriter(ABC):
         """
         new_schemas: dict[str, tuple[int, ExplanationSchema]] = {}
         try:
+            self._prepare(batch)
             self._begin()
             decisions = [d for g in batch for d in g.decisions]
             stored = self._stored_ids([d.transaction_id for d in decisions])
@@ -368,3 +374,79 @@ def _fail(group: Group, error: AuditStoreError) -> None:
         group.future.set_exception(error)
     else:
         group.future.set_result([error] * group.size)
+
+
+class GroupCommitLog:
+    """The writing half of a store's :class:`~explain.audit.store.DecisionLog`, through
+    its :class:`GroupCommitWriter` (``self._writer``, set by the store), and the closing
+    of the store: the writer, then the readers' connections (``self._readers``, added
+    under ``self._lock``; each has a ``close()``)."""
+
+    _writer: GroupCommitWriter
+    _lock: threading.Lock
+    _readers: list[Any]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write everything already submitted, stop the writer and close every connection.
+        Idempotent; a later call also waits for a writer an earlier one timed out on."""
+        self._stop_writer(timeout)
+        with self._lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    @property
+    def stats(self) -> WriterStats:
+        """A snapshot of the writer's counters."""
+        return self._writer.stats
+
+    def submit(self, decision: Decision) -> Future[bool]:
+        return self._writer.put([decision], single=True)
+
+    def submit_many(self, decisions: Sequence[Decision]) -> Future[list[Outcome]]:
+        return self._writer.put(list(decisions))
+
+    def submit_label(self, label: LabelRecord) -> Future[None]:
+        return self._writer.put(labels=[label], single=True)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until everything submitted before this call is settled: durable, or its
+        future holds the error. Raises :class:`AuditStoreError` on timeout."""
+        self._refuse_on_writer("flush")
+        try:
+            marker = self._writer.put(single=True)
+        except AuditStoreError:
+            # Closing: the writer drains everything queued before it stops.
+            self._writer.thread.join(timeout)
+            if self._writer.thread.is_alive():
+                raise AuditStoreError(f"flush did not complete within {timeout} s") from None
+            return
+        try:
+            marker.result(timeout)
+        except TimeoutError as exc:
+            raise AuditStoreError(f"flush did not complete within {timeout} s") from exc
+
+    def _stop_writer(self, timeout: float | None) -> None:
+        """Write everything already submitted and stop the writer (see ``close``)."""
+        self._refuse_on_writer("close")
+        self._writer.stop()
+        self._writer.thread.join(timeout)
+        if self._writer.thread.is_alive():
+            raise AuditStoreError(f"audit writer still writing after {timeout} s; close again")
+
+    def _refuse_on_writer(self, what: str) -> None:
+        # A future's done-callback runs on the writer; waiting there for the writer would hang.
+        if threading.current_thread() is self._writer.thread:
+            raise AuditStoreError(f"cannot {what} the audit store from its writer thread")
