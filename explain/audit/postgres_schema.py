@@ -213,10 +213,11 @@ def create_partitions(conn: Any, table: str, months: Iterable[int]) -> None:
             )
 
 
-def drop_partitions_before(conn: Any, cutoff_ms: int) -> list[str]:
-    """Drop every partition whose whole month ends at or before ``cutoff_ms``; the names
-    dropped. Each drop is logged (the process log and the ``retention_log`` table, in the
-    same transaction as the drop): this is the one way rows leave the audit store."""
+def drop_partitions_before(conn: Any, cutoff_ms: int) -> list[tuple[str, str, int]]:
+    """Drop every partition whose whole month ends at or before ``cutoff_ms``; what was
+    dropped as (table, partition, rows). Each drop is logged (the process log, and the
+    ``retention_log`` table in the same transaction as the drop): this is the one way
+    rows leave the audit store."""
     dropped = []
     for table in PARTITIONED:
         with conn.transaction():
@@ -233,5 +234,5 @@ def drop_partitions_before(conn: Any, cutoff_ms: int) -> list[str]:
                     (name, rows, cutoff_ms),
                 )
                 log.warning("retention: dropped partition %s (%d rows)", name, rows)
-                dropped.append(name)
+                dropped.append((table, name, int(rows)))
     return dropped

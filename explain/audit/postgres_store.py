@@ -24,10 +24,7 @@ from explain.audit.group_commit import GroupCommitLog
 from explain.audit.postgres_connect import connect, psycopg_module, redact
 from explain.audit.postgres_writer import PostgresWriter
 from explain.audit.sql_reads import SqlReads
-from explain.audit.store import (
-    AuditStore,
-    AuditStoreError,
-)
+from explain.audit.store import AuditStore, AuditStoreError, Pruned, retention_cutoff_ms
 from features.schema import datetime_to_epoch_ms
 
 
@@ -165,18 +162,20 @@ class PostgresAuditStore(GroupCommitLog, SqlReads, AuditStore):
 
     # -- retention -----------------------------------------------------------------------
 
-    def prune(self, older_than_days: int, *, now: datetime | None = None) -> list[str]:
+    def prune(self, older_than_days: int, *, now: datetime | None = None) -> Pruned:
         """Drop every monthly partition wholly older than ``older_than_days`` before
         ``now``: the one way decisions and labels leave this store (each drop logged, in
-        the log and in ``retention_log``). Returns the partitions dropped."""
-        if older_than_days < 1:
-            raise ValueError("older_than_days must be >= 1")
-        moment = now or datetime.now(UTC)
-        cutoff_ms = datetime_to_epoch_ms(moment) - older_than_days * 86_400_000
+        the log and in ``retention_log``)."""
+        cutoff_ms = retention_cutoff_ms(older_than_days, now)
         conn = connect(self._url, autocommit=True, **self._timeouts)
         try:
-            return postgres_schema.drop_partitions_before(conn, cutoff_ms)
+            dropped = postgres_schema.drop_partitions_before(conn, cutoff_ms)
         except self._psycopg.Error as exc:
             raise AuditStoreError(f"retention on {self._where} failed: {exc}") from exc
         finally:
             conn.close()
+        counts = {
+            t: sum(n for table, _, n in dropped if table == t) for t in ("decisions", "labels")
+        }
+        partitions = tuple(name for _, name, _ in dropped)
+        return Pruned(cutoff_ms, counts["decisions"], counts["labels"], partitions)

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from explain.audit.group_commit import GroupCommitLog
 from explain.audit.sql_reads import SqlReads
+from explain.audit.sqlite_retention import backup_to, prune_before
 from explain.audit.sqlite_schema import migrate
 from explain.audit.sqlite_writer import WRITER_THREAD_NAME, SQLiteWriter, WriterStats
-from explain.audit.store import (
-    AuditStore,
-    AuditStoreError,
-)
+from explain.audit.store import AuditStore, AuditStoreError, Pruned, retention_cutoff_ms
 
 __all__ = ["WRITER_THREAD_NAME", "SQLiteAuditStore", "WriterStats"]
 
@@ -173,6 +172,31 @@ class SQLiteAuditStore(GroupCommitLog, SqlReads, AuditStore):
                 f"SELECT {columns} FROM decisions WHERE transaction_id IN ({marks})", tuple(chunk)
             )
         return rows
+
+    # -- retention and backup ------------------------------------------------------------
+
+    def prune(self, older_than_days: int, *, now: datetime | None = None) -> Pruned:
+        """Remove decisions (and their labels) with event time more than
+        ``older_than_days`` before ``now``: a logged compaction (``sqlite_retention.py``)."""
+        cutoff_ms = retention_cutoff_ms(older_than_days, now)
+        conn = self._connect(self._path)
+        try:
+            return prune_before(conn, cutoff_ms)
+        except sqlite3.Error as exc:
+            raise AuditStoreError(f"retention on {self._path} failed: {exc}") from exc
+        finally:
+            conn.close()
+
+    def backup(self, target: Path, progress: Callable[[int, int], None]) -> None:
+        """A consistent copy of the file at ``target`` (which must not exist), taken while
+        the store keeps writing; ``progress(pages_done, pages_total)``."""
+        if target.exists():
+            raise AuditStoreError(f"backup target {target} already exists")
+        try:
+            backup_to(self._reader(), target, progress)
+        except sqlite3.Error as exc:
+            target.unlink(missing_ok=True)
+            raise AuditStoreError(f"backup of {self._path} failed: {exc}") from exc
 
     def check_writable(self) -> None:
         """Write to the file on a fresh connection and roll back: a database that is

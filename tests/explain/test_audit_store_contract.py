@@ -225,3 +225,61 @@ def test_writable_and_closed(store: AuditStore) -> None:
     store.close(timeout=10)
     with pytest.raises(AuditStoreError, match="closed"):
         store.submit(make_record("late"))
+
+
+def count_rows(backend: tuple[str, str], sql: str) -> int:
+    kind, location = backend
+    if kind == "sqlite":
+        conn = sqlite3.connect(location)
+        try:
+            return int(conn.execute(sql).fetchone()[0])
+        finally:
+            conn.close()
+    with psycopg.connect(location) as pg:
+        row = pg.execute(sql).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_retention_removes_old_decisions_only_and_records_it(
+    store: AuditStore, backend: tuple[str, str]
+) -> None:
+    day = 24 * 60
+    write_all(
+        store,
+        make_record("january", minutes=-45 * day),  # 2024-01-16
+        make_record("early-february", minutes=-25 * day),  # 2024-02-05
+        make_record("march", minutes=0),
+    )
+    store.submit_label(make_label("march", True, 0)).result(timeout=20)
+    # A 30-day period seen from 2024-03-11: the cutoff is 2024-02-10.
+    pruned = store.prune(30, now=BASE + timedelta(days=10))
+    present = {t for t in ("january", "early-february", "march") if store.get(t)}
+    if backend[0] == "sqlite":  # a compaction: exactly what is older than the cutoff
+        assert present == {"march"}
+        assert (pruned.decisions, pruned.partitions) == (2, ())
+    else:  # whole months only: February is partly inside the period, so it stays
+        assert present == {"early-february", "march"}
+        assert pruned.partitions == ("decisions_202401",)
+        assert pruned.decisions == 1
+    assert store.labels("march") == [make_label("march", True, 0)]
+    logged = count_rows(backend, "SELECT count(*) FROM retention_log")
+    assert logged == (1 if backend[0] == "sqlite" else len(pruned.partitions))
+    # Nothing else can delete, even now; and the old month can still be written again.
+    with pytest.raises((sqlite3.IntegrityError, psycopg.errors.IntegrityConstraintViolation)):
+        raw_execute(backend, "DELETE FROM decisions")
+    assert write_all(store, make_record("late-january", minutes=-44 * day)) == [True]
+    assert store.get("late-january") is not None
+
+
+def test_sqlite_backup_is_a_readable_copy(tmp_path: Path) -> None:
+    with SQLiteAuditStore(tmp_path / "audit.sqlite3") as store:
+        write_all(store, *(make_record(f"tx-{i}", minutes=i) for i in range(300)))
+        seen: list[tuple[int, int]] = []
+        store.backup(tmp_path / "copy.sqlite3", lambda done, total: seen.append((done, total)))
+        with pytest.raises(AuditStoreError, match="already exists"):
+            store.backup(tmp_path / "copy.sqlite3", lambda done, total: None)
+    assert seen and seen[-1][0] == seen[-1][1] > 0
+    with SQLiteAuditStore(tmp_path / "copy.sqlite3") as copy:
+        assert copy.counts()["decisions"] == 300
+        assert copy.get("tx-7") == to_record(make_record("tx-7", minutes=7))

@@ -25,6 +25,11 @@ VARIABLES = [
     "RISKSCORE_AUDIT_COMMIT_WINDOW_MS",
     "RISKSCORE_AUDIT_MAX_BATCH",
     "RISKSCORE_AUDIT_BUSY_TIMEOUT_MS",
+    # The PostgreSQL audit store and retention (issue 14).
+    "RISKSCORE_AUDIT_URL",
+    "RISKSCORE_AUDIT_CONNECT_TIMEOUT_S",
+    "RISKSCORE_AUDIT_STATEMENT_TIMEOUT_MS",
+    "RISKSCORE_AUDIT_RETENTION_DAYS",
     "RISKSCORE_WARM_START",
     "RISKSCORE_EXPLAINER",
     "RISKSCORE_PREDICTOR",
@@ -139,3 +144,16 @@ def test_a_rule_over_several_variables_is_not_named_as_one(
     with pytest.raises(UserError, match="compliance API keys need scoring API keys") as refused:
         load_settings()
     assert "RISKSCORE_SETTINGS" not in str(refused.value)
+
+
+def test_audit_url_is_postgresql_and_its_password_never_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = "postgresql://audit:s3cret-pw@db.example:5432/riskscore"
+    monkeypatch.setenv("RISKSCORE_AUDIT_URL", url)
+    settings = Settings()
+    assert settings.audit.url is not None and settings.audit.url.get_secret_value() == url
+    assert "s3cret-pw" not in repr(settings) and "s3cret-pw" not in str(settings.audit)
+    monkeypatch.setenv("RISKSCORE_AUDIT_URL", "mysql://audit@db/riskscore")
+    with pytest.raises(ValueError, match="postgresql://"):
+        Settings()
