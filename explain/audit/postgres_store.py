@@ -103,10 +103,17 @@ class PostgresAuditStore(GroupCommitLog, SqlReads, AuditStore):
         return conn
 
     def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        try:
-            return list(self._reader().execute(sql, params).fetchall())
-        except self._psycopg.Error as exc:
-            raise AuditStoreError(f"cannot read audit database {self._where}: {exc}") from exc
+        # Once more on a new connection when this thread's was cut (the server restarted
+        # since its last use): a read is safe to repeat, and only then is the cut known.
+        for attempt in (1, 2):
+            conn = self._reader()
+            try:
+                return list(conn.execute(sql, params).fetchall())
+            except self._psycopg.Error as exc:
+                if attempt == 1 and conn.broken:
+                    continue
+                raise AuditStoreError(f"cannot read audit database {self._where}: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[Any]:
         # A server-side cursor inside a read transaction: rows come in chunks and the

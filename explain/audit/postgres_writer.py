@@ -6,9 +6,10 @@ writer takes a transaction-scoped advisory lock per id, in one sorted order, so 
 processes writing the same id serialise and the second finds the first's row. Rows go in
 by ``COPY``; the commit is durable (``synchronous_commit=on``) before any future settles.
 
-A connection lost (the server restarted) fails the batch it was writing — its callers get
+A connection found cut (the server restarted since the last batch) is replaced and the
+batch written once more; a server that stays down fails the batch — its callers get
 :class:`AuditStoreError`, the service's ``503 audit_unavailable`` — and the next batch
-connects again.
+tries to connect again.
 """
 
 from __future__ import annotations
@@ -95,6 +96,17 @@ class PostgresWriter(GroupCommitWriter):
             if missing:
                 postgres_schema.create_partitions(conn, table, missing)
                 self._months[table] |= missing
+
+    def _commit(self, batch: list[Group], outcomes: dict[int, list[Any]]) -> None:
+        try:
+            super()._commit(batch, outcomes)
+        except self.database_errors:
+            if self._conn is None or not self._conn.broken:
+                raise
+            # The connection was cut (the server restarted since the last batch; only
+            # using it tells). Once more on a new one: safe even if the cut came during
+            # COMMIT, since the id check then finds the rows and answers False for them.
+            super()._commit(batch, outcomes)
 
     def _begin(self) -> None:
         self._connection()  # psycopg opens the transaction with the first statement
