@@ -86,10 +86,25 @@ class PostgresServer:
         self.pg_ctl("-w", "-m", mode, "stop", check=False)
 
 
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate (and its key) for 127.0.0.1, valid for a day: its own CA."""
+    cert, key = directory / "server.crt", directory / "server.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
 @contextlib.contextmanager
-def throwaway_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
+def throwaway_postgres(
+    *, durable: bool = False, tls: tuple[Path, Path] | None = None
+) -> Iterator[PostgresServer]:
     """Start a server; ``durable=False`` turns fsync off (tests: faster, and what they
-    check does not depend on the disk), ``True`` keeps production settings (benchmarks)."""
+    check does not depend on the disk), ``True`` keeps production settings (benchmarks).
+    With ``tls`` (certificate, key) the server accepts TLS connections only."""
     bin_dir = server_binaries()
     prefix = _as_server_user()
     directory = Path(tempfile.mkdtemp(prefix="riskscore-pg-"))
@@ -110,6 +125,16 @@ def throwaway_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
             "max_connections": "200",
             "shared_buffers": "64MB",
         }
+        if tls is not None:
+            for source, name in zip(tls, ("server.crt", "server.key"), strict=True):
+                shutil.copy(source, data / name)
+                (data / name).chmod(0o600)
+                if prefix:
+                    shutil.chown(data / name, user=prefix[2])
+            settings.update(ssl="on", ssl_cert_file="'server.crt'", ssl_key_file="'server.key'")
+            (data / "pg_hba.conf").write_text(
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n"
+            )
         with (data / "postgresql.conf").open("a") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
         server = PostgresServer(int(settings["port"]), directory, bin_dir, prefix)

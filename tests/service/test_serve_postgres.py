@@ -6,7 +6,12 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from tests.postgres_server import throwaway_postgres
+import pytest
+
+from explain.audit.postgres_store import PostgresAuditStore
+from explain.audit.store import AuditStoreError
+from tests.explain.test_sqlite_audit_store import make_record
+from tests.postgres_server import self_signed_certificate, throwaway_postgres
 from tests.service.test_serve_process import _request, _serve_expecting_failure, _serving, _stop
 
 TX = {
@@ -76,3 +81,23 @@ def test_serve_explains_an_unreachable_audit_database(tmp_path: Path) -> None:
     assert "cannot open the audit store" in result.stderr
     assert "audit:***@127.0.0.1" in result.stderr
     assert "s3cret-pw" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tls_settings_pass_through_the_url(tmp_path: Path) -> None:
+    """A server that takes TLS connections only, with a self-signed certificate: the URL's
+    libpq parameters reach the client (verify-full against that certificate works, a
+    wrong CA is refused with one line, no password)."""
+    cert, key = self_signed_certificate(tmp_path)
+    with throwaway_postgres(tls=(cert, key)) as server:
+        plain = server.url()
+        # The server refuses connections without TLS, so every one below is encrypted.
+        with pytest.raises(AuditStoreError, match="cannot connect"):
+            PostgresAuditStore(plain + "?sslmode=disable", connect_timeout_s=5)
+        verified = f"{plain}?sslmode=verify-full&sslrootcert={cert}"
+        with PostgresAuditStore(verified) as store:
+            store.submit(make_record("tls-1")).result(timeout=20)
+            assert store.get("tls-1") is not None
+        (tmp_path / "other").mkdir()
+        other_ca, _ = self_signed_certificate(tmp_path / "other")
+        with pytest.raises(AuditStoreError, match="certificate verify failed"):
+            PostgresAuditStore(f"{plain}?sslmode=verify-full&sslrootcert={other_ca}")
