@@ -3,7 +3,10 @@ PostgreSQL (started by the fixtures), scoring, reading back after a restart of e
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +104,39 @@ def test_tls_settings_pass_through_the_url(tmp_path: Path) -> None:
         other_ca, _ = self_signed_certificate(tmp_path / "other")
         with pytest.raises(AuditStoreError, match="certificate verify failed"):
             PostgresAuditStore(f"{plain}?sslmode=verify-full&sslrootcert={other_ca}")
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_psycopg_is_needed_only_when_configured(tmp_path: Path) -> None:
+    # The default configuration builds its whole app without importing psycopg.
+    unused = _python(
+        "import sys\n"
+        "from service.app import build_scorer\n"
+        "from service.settings import Settings\n"
+        "build_scorer(Settings.of(kafka='off', sequence='off')).store.close()\n"
+        "assert 'psycopg' not in sys.modules, 'psycopg imported'\n",
+        RISKSCORE_DATA_DIR=str(tmp_path),
+    )
+    assert unused.returncode == 0, unused.stderr
+    # Configured without the extra installed: one line naming it.
+    missing = _python(
+        "import sys\n"
+        "sys.modules['psycopg'] = None  # as if the postgres extra were not installed\n"
+        "from service.cli import main\n"
+        "raise SystemExit(main(['serve']))\n",
+        RISKSCORE_DATA_DIR=str(tmp_path),
+        RISKSCORE_KAFKA="off",
+        RISKSCORE_AUDIT_URL="postgresql://audit@127.0.0.1:1/riskscore",
+    )
+    assert missing.returncode == 2
+    assert "pip install 'riskscore[postgres]'" in missing.stderr
+    assert "Traceback" not in missing.stderr
