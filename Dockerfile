@@ -16,7 +16,9 @@ COPY explain ./explain
 COPY streaming ./streaming
 COPY service ./service
 COPY loadtest ./loadtest
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# The postgres extra (psycopg) too: the image can keep its audit store in PostgreSQL
+# (RISKSCORE_AUDIT_URL); serving extras only, never training's.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[postgres]'
 
 FROM python:3.11-slim AS runtime
 # LightGBM links OpenMP at run time.

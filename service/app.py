@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from explain.audit.sqlite_store import SQLiteAuditStore
 from explain.explainer import make_explainer
 from models.cascade import Cascade, FaultInjection
 from models.errors import ArtifactError
 from models.fast import ModelSlot
 from models.sequence import SequenceModel
 from service.app_keys import METRICS, SCORER, SETTINGS, STREAM, WARM_START
+from service.audit_backend import open_audit_store
 from service.handlers import Views
 from service.lifecycle import ScoringProcess
 from service.middleware import (
@@ -36,7 +36,8 @@ __all__ = ["METRICS", "SCORER", "SETTINGS", "STREAM", "WARM_START", "build_score
 
 
 def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> Scorer:
-    """The production scorer for these settings: verified model, SQLite audit store."""
+    """The production scorer for these settings: verified model, the configured audit
+    store (SQLite file, or PostgreSQL with RISKSCORE_AUDIT_URL)."""
     models = ModelSlot()
     # Load before anything else opens: a bad artifact should fail start-up with its reason.
     models.swap(
@@ -45,10 +46,7 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
         predictor=settings.scoring.predictor,
     )
     cascade = build_cascade(settings, models.model.version)
-    store = SQLiteAuditStore(
-        settings.audit_path,
-        **settings.audit.model_dump(),
-    )
+    store = open_audit_store(settings)
     return Scorer(
         models,
         store,

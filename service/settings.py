@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -140,9 +140,14 @@ class ScoringSettings(BaseSettings):
 
 
 class AuditSettings(BaseSettings):
-    """The audit store's group commit; field names are the store's keyword arguments."""
+    """The audit store: which one (the SQLite file, or PostgreSQL by URL), its group
+    commit, timeouts and retention (``service/audit_backend.py`` opens it)."""
 
     model_config = _config("RISKSCORE_AUDIT_")
+
+    url: SecretStr | None = None
+    """PostgreSQL audit store, postgresql://user:password@host:port/database (needs the
+    postgres extra); unset keeps the SQLite file in RISKSCORE_DATA_DIR."""
 
     commit_window_ms: float = Field(default=1.0, ge=0.0, le=100.0)
     """Group commit: how long the audit writer gathers decisions into one durable commit."""
@@ -151,7 +156,26 @@ class AuditSettings(BaseSettings):
     """Group commit: most decisions in one commit."""
 
     busy_timeout_ms: int = Field(default=5000, ge=1)
-    """How long an audit write waits for a lock held by another process before failing."""
+    """SQLite: how long an audit write waits for a lock held by another process before failing."""
+
+    connect_timeout_s: int = Field(default=5, ge=1, le=300)
+    """PostgreSQL: how long connecting to the audit database may take before failing."""
+
+    statement_timeout_ms: int = Field(default=30_000, ge=100)
+    """PostgreSQL: the longest any audit statement may run before it is cancelled."""
+
+    retention_days: int | None = Field(default=None, ge=1)
+    """Keep decisions this many days; riskscore audit prune then removes older ones (whole
+    months on PostgreSQL); unset keeps everything."""
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_only(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("must be a postgresql:// URL (unset for the SQLite file)")
+        return value
 
 
 class SecondStageSettings(BaseSettings):
@@ -319,6 +343,8 @@ def allowed_values(model: type[BaseSettings], name: str) -> str:
     annotation = field.annotation
     if name in ("api_keys", "compliance_api_keys"):
         return f"keys of at least {MIN_API_KEY_CHARS} characters, comma-separated"
+    if model is AuditSettings and name == "url":
+        return "a `postgresql://` URL"
     if get_origin(annotation) is Literal:
         return ", ".join(f"`{value}`" for value in get_args(annotation))
     if annotation is bool:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.postgres_server import PostgresServer, PostgresUnavailable, throwaway_postgres
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HANDBOOK_FILES = ("transactions_dev.csv.gz", "features_reference_2018-07.csv.gz")
@@ -36,3 +40,28 @@ def handbook_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return location
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the session; fails (never skips) without the
+    server binaries, naming the command that installs them."""
+    try:
+        with throwaway_postgres() as server:
+            yield server
+    except PostgresUnavailable as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on the session's server."""
+    import psycopg
+
+    name = f"t{next(_DATABASES)}"
+    with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_server.url(name)
+
+
+_DATABASES = itertools.count(1)

@@ -72,9 +72,14 @@ def _refuse(table: str, event: str, message: str, when: str = "") -> str:
 # it conflicts with without firing DELETE triggers (unless recursive_triggers is on, which
 # is per connection), so a conflicting INSERT is refused too: the store's own writer skips
 # existing ids itself. Only DROP can get past these, and that cannot be hidden.
+# Retention (sqlite_retention.py) lifts these two inside its own transaction, and only there.
+REFUSE_DELETE: Final[dict[str, str]] = {
+    table: _refuse(table, "DELETE", f"audit {table} are immutable: DELETE refused")
+    for table in ("decisions", "labels")
+}
 _IMMUTABLE = (
     _refuse("decisions", "UPDATE", "audit decisions are immutable: UPDATE refused"),
-    _refuse("decisions", "DELETE", "audit decisions are immutable: DELETE refused"),
+    REFUSE_DELETE["decisions"],
     _refuse(
         "decisions",
         "INSERT",
@@ -82,7 +87,7 @@ _IMMUTABLE = (
         " WHEN EXISTS (SELECT 1 FROM decisions WHERE transaction_id = NEW.transaction_id)",
     ),
     _refuse("labels", "UPDATE", "audit labels are immutable: UPDATE refused"),
-    _refuse("labels", "DELETE", "audit labels are immutable: DELETE refused"),
+    REFUSE_DELETE["labels"],
     _refuse(
         "labels",
         "INSERT",
@@ -117,9 +122,26 @@ CREATE TABLE explanation_schemas (
     ),
 )
 
+# Version 3: retention's own record. Each compaction (sqlite_retention.py), the one way
+# rows leave the file, writes a row here in the same transaction as its deletes.
+_RETENTION = (
+    """
+CREATE TABLE retention_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pruned_at_ms INTEGER NOT NULL,
+    cutoff_ms INTEGER NOT NULL,
+    decisions INTEGER NOT NULL,
+    labels INTEGER NOT NULL
+)
+""",
+    _refuse("retention_log", "UPDATE", "the retention log is immutable: UPDATE refused"),
+    _refuse("retention_log", "DELETE", "the retention log is immutable: DELETE refused"),
+)
+
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (_DECISIONS, _LABELS, *_INDICES, *_IMMUTABLE),
     _COMPACT,
+    _RETENTION,
 )
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
 

@@ -12,72 +12,38 @@ version 1, and compact ones (``compact.py``); every read path gives both as the 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from explain.audit import compact
+from explain.audit.group_commit import GroupCommitLog
+from explain.audit.sql_reads import SqlReads
+from explain.audit.sqlite_retention import backup_to, prune_before
 from explain.audit.sqlite_schema import migrate
-from explain.audit.sqlite_writer import WRITER_THREAD_NAME, GroupCommitWriter, WriterStats
-from explain.audit.store import (
-    AuditStore,
-    AuditStoreError,
-    DecisionQuery,
-    Outcome,
-    PageKey,
-    RebuildEvent,
-    StoredVector,
-)
-from explain.decision import Decision
-from explain.records import DecisionRecord, LabelRecord
-from explain.schema import ExplanationSchema
-from features.schema import datetime_to_epoch_ms
+from explain.audit.sqlite_writer import WRITER_THREAD_NAME, SQLiteWriter, WriterStats
+from explain.audit.store import AuditStore, AuditStoreError, Pruned, retention_cutoff_ms
 
 __all__ = ["WRITER_THREAD_NAME", "SQLiteAuditStore", "WriterStats"]
 
-# What reading a decision back needs, in this order (see _decision()): the columns the
-# compact record is completed with, then the two forms of the record.
-_RECORD_COLUMNS = ", ".join(compact.COLUMNS) + ", record_json, record"
-_RECENT_VECTORS = """
-SELECT transaction_id, customer_id, event_time_ms, amount, record_json, record
-FROM (
-    SELECT transaction_id, customer_id, event_time_ms, amount, record_json, record,
-           rowid AS written,
-           row_number() OVER (
-               PARTITION BY customer_id ORDER BY event_time_ms DESC, rowid DESC
-           ) AS recency
-    FROM decisions WHERE event_time_ms >= ?
-)
-WHERE recency <= ?
-ORDER BY event_time_ms, written
-"""
 
-_LATEST_LABELS = """
-SELECT transaction_id, is_fraud FROM (
-    SELECT l.transaction_id, l.is_fraud, d.event_time_ms, d.rowid AS decision_order,
-        row_number() OVER (
-            PARTITION BY l.transaction_id ORDER BY l.received_at_ms DESC, l.id DESC
-        ) AS recency
-    FROM labels AS l JOIN decisions AS d ON d.transaction_id = l.transaction_id
-    WHERE d.event_time_ms >= ?
-)
-WHERE recency = 1
-ORDER BY event_time_ms, decision_order
-"""
-
-
-class SQLiteAuditStore(AuditStore):
+class SQLiteAuditStore(GroupCommitLog, SqlReads, AuditStore):
     """An :class:`AuditStore` in one SQLite file (created with its parent directories).
 
     ``commit_window_ms`` bounds how long the first record of a batch waits for company;
     ``max_batch`` bounds a batch's size; ``busy_timeout_ms`` is how long any connection
     waits for a lock held by another process before giving up.
     """
+
+    mark = "?"
+    written = "rowid"
+    # A column since schema version 2; version 1 rows have it only in their JSON.
+    fallback = (
+        "(CASE WHEN fallback IS NOT NULL THEN fallback"
+        " ELSE json_extract(record_json, '$.fallback') END)"
+    )
 
     def __init__(
         self,
@@ -94,8 +60,7 @@ class SQLiteAuditStore(AuditStore):
         self._lock = threading.Lock()
         self._readers: list[sqlite3.Connection] = []
         self._local = threading.local()
-        # Explanation schemas by row id: immutable once stored, so shared by all threads.
-        self._schemas: dict[int, ExplanationSchema] = {}
+        super().__init__()
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._connect(self._path)
@@ -114,7 +79,7 @@ class SQLiteAuditStore(AuditStore):
         except BaseException:
             conn.close()
             raise
-        self._writer = GroupCommitWriter(
+        self._writer = SQLiteWriter(
             conn,
             self._path,
             window_s=commit_window_ms / 1000.0,
@@ -127,74 +92,12 @@ class SQLiteAuditStore(AuditStore):
         return self._path
 
     @property
-    def stats(self) -> WriterStats:
-        """A snapshot of the writer's counters."""
-        return self._writer.stats
-
-    @property
     def _closed(self) -> bool:
         return self._writer.closed
 
     @property
     def _closed_reason(self) -> str:
         return self._writer.closed_reason
-
-    def __enter__(self) -> SQLiteAuditStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    # -- writing -------------------------------------------------------------------------
-
-    def submit(self, decision: Decision) -> Future[bool]:
-        return self._writer.put([decision], single=True)
-
-    def submit_many(self, decisions: Sequence[Decision]) -> Future[list[Outcome]]:
-        return self._writer.put(list(decisions))
-
-    def submit_label(self, label: LabelRecord) -> Future[None]:
-        return self._writer.put(labels=[label], single=True)
-
-    def flush(self, timeout: float | None = None) -> None:
-        """Block until everything submitted before this call is settled: durable, or its
-        future holds the error. Raises :class:`AuditStoreError` on timeout."""
-        self._refuse_on_writer("flush")
-        try:
-            marker = self._writer.put(single=True)
-        except AuditStoreError:
-            # Closing: the writer drains everything queued before it stops.
-            self._writer.thread.join(timeout)
-            if self._writer.thread.is_alive():
-                raise AuditStoreError(f"flush did not complete within {timeout} s") from None
-            return
-        try:
-            marker.result(timeout)
-        except TimeoutError as exc:
-            raise AuditStoreError(f"flush did not complete within {timeout} s") from exc
-
-    def close(self, timeout: float | None = None) -> None:
-        """Write everything already submitted, stop the writer and close every connection.
-        Idempotent; a later call also waits for a writer an earlier one timed out on."""
-        self._refuse_on_writer("close")
-        self._writer.stop()
-        self._writer.thread.join(timeout)
-        if self._writer.thread.is_alive():
-            raise AuditStoreError(f"audit writer still writing after {timeout} s; close again")
-        with self._lock:
-            readers, self._readers = self._readers, []
-        for conn in readers:
-            conn.close()
-
-    def _refuse_on_writer(self, what: str) -> None:
-        # A future's done-callback runs on the writer; waiting there for the writer would hang.
-        if threading.current_thread() is self._writer.thread:
-            raise AuditStoreError(f"cannot {what} the audit store from its writer thread")
 
     # -- reading -------------------------------------------------------------------------
 
@@ -223,13 +126,13 @@ class SQLiteAuditStore(AuditStore):
             self._local.conn = conn
         return conn
 
-    def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             return self._reader().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot read audit store {self._path}: {exc}") from exc
 
-    def _stream(self, sql: str, params: tuple[Any, ...]) -> Iterator[Any]:
+    def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[Any]:
         # Rows come in chunks, so a large store is never held in memory; the read snapshot
         # stays open until the iterator is exhausted or closed.
         try:
@@ -241,63 +144,6 @@ class SQLiteAuditStore(AuditStore):
                 cursor.close()
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot read audit store {self._path}: {exc}") from exc
-
-    def _schema(self, schema_id: int) -> ExplanationSchema:
-        schema = self._schemas.get(schema_id)
-        if schema is None:
-            rows = self._fetchall(
-                "SELECT schema_json FROM explanation_schemas WHERE id = ?", (schema_id,)
-            )
-            if not rows:
-                raise AuditStoreError(f"explanation schema {schema_id} is missing")
-            schema = self._schemas[schema_id] = ExplanationSchema.from_json(rows[0][0])
-        return schema
-
-    def _decision(self, row: Sequence[Any]) -> DecisionRecord:
-        """A row of ``_RECORD_COLUMNS`` as the full record, whichever form it was stored in."""
-        try:
-            n = len(compact.COLUMNS)
-            if row[n]:
-                return DecisionRecord.model_validate_json(row[n])
-            record = compact.decode(row[n + 1])
-            columns = dict(zip(compact.COLUMNS, row[:n], strict=True))
-            return compact.to_record(columns, record, self._schema(record.schema_id))
-        except ValueError as exc:  # also pydantic's and msgspec's validation errors
-            raise AuditStoreError(f"stored decision does not parse: {exc}") from exc
-
-    def _decisions(self, sql: str, params: tuple[Any, ...]) -> list[DecisionRecord]:
-        return [self._decision(row) for row in self._fetchall(sql, params)]
-
-    def get(self, transaction_id: str) -> DecisionRecord | None:
-        found = self.get_many([transaction_id])
-        return found.get(transaction_id)
-
-    def get_many(self, transaction_ids: Sequence[str]) -> dict[str, DecisionRecord]:
-        """The stored decisions among these ids (one query per 500)."""
-        rows = self._rows_of(_RECORD_COLUMNS, transaction_ids)
-        return {row[0]: self._decision(row) for row in rows}
-
-    def query(self, query: DecisionQuery) -> list[DecisionRecord]:
-        where, params = _where(query)
-        sql = (
-            f"SELECT {_RECORD_COLUMNS} FROM decisions {where} ORDER BY event_time_ms, rowid LIMIT ?"
-        )
-        return self._decisions(sql, (*params, query.limit))
-
-    def page(self, query: DecisionQuery, after: PageKey | None = None) -> list[DecisionRecord]:
-        # Keyset paging, not OFFSET: each page costs the same however deep it is, and
-        # decisions inserted meanwhile cannot shift later pages.
-        extra: list[str] = []
-        extra_params: list[Any] = []
-        if after is not None:
-            extra.append("(event_time_ms, transaction_id) < (?, ?)")
-            extra_params += [after.event_time_ms, after.transaction_id]
-        where, params = _where(query, extra, extra_params)
-        sql = (
-            f"SELECT {_RECORD_COLUMNS} FROM decisions {where}"
-            " ORDER BY event_time_ms DESC, transaction_id DESC LIMIT ?"
-        )
-        return self._decisions(sql, (*params, query.limit))
 
     def latest_labels_of(self, transaction_ids: Sequence[str]) -> dict[str, bool]:
         found: dict[str, bool] = {}
@@ -315,41 +161,6 @@ class SQLiteAuditStore(AuditStore):
             found.update((tid, bool(is_fraud)) for tid, is_fraud in rows)
         return found
 
-    def labels(self, transaction_id: str) -> list[LabelRecord]:
-        rows = self._fetchall(
-            "SELECT record_json FROM labels WHERE transaction_id = ? ORDER BY received_at_ms, id",
-            (transaction_id,),
-        )
-        return [LabelRecord.model_validate_json(row[0]) for row in rows]
-
-    def rebuild_events(self, since_epoch_ms: int) -> Iterator[RebuildEvent]:
-        sql = (
-            "SELECT transaction_id, customer_id, terminal_id, event_time_ms, local_time_ms, amount"
-            " FROM decisions WHERE event_time_ms >= ? ORDER BY event_time_ms, rowid"
-        )
-        for row in self._stream(sql, (since_epoch_ms,)):
-            yield RebuildEvent(*row)
-
-    def recent_feature_vectors(
-        self, since_epoch_ms: int, per_customer: int
-    ) -> Iterator[StoredVector]:
-        for tid, customer, epoch_ms, amount, record_json, record in self._stream(
-            _RECENT_VECTORS, (since_epoch_ms, per_customer)
-        ):
-            values = self._feature_values(record_json, record)
-            yield StoredVector(tid, customer, int(epoch_ms), float(amount), values)
-
-    def vectors_of(self, transaction_ids: Sequence[str]) -> dict[str, StoredVector]:
-        """The stored payments among these ids with their feature values as decided."""
-        out: dict[str, StoredVector] = {}
-        columns = "transaction_id, customer_id, event_time_ms, amount, record_json, record"
-        for tid, customer, epoch_ms, amount, record_json, record in self._rows_of(
-            columns, transaction_ids
-        ):
-            values = self._feature_values(record_json, record)
-            out[tid] = StoredVector(tid, customer, int(epoch_ms), float(amount), values)
-        return out
-
     def _rows_of(self, columns: str, transaction_ids: Sequence[str]) -> list[Any]:
         """``columns`` of the stored decisions among these ids (one query per 500 ids)."""
         rows: list[Any] = []
@@ -362,31 +173,30 @@ class SQLiteAuditStore(AuditStore):
             )
         return rows
 
-    def _feature_values(self, record_json: str, record: bytes | None) -> dict[str, float]:
-        if record_json:
-            stored = json.loads(record_json)["explanation"]["attributions"]
-            return {a["feature"]: float(a["value"]) for a in stored}
-        assert record is not None  # the schema's CHECK: one form or the other
-        compact_record = compact.decode(record)
-        names = self._schema(compact_record.schema_id).feature_names
-        return dict(zip(names, compact.feature_values(compact_record).tolist(), strict=True))
+    # -- retention and backup ------------------------------------------------------------
 
-    def latest_event_ms(self) -> int | None:
-        rows = self._fetchall("SELECT max(event_time_ms) FROM decisions")
-        return None if rows[0][0] is None else int(rows[0][0])
+    def prune(self, older_than_days: int, *, now: datetime | None = None) -> Pruned:
+        """Remove decisions (and their labels) with event time more than
+        ``older_than_days`` before ``now``: a logged compaction (``sqlite_retention.py``)."""
+        cutoff_ms = retention_cutoff_ms(older_than_days, now)
+        conn = self._connect(self._path)
+        try:
+            return prune_before(conn, cutoff_ms)
+        except sqlite3.Error as exc:
+            raise AuditStoreError(f"retention on {self._path} failed: {exc}") from exc
+        finally:
+            conn.close()
 
-    def latest_labels(self, since_epoch_ms: int) -> Iterator[tuple[str, bool]]:
-        """The most recently received label (by ``received_at``, then arrival) of each
-        labelled transaction, in the decisions' event-time order."""
-        for transaction_id, is_fraud in self._stream(_LATEST_LABELS, (since_epoch_ms,)):
-            yield transaction_id, bool(is_fraud)
-
-    def counts(self) -> dict[str, int]:
-        """How many decisions and labels are durable, for monitoring."""
-        rows = self._fetchall(
-            "SELECT (SELECT count(*) FROM decisions), (SELECT count(*) FROM labels)"
-        )
-        return {"decisions": int(rows[0][0]), "labels": int(rows[0][1])}
+    def backup(self, target: Path, progress: Callable[[int, int], None]) -> None:
+        """A consistent copy of the file at ``target`` (which must not exist), taken while
+        the store keeps writing; ``progress(pages_done, pages_total)``."""
+        if target.exists():
+            raise AuditStoreError(f"backup target {target} already exists")
+        try:
+            backup_to(self._reader(), target, progress)
+        except sqlite3.Error as exc:
+            target.unlink(missing_ok=True)
+            raise AuditStoreError(f"backup of {self._path} failed: {exc}") from exc
 
     def check_writable(self) -> None:
         """Write to the file on a fresh connection and roll back: a database that is
@@ -413,35 +223,3 @@ class SQLiteAuditStore(AuditStore):
                 conn.close()
         except sqlite3.Error as exc:
             raise AuditStoreError(f"audit store {self._path} is not writable: {exc}") from exc
-
-
-def _where(
-    query: DecisionQuery, clauses: list[str] | None = None, params: list[Any] | None = None
-) -> tuple[str, list[Any]]:
-    """The WHERE clause (possibly empty) and its parameters for a query's filters."""
-    if query.limit < 0:
-        raise ValueError("limit must be >= 0")
-    clauses = list(clauses or [])
-    params = list(params or [])
-    if query.start is not None:
-        clauses.append("event_time_ms >= ?")
-        params.append(datetime_to_epoch_ms(query.start))
-    if query.end is not None:
-        clauses.append("event_time_ms < ?")
-        params.append(datetime_to_epoch_ms(query.end))
-    for column in ("action", "customer_id", "stage"):
-        value = getattr(query, column)
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if query.min_score is not None:
-        clauses.append("score >= ?")
-        params.append(query.min_score)
-    if query.fallback is not None:
-        # A column since schema version 2; version 1 rows have it only in their JSON.
-        clauses.append(
-            "(CASE WHEN fallback IS NOT NULL THEN fallback"
-            " ELSE json_extract(record_json, '$.fallback') END) = ?"
-        )
-        params.append(int(query.fallback))
-    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params

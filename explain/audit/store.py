@@ -15,10 +15,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from explain.decision import Decision
 from explain.records import Action, DecisionRecord, LabelRecord, Stage
+from features.schema import datetime_to_epoch_ms
 
 
 class AuditStoreError(RuntimeError):
@@ -177,6 +178,39 @@ class ReportQueries(ABC):
         """The latest is_fraud of each of these transactions that has a label."""
 
 
-class AuditStore(DecisionLog, RebuildSource, ReportQueries):
+@dataclass(frozen=True)
+class Pruned:
+    """What one retention run removed (PostgreSQL: the partitions dropped, too)."""
+
+    cutoff_ms: int
+    decisions: int
+    labels: int
+    partitions: tuple[str, ...] = ()
+
+
+class Retention(ABC):
+    """The one way records leave a store."""
+
+    @abstractmethod
+    def prune(self, older_than_days: int, *, now: datetime | None = None) -> Pruned:
+        """Remove decisions (with their labels) whose event time is more than
+        ``older_than_days`` before ``now``, as the backend can (whole months on
+        PostgreSQL), recording the removal in the store itself."""
+
+
+def retention_cutoff_ms(older_than_days: int, now: datetime | None = None) -> int:
+    """The event time (epoch ms) before which decisions are past a retention period.
+
+    >>> from datetime import UTC
+    >>> retention_cutoff_ms(1, datetime(2024, 3, 2, tzinfo=UTC))
+    1709251200000
+    """
+    if older_than_days < 1:
+        raise ValueError("older_than_days must be >= 1")
+    moment = now or datetime.now(UTC)
+    return datetime_to_epoch_ms(moment) - older_than_days * 86_400_000
+
+
+class AuditStore(DecisionLog, RebuildSource, ReportQueries, Retention):
     """The whole contract a backend provides (SQLite here; PostgreSQL at scale). Parts of
     the service take only the part they use."""

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from service.cli import (
+    audit_cmd,
     bench_cmd,
     consume_cmd,
     demo_cmd,
@@ -35,6 +36,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     evaluate_cmd,
     bench_cmd,
     report_cmd,
+    audit_cmd,
 )
 
 

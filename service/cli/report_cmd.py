@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from explain.audit.sqlite_store import SQLiteAuditStore
-from explain.audit.store import AuditStoreError
+from explain.audit.store import AuditStore, AuditStoreError
 from explain.records import DecisionRecord
 from explain.reports.export import FORMATS, export_lines
 from explain.reports.html import summary_page
@@ -21,6 +21,7 @@ from explain.reports.summary import summarize
 from features.schema import validation_problems
 from models.artifacts import load_manifest
 from models.errors import ArtifactError
+from service.cli.audit_cmd import audit_file_option, open_store
 from service.cli.errors import UserError
 from service.settings import Settings
 
@@ -85,12 +86,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="start", metavar="WHEN", help="period start (inclusive)")
     parser.add_argument("--to", dest="end", metavar="WHEN", help="period end (see above)")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE", help="output file")
-    parser.add_argument(
-        "--audit-file",
-        type=Path,
-        metavar="FILE",
-        help="audit store (default: audit.sqlite3 in RISKSCORE_DATA_DIR)",
-    )
+    audit_file_option(parser)
 
 
 def _selection(args: argparse.Namespace) -> DecisionFilter:
@@ -106,17 +102,10 @@ def _selection(args: argparse.Namespace) -> DecisionFilter:
         raise UserError("; ".join(f"{option}: {message}" for option, message in options)) from None
 
 
-def _open_store(args: argparse.Namespace) -> SQLiteAuditStore:
-    path = args.audit_file or Settings().audit_path
-    if not path.is_file():
-        # Opening would create an empty store: a typo must not give an empty report.
-        raise UserError(f"no audit store at {path} (see --audit-file)")
+def _open_store(args: argparse.Namespace) -> AuditStore:
     if not args.out.parent.is_dir():
         raise UserError(f"--out: directory {str(args.out.parent)!r} does not exist")
-    try:
-        return SQLiteAuditStore(path)
-    except AuditStoreError as exc:
-        raise UserError(str(exc)) from exc
+    return open_store(Settings(), args.audit_file)
 
 
 def _progress() -> tqdm:
@@ -132,7 +121,7 @@ def _counted(pages: Iterable[list[DecisionRecord]], bar: tqdm) -> Iterator[list[
 def run_export(args: argparse.Namespace) -> int:
     selection = _selection(args)
     rows = 0
-    with _open_store(args) as store, _progress() as bar:
+    with closing(_open_store(args)) as store, _progress() as bar:
         try:
             with args.out.open("w", encoding="utf-8", newline="") as out:
                 pages = _counted(iter_pages(store, selection), bar)
@@ -154,7 +143,7 @@ def run_summary(args: argparse.Namespace) -> int:
         manifest = load_manifest(artifact)
     except ArtifactError as exc:
         raise UserError(f"cannot read the model manifest: {exc}") from exc
-    with _open_store(args) as store, _progress() as bar:
+    with closing(_open_store(args)) as store, _progress() as bar:
         try:
             summary = summarize(store, selection, manifest.feature_distributions, bar.update)
             page = summary_page(summary, selection.period(), manifest)

@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 from kafka.errors import KafkaError
 
+from explain.audit.store import AuditStoreError
 from models.errors import ArtifactError
 from service.cli.errors import UserError, load_settings
 from service.logs import setup_logging
@@ -49,19 +50,22 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, settings.library_log_level, settings.log_format)
     # Imported here so that `riskscore --help` does not pay for the service's imports.
     from service.app import create_app
+    from service.audit_backend import describe
     from service.event_loop import new_event_loop
 
     try:
         app = create_app(settings)
     except ArtifactError as exc:
         raise UserError(f"cannot load the model: {exc}") from exc
+    except AuditStoreError as exc:
+        raise UserError(f"cannot open the audit store: {exc}") from exc
     log = logging.getLogger("riskscore")
     log.info(
         "serving model from %s on http://%s:%d (audit store %s)",
         settings.scoring.artifact_dir,
         settings.http.host,
         settings.http.port,
-        settings.audit_path,
+        describe(settings),
     )
     try:
         web.run_app(

@@ -25,6 +25,7 @@ VARIABLES = [
     "RISKSCORE_AUDIT_COMMIT_WINDOW_MS",
     "RISKSCORE_AUDIT_MAX_BATCH",
     "RISKSCORE_AUDIT_BUSY_TIMEOUT_MS",
+    # The PostgreSQL audit store and retention (issue 14).
     "RISKSCORE_WARM_START",
     "RISKSCORE_EXPLAINER",
     "RISKSCORE_PREDICTOR",
@@ -58,6 +59,10 @@ ADDED = [
     "RISKSCORE_KAFKA_EMBEDDED_ADVERTISED_HOST",
     "RISKSCORE_LIBRARY_LOG_LEVEL",
     "RISKSCORE_LOG_FORMAT",
+    "RISKSCORE_AUDIT_URL",
+    "RISKSCORE_AUDIT_CONNECT_TIMEOUT_S",
+    "RISKSCORE_AUDIT_STATEMENT_TIMEOUT_MS",
+    "RISKSCORE_AUDIT_RETENTION_DAYS",
 ]
 
 KEY = "k" * 20
@@ -193,3 +198,16 @@ def test_an_unknown_variable_is_reported_with_the_closest_known_one(
         "riskscore: warning: RISKSCORE_PORTT is not a riskscore setting and is ignored "
         "(did you mean RISKSCORE_PORT?)",
     ]
+
+
+def test_audit_url_is_postgresql_and_its_password_never_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = "postgresql://audit:s3cret-pw@db.example:5432/riskscore"
+    monkeypatch.setenv("RISKSCORE_AUDIT_URL", url)
+    settings = Settings()
+    assert settings.audit.url is not None and settings.audit.url.get_secret_value() == url
+    assert "s3cret-pw" not in repr(settings) and "s3cret-pw" not in str(settings.audit)
+    monkeypatch.setenv("RISKSCORE_AUDIT_URL", "mysql://audit@db/riskscore")
+    with pytest.raises(ValueError, match="postgresql://"):
+        Settings()
