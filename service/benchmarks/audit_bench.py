@@ -29,7 +29,7 @@ from explain.audit.store import AuditStore
 from explain.decision import Decision, Reasons, encode_json
 from explain.schema import ExplanationSchema
 from features.schema import Transaction
-from service.benchmarks.stats import summary_ms
+from loadtest.durations import summary_ms
 
 FEATURES = 24
 SCHEMA = ExplanationSchema(
