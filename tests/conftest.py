@@ -36,3 +36,7 @@ def handbook_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return location
+
+
+# The real redis-server of the feature-state tests (tests/redis_server.py).
+from tests.redis_server import redis_server  # noqa: E402, F401
