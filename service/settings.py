@@ -120,6 +120,11 @@ class ScoringSettings(BaseSettings):
     warm_start: bool = True
     """Rebuild the online feature state from the audit store at start-up."""
 
+    feature_state_url: str | None = Field(default=None, pattern=r"^(redis|rediss)://")
+    """Where the online feature state lives: unset keeps it in the process (memory);
+    redis://HOST:PORT/DB (rediss:// for TLS) shares it in Redis >= 7 or Valkey, where it
+    outlives the process and nothing is replayed at start-up."""
+
     @property
     def artifact_dir(self) -> Path:
         return self.model_dir if self.model_dir is not None else default_artifact_dir()

@@ -11,6 +11,7 @@ from dataclasses import asdict
 
 from kafka.errors import KafkaError
 
+from features.state import FeatureStateUnavailable
 from models.errors import ArtifactError
 from service.cli.errors import UserError, load_settings
 from service.cli.serve_cmd import KAFKA_HINT
@@ -44,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
             loop.run(_consume(settings))
     except ArtifactError as exc:
         raise UserError(f"cannot load the model: {exc}") from exc
+    except FeatureStateUnavailable as exc:
+        raise UserError(f"cannot reach the feature state: {exc}") from exc
     except (BrokerError, KafkaError) as exc:
         raise UserError(f"{KAFKA_HINT}: {exc}") from exc
     except ConsumerFailed as exc:

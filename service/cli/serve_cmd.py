@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 from kafka.errors import KafkaError
 
+from features.state import FeatureStateUnavailable
 from models.errors import ArtifactError
 from service.cli.errors import UserError, load_settings
 from service.settings import HttpSettings, Settings, settings_table
@@ -56,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         app = create_app(settings)
     except ArtifactError as exc:
         raise UserError(f"cannot load the model: {exc}") from exc
+    except FeatureStateUnavailable as exc:
+        raise UserError(f"cannot reach the feature state: {exc}") from exc
     log = logging.getLogger("riskscore")
     log.info(
         "serving model from %s on http://%s:%d (audit store %s)",
