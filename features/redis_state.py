@@ -119,6 +119,7 @@ class RedisFeatureState(FeatureState):
         self._n_specs = n_specs
         self._keys = KeyNames(plan_digest(self.plan))
         self._ttl_ms = self.plan.longest_horizon_ms
+        self._shortest_horizon_ms = min(self.plan.horizon_ms(e) for e in self.plan.entities())
         # The calls of one payment, one per hash tag: the kinds each carries, in order.
         self._calls = [
             tuple(kinds.index(e) for e in tag if e in kinds)
@@ -313,9 +314,11 @@ class RedisFeatureState(FeatureState):
 
     @property
     def dedupe_floor_ms(self) -> int:
-        """Each entity holds a payment's id as long as it retains its event: at least the
-        plan's longest horizon behind the latest payment this process applied."""
-        return self._watermark - self.plan.longest_horizon_ms
+        """Each entity holds a payment's id as long as it keeps the payment's event: at
+        least its own horizon behind its latest payment. The shortest horizon of all
+        kinds, behind the latest payment this process applied, is where no entity may
+        have forgotten an id (and so none would count a retry again)."""
+        return self._watermark - self._shortest_horizon_ms
 
     def close(self) -> None:
         if self._connection is not None:

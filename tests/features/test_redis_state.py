@@ -141,3 +141,12 @@ def test_an_unreachable_server_is_one_clear_error() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(FeatureStateUnavailable, match=r"feature state at redis://127\.0\.0\.1"):
         RedisFeatureState(url, timeout_s=1.0)
+
+
+def test_retries_older_than_any_entity_remembers_go_to_the_store_first(
+    state: RedisFeatureState,
+) -> None:
+    state.update_raw("tx-1", "c", "t", 40 * DAY, 40 * DAY, 10.0)
+    # The customer keeps ids for 30 days, the terminal for 37: the floor is the shorter.
+    assert state.dedupe_floor_ms == 10 * DAY
+    assert not state.seen("tx-1")  # never asked over the network: the update refuses
