@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Hashable
 
-from features.definitions import Entity
 from features.plan import FeaturePlan
 
 
@@ -50,13 +49,6 @@ class KeyNames:
 
     def label_lookup(self, transaction_id: Hashable) -> bytes:
         return f"{self.prefix}{{x:{transaction_id}}}".encode()
-
-    def entity(self, entity: Entity, customer_id: Hashable, terminal_id: Hashable) -> bytes:
-        if entity is Entity.CUSTOMER:
-            return self.customer(customer_id)
-        if entity is Entity.TERMINAL:
-            return self.terminal(terminal_id)
-        return self.customer_terminal(customer_id, terminal_id)
 
     @property
     def pattern(self) -> str:

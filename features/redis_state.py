@@ -21,7 +21,7 @@ cuts the client's per-command overhead that the pipeline API costs.
 from __future__ import annotations
 
 import importlib.resources
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -64,10 +64,17 @@ def reply_size(n_windows: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def fill_features(rows, offsets, gaps, amount, local_ms, outputs, out):
+def fill_features(rows, offsets, gaps, flags, amount, local_ms, outputs, out, duplicate):
     """Feature values from the replies of a batch (``rows[r]``: payment r's replies, the
-    state of kind ``kind`` at ``offsets[kind]``, its gap at ``gaps[kind]``)."""
+    state of kind ``kind`` at ``offsets[kind]``, its gap at ``gaps[kind]``); a payment
+    some entity refused as a duplicate (its flag at ``flags[kind]``) gets NaN."""
     for r in range(rows.shape[0]):
+        for kind in range(flags.shape[0]):
+            if rows[r, flags[kind]] != 0.0:
+                duplicate[r] = True
+        if duplicate[r]:
+            out[r, :] = np.nan
+            continue
         for row in range(outputs.shape[0]):
             kind = outputs[row, k.O_KIND]
             code = outputs[row, k.O_CODE]
@@ -136,13 +143,13 @@ class RedisFeatureState(FeatureState):
         ttl = str(self._ttl_ms).encode()
         # Per call: the packed header (array length, FCALL, function, key count) and the
         # constant tail (TTL, each key's windows).
-        self._packed: list[tuple[bytes, bytes]] = []
+        self._packed_calls: list[tuple[tuple[int, ...], bytes, bytes]] = []
         for call in self._calls:
             tail = [ttl] + [windows(kind) for kind in call]
             length = 3 + len(call) + 3 + len(tail)
             head = b"*%d\r\n" % length + _bulk(b"FCALL") + _bulk(b"rs_update")
             head += _bulk(str(len(call)).encode())
-            self._packed.append((head, b"".join(_bulk(p) for p in tail)))
+            self._packed_calls.append((call, head, b"".join(_bulk(p) for p in tail)))
         self._label_windows = [windows(kind) for kind in label_kinds]
         # A payment's replies, concatenated in call order: where each kind's state, its
         # duplicate flag and its gap sit.
@@ -157,7 +164,9 @@ class RedisFeatureState(FeatureState):
         self._flags = self._gaps - 1
         self._width = at
         self._watermark = k.NEVER
-        self._lookup_ttl = ttl
+        # SET <lookup> <entities> NX PX <ttl>: the label's way back to the payment's entities.
+        self._lookup_command = (b"*6\r\n" + _bulk(b"SET"), _bulk(b"NX") + _bulk(b"PX") + _bulk(ttl))
+        self._builders = [_key_builder(self._keys, entity) for entity in kinds]
         self._client = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
@@ -169,7 +178,17 @@ class RedisFeatureState(FeatureState):
         except redis.RedisError as exc:
             raise FeatureStateUnavailable(f"feature state at {_safe(url)}: {exc}") from None
         # Compile (or load from cache) the feature kernel now, not on the first payment.
-        self._fill(np.zeros((1, self._width)), [0], [0])
+        fill_features(
+            np.zeros((1, self._width)),
+            self._offsets,
+            self._gaps,
+            self._flags,
+            np.zeros(1),
+            np.zeros(1, dtype=np.int64),
+            self._outputs,
+            np.empty((1, len(self.feature_names))),
+            np.zeros(1, dtype=np.bool_),
+        )
 
     def load_library(self) -> None:
         """(Re)load the Redis Functions: FUNCTION LOAD REPLACE, idempotent."""
@@ -187,65 +206,67 @@ class RedisFeatureState(FeatureState):
         amounts: Sequence[float],
     ) -> BatchUpdate:
         n = len(transaction_ids)
-        keys, kinds = self._keys, self._kinds
-        label_kinds = self._label_kinds
+        builders, calls, label_kinds = self._builders, self._packed_calls, self._label_kinds
+        lookup_head, lookup_tail = self._lookup_command
         chunks: list[bytes] = []
         for i in range(n):
             tid = str(transaction_ids[i]).encode()
             customer, terminal = customer_ids[i], terminal_ids[i]
-            entity_keys = [keys.entity(e, customer, terminal) for e in kinds]
-            dynamic = (
-                _bulk(tid) + _bulk(b"%d" % epoch_ms[i]) + _bulk(repr(float(amounts[i])).encode())
+            entity_keys = [build(customer, terminal) for build in builders]
+            t = b"%d" % epoch_ms[i]
+            amount = repr(float(amounts[i])).encode()
+            # Transaction id, event time and amount: each call's arguments after its keys.
+            dynamic = b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+                len(tid),
+                tid,
+                len(t),
+                t,
+                len(amount),
+                amount,
             )
-            for call, (head, tail) in zip(self._calls, self._packed, strict=True):
+            for call, head, tail in calls:
                 chunks.append(head)
-                chunks.extend(_bulk(entity_keys[kind]) for kind in call)
+                for kind in call:
+                    key = entity_keys[kind]
+                    chunks.append(b"$%d\r\n%s\r\n" % (len(key), key))
                 chunks.append(dynamic)
                 chunks.append(tail)
             if label_kinds:
+                lookup = self._keys.label_lookup(tid.decode())
+                where = b"\n".join(entity_keys[kind] for kind in label_kinds)
+                chunks.append(lookup_head)
                 chunks.append(
-                    _command(
-                        b"SET",
-                        keys.label_lookup(transaction_ids[i]),
-                        b"\n".join(entity_keys[kind] for kind in label_kinds),
-                        b"NX",
-                        b"PX",
-                        self._lookup_ttl,
-                    )
+                    b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(lookup), lookup, len(where), where)
                 )
-        per_tx = len(self._calls) + (1 if label_kinds else 0)
+                chunks.append(lookup_tail)
+        per_tx = len(calls) + (1 if label_kinds else 0)
         replies = self._round_trip(b"".join(chunks), n * per_tx)
-        # Each call answers raw little-endian doubles (see reply_size).
-        n_calls = len(self._calls)
+        # Each call answers raw little-endian doubles (see reply_size); the lookup's OK
+        # (or nil: an earlier copy of the payment set it) is not needed.
+        n_calls = len(calls)
         answers = [r for i, r in enumerate(replies) if i % per_tx < n_calls]
         packed = np.frombuffer(b"".join(answers), dtype="<f8")
         if len(packed) != n * self._width:
             raise FeatureStateUnavailable("feature state: a reply does not fit the feature plan")
-        flat = packed.reshape(n, self._width)
-        refused = np.flatnonzero(flat[:, self._flags].any(axis=1)).tolist()
-        values = self._fill(flat, local_epoch_ms, amounts)
-        if refused:
-            values[refused] = np.nan
+        values = np.empty((n, len(self.feature_names)), dtype=np.float64)
+        duplicate = np.zeros(n, dtype=np.bool_)
+        fill_features(
+            packed.reshape(n, self._width),
+            self._offsets,
+            self._gaps,
+            self._flags,
+            np.asarray(amounts, dtype=np.float64),
+            np.asarray(local_epoch_ms, dtype=np.int64),
+            self._outputs,
+            values,
+            duplicate,
+        )
+        refused = np.flatnonzero(duplicate).tolist() if duplicate.any() else []
         if n:
             latest = max(epoch_ms)
             if latest > self._watermark:
                 self._watermark = int(latest)
         return BatchUpdate(values, refused)
-
-    def _fill(
-        self, flat: np.ndarray, local_epoch_ms: Sequence[int], amounts: Sequence[float]
-    ) -> np.ndarray:
-        out = np.empty((len(flat), len(self.feature_names)), dtype=np.float64)
-        fill_features(
-            flat,
-            self._offsets,
-            self._gaps,
-            np.asarray(amounts, dtype=np.float64),
-            np.asarray(local_epoch_ms, dtype=np.int64),
-            self._outputs,
-            out,
-        )
-        return out
 
     def _round_trip(self, packed: bytes, expected: int) -> list[Any]:
         """Send the packed commands in one write and read every reply; reloads the
@@ -325,6 +346,15 @@ class RedisFeatureState(FeatureState):
             self._client.connection_pool.release(self._connection)
             self._connection = None
         self._client.close()
+
+
+def _key_builder(keys: KeyNames, entity: Entity) -> Callable[[Hashable, Hashable], bytes]:
+    """The key of one kind of entity from a payment's customer and terminal."""
+    if entity is Entity.CUSTOMER:
+        return lambda customer, _: keys.customer(customer)
+    if entity is Entity.TERMINAL:
+        return lambda _, terminal: keys.terminal(terminal)
+    return keys.customer_terminal
 
 
 def _safe(url: str) -> str:
