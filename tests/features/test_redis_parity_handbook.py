@@ -1,5 +1,6 @@
 """The redis backend on the handbook: the 21-day slice of the sequence parity test,
-replayed through one process, gives the memory backend's 24 features (|Δ| ≤ 1e-9)."""
+replayed through one process, gives the memory backend's 24 features (|Δ| ≤ 1e-9; in
+fact identical)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,5 @@ def test_redis_backend_equals_memory_backend_on_a_handbook_slice(
     memory = rebuild_state(history, OnlineFeatureEngine())
     assert stored.shape == (len(history), 24)
     assert np.max(np.abs(stored - memory)) <= 1e-9
+    # Measured: identical to the last bit (201,256 payments); kept that way on purpose.
+    np.testing.assert_array_equal(stored, memory)
