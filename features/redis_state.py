@@ -341,6 +341,14 @@ class RedisFeatureState(FeatureState):
         have forgotten an id (and so none would count a retry again)."""
         return self._watermark - self._shortest_horizon_ms
 
+    def problem(self) -> str | None:
+        # The pool's own connection (thread-safe), not the one payments use.
+        try:
+            self._client.ping()
+        except self._redis.RedisError as exc:
+            return f"the feature state at {_safe(self._url)} does not answer: {exc}"
+        return None
+
     def close(self) -> None:
         if self._connection is not None:
             self._client.connection_pool.release(self._connection)

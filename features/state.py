@@ -152,5 +152,9 @@ class FeatureState(ABC):
         out[:] = update.values[0]
         return out
 
+    def problem(self) -> str | None:
+        """What keeps the state from serving, or None (blocking: a network backend asks)."""
+        return None
+
     def close(self) -> None:  # noqa: B027 (optional: only external backends hold anything)
         """Release connections (nothing for the in-process state)."""

@@ -145,6 +145,9 @@ class Scorer:
             self._store.check_writable()
         except AuditStoreError as exc:
             problems.append(f"audit store is not writable: {exc}")
+        state_problem = self._engine.problem()
+        if state_problem is not None:
+            problems.append(state_problem)
         return problems
 
     def warm_start(

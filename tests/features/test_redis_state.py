@@ -17,7 +17,7 @@ from features.redis_keys import KeyNames, plan_digest
 from features.redis_state import RedisFeatureState
 from features.simulator import SimulationConfig, simulate
 from features.state import DuplicateTransaction, FeatureStateUnavailable, LabelOutcome
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer, free_port, start_redis, stop_redis
 
 DAY = 86_400_000
 
@@ -150,3 +150,17 @@ def test_retries_older_than_any_entity_remembers_go_to_the_store_first(
     # The customer keeps ids for 30 days, the terminal for 37: the floor is the shorter.
     assert state.dedupe_floor_ms == 10 * DAY
     assert not state.seen("tx-1")  # never asked over the network: the update refuses
+
+
+def test_a_server_that_stops_answering_is_named(tmp_path_factory: pytest.TempPathFactory) -> None:
+    server = start_redis(tmp_path_factory.mktemp("redis-stopped"))
+    state = RedisFeatureState(server.url())
+    try:
+        assert state.problem() is None
+        state.update_raw("tx-1", "c", "t", DAY, DAY, 10.0)
+        stop_redis(server)
+        assert "does not answer" in (state.problem() or "")
+        with pytest.raises(FeatureStateUnavailable, match="feature state at redis://"):
+            state.update_raw("tx-2", "c", "t", DAY + 1, DAY + 1, 10.0)
+    finally:
+        state.close()
