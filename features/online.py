@@ -15,17 +15,27 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Protocol
 
 import numpy as np
 
 from features import window_kernels as k
-from features.aggregations import AGGREGATION_CODES
 from features.definitions import DEFAULT_FEATURES, Entity, FeatureDefinition
-from features.plan import FeaturePlan, compile_plan
-from features.schema import Transaction
+from features.plan import FeaturePlan, compile_plan, output_table, spec_table
+from features.state import (
+    BatchUpdate,
+    DuplicateTransaction,
+    Event,
+    FeatureState,
+    LabelOutcome,
+)
+
+__all__ = [
+    "BatchUpdate",
+    "DuplicateTransaction",
+    "Event",
+    "LabelOutcome",
+    "OnlineFeatureEngine",
+]
 
 # Sweep idle entities every this many updates: rare enough to cost nothing per update.
 _SWEEP_EVERY = 4096
@@ -37,52 +47,13 @@ _RESERVED_SLOTS = 1 << 20  # entities before the first copy: ~0.5 GB of address 
 _INITIAL_POOL = 1 << 22  # event cells before the first compaction: ~0.1 GB of address space
 
 
-class LabelOutcome(StrEnum):
-    APPLIED = "applied"  # the label changed feature state
-    UNCHANGED = "unchanged"  # the same label was already recorded
-    UNKNOWN = "unknown"  # no such transaction in the state (never seen, or too old to matter)
-
-
 # apply_label's best result over an event's entities -> outcome.
 _LABEL_OUTCOMES = {1: LabelOutcome.APPLIED, 0: LabelOutcome.UNCHANGED, -1: LabelOutcome.UNKNOWN}
 
 
-class DuplicateTransaction(ValueError):
-    """The transaction id was already applied to the state.
-
-    Detected while the id can still be labelled (the longest labelled window plus its
-    delay); exactly-once over any span is the audit store's job, keyed by id.
-    """
-
-
-class Event(Protocol):
-    """What the engine reads of a transaction (a validated one, or one replayed)."""
-
-    @property
-    def transaction_id(self) -> str: ...
-    @property
-    def customer_id(self) -> str: ...
-    @property
-    def terminal_id(self) -> str: ...
-    @property
-    def epoch_ms(self) -> int: ...
-    @property
-    def local_epoch_ms(self) -> int: ...
-    @property
-    def amount(self) -> float: ...
-
-
-@dataclass(frozen=True)
-class BatchUpdate:
-    """Feature vectors of a batch (rows in input order) and the rows refused as duplicates
-    (their rows hold NaN)."""
-
-    values: np.ndarray
-    refused: list[int]
-
-
-class OnlineFeatureEngine:
-    """Computes the plan's features for each new transaction and absorbs label feedback."""
+class OnlineFeatureEngine(FeatureState):
+    """Computes the plan's features for each new transaction and absorbs label feedback
+    (the ``memory`` backend of :class:`~features.state.FeatureState`)."""
 
     def __init__(self, definitions: tuple[FeatureDefinition, ...] = DEFAULT_FEATURES) -> None:
         self.plan: FeaturePlan = compile_plan(definitions)
@@ -90,8 +61,8 @@ class OnlineFeatureEngine:
         self._kinds = self.plan.entities()
         self._ids: list[OrderedDict[Hashable, int]] = [OrderedDict() for _ in self._kinds]
         self._horizons = [self.plan.horizon_ms(e) for e in self._kinds]
-        self._specs, self._n_specs, self._label_kinds = self._spec_tables()
-        self._outputs = self._output_table()
+        self._specs, self._n_specs, self._label_kinds = spec_table(self.plan, self._kinds)
+        self._outputs = output_table(self.plan, self._kinds)
         max_specs = self._specs.shape[1]
         self._meta = np.zeros((_RESERVED_SLOTS, k.META_FIELDS), dtype=np.int64)
         self._bounds = np.zeros((_RESERVED_SLOTS, max_specs, 2), dtype=np.int64)
@@ -120,41 +91,7 @@ class OnlineFeatureEngine:
         self._watermark = k.NEVER
         self._updates = 0
 
-    def _spec_tables(self) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        max_specs = max(len(self.plan.specs[e]) for e in self._kinds) if self._kinds else 1
-        specs = np.zeros((max(len(self._kinds), 1), max_specs, 3), dtype=np.int64)
-        n_specs = np.zeros(max(len(self._kinds), 1), dtype=np.int64)
-        label_kinds = []
-        for kind, entity in enumerate(self._kinds):
-            entity_specs = self.plan.specs[entity]
-            n_specs[kind] = len(entity_specs)
-            for index, spec in enumerate(entity_specs):
-                specs[kind, index] = (spec.window_ms, spec.delay_ms, int(spec.uses_labels))
-            if any(spec.uses_labels for spec in entity_specs):
-                label_kinds.append(kind)
-        return specs, n_specs, label_kinds
-
-    def _output_table(self) -> np.ndarray:
-        rows = []
-        for column, slot in enumerate(self.plan.slots):
-            d = slot.definition
-            kind = -1 if d.entity is Entity.TRANSACTION else self._kinds.index(d.entity)
-            rows.append((column, kind, slot.spec, AGGREGATION_CODES[d.aggregation], d.window_ms))
-        return np.array(rows, dtype=np.int64).reshape(-1, 5)
-
     # ----------------------------------------------------------------- updates
-
-    def update(self, tx: Transaction, out: np.ndarray | None = None) -> np.ndarray:
-        """Apply a validated transaction and return its feature vector (in ``out`` if given)."""
-        return self.update_raw(
-            tx.transaction_id,
-            tx.customer_id,
-            tx.terminal_id,
-            tx.epoch_ms,
-            tx.local_epoch_ms,
-            tx.amount,
-            out=out,
-        )
 
     def update_raw(
         self,
@@ -254,17 +191,6 @@ class OnlineFeatureEngine:
             == k.NEED_POOL
         ):
             self._grow_pool()
-
-    def update_all(self, events: Sequence[Event]) -> BatchUpdate:
-        """:meth:`update_many` for transactions, or anything carrying the same fields."""
-        return self.update_many(
-            [e.transaction_id for e in events],
-            [e.customer_id for e in events],
-            [e.terminal_id for e in events],
-            [e.epoch_ms for e in events],
-            [e.local_epoch_ms for e in events],
-            [e.amount for e in events],
-        )
 
     def update_many(
         self,

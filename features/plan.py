@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from features.aggregations import AGGREGATION_CODES
 from features.definitions import DEFAULT_FEATURES, Entity, FeatureDefinition, by_name
 
 HISTORY_ENTITIES = (Entity.CUSTOMER, Entity.TERMINAL, Entity.CUSTOMER_TERMINAL)
@@ -78,3 +81,33 @@ def compile_plan(definitions: tuple[FeatureDefinition, ...] = DEFAULT_FEATURES) 
         if pairs
     }
     return FeaturePlan(definitions=definitions, specs=specs, slots=tuple(slots))
+
+
+def spec_table(
+    plan: FeaturePlan, kinds: tuple[Entity, ...]
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Each kind's windows as rows of (window ms, delay ms, uses labels), padded to the
+    kind with most; how many each kind has; the kinds with a labelled window."""
+    max_specs = max(len(plan.specs[e]) for e in kinds) if kinds else 1
+    specs = np.zeros((max(len(kinds), 1), max_specs, 3), dtype=np.int64)
+    n_specs = np.zeros(max(len(kinds), 1), dtype=np.int64)
+    label_kinds = []
+    for kind, entity in enumerate(kinds):
+        entity_specs = plan.specs[entity]
+        n_specs[kind] = len(entity_specs)
+        for index, spec in enumerate(entity_specs):
+            specs[kind, index] = (spec.window_ms, spec.delay_ms, int(spec.uses_labels))
+        if any(spec.uses_labels for spec in entity_specs):
+            label_kinds.append(kind)
+    return specs, n_specs, label_kinds
+
+
+def output_table(plan: FeaturePlan, kinds: tuple[Entity, ...]) -> np.ndarray:
+    """One row per feature: (column, kind or -1 for the payment itself, window number,
+    aggregation code, window ms) — what the kernels read to fill a feature vector."""
+    rows = []
+    for column, slot in enumerate(plan.slots):
+        d = slot.definition
+        kind = -1 if d.entity is Entity.TRANSACTION else kinds.index(d.entity)
+        rows.append((column, kind, slot.spec, AGGREGATION_CODES[d.aggregation], d.window_ms))
+    return np.array(rows, dtype=np.int64).reshape(-1, 5)

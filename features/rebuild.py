@@ -15,11 +15,12 @@ import numpy as np
 from features.data import TransactionFrame
 from features.definitions import LABEL_DELAY
 from features.online import OnlineFeatureEngine
+from features.state import FeatureState
 
 
 def rebuild_state(
     history: TransactionFrame,
-    engine: OnlineFeatureEngine | None = None,
+    engine: FeatureState | None = None,
     label_delay: timedelta | None = LABEL_DELAY,
     progress: Callable[[int], object] | None = None,
 ) -> np.ndarray:

@@ -11,6 +11,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from explain.explainer import make_explainer
+from features.online import OnlineFeatureEngine
+from features.redis_state import RedisFeatureState
+from features.state import FeatureState, FeatureStateUnavailable
 from models.cascade import Cascade, FaultInjection
 from models.errors import ArtifactError
 from models.fast import ModelSlot
@@ -50,12 +53,24 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
     return Scorer(
         models,
         store,
+        engine=build_feature_state(settings),
         reason_count=settings.scoring.reason_count,
         metrics=metrics,
         explainer_factory=lambda model: make_explainer(settings.scoring.explainer, model),
         cascade=cascade,
         budget_ms=settings.second_stage.budget_ms,
     )
+
+
+def build_feature_state(settings: Settings) -> FeatureState:
+    """The feature-state backend the settings name: in the process, or Redis."""
+    url = settings.scoring.feature_state_url
+    if url is None:
+        return OnlineFeatureEngine()
+    try:
+        return RedisFeatureState(url)
+    except FeatureStateUnavailable as exc:
+        raise FeatureStateUnavailable(f"RISKSCORE_FEATURE_STATE_URL: {exc}") from None
 
 
 def build_cascade(settings: Settings, fast_model_version: str) -> Cascade | None:

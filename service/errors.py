@@ -86,6 +86,13 @@ class NotReady(ServiceError):
     type = "not_ready"
 
 
+class FeatureStateDown(ServiceError):
+    """The shared feature state (Redis) could not be reached: nothing was decided; retry."""
+
+    status = 503
+    type = "feature_state_unavailable"
+
+
 class AuditUnavailable(ServiceError):
     """The decision could not be recorded, so it is not given: retry with the same id."""
 

@@ -18,13 +18,13 @@ import numpy as np
 from explain.decision import Reasons
 from explain.explainer import Explainer
 from explain.reasons import ReasonCoder
-from features.online import OnlineFeatureEngine
 from features.schema import Transaction
 from features.sequence import OnlineSequences, SequenceView
+from features.state import FeatureState, FeatureStateUnavailable
 from models.cascade import Cascade
 from models.fast import FastModel, ModelSlot
 from models.metrics import sigmoid
-from service.errors import IdempotencyConflict
+from service.errors import FeatureStateDown, IdempotencyConflict
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class FastPath:
     def __init__(
         self,
         models: ModelSlot,
-        engine: OnlineFeatureEngine,
+        engine: FeatureState,
         explainer_factory: Callable[[FastModel], Explainer],
         reason_count: int,
         cascade: Cascade | None,
@@ -96,7 +96,10 @@ class FastPath:
             return []
         bundle = self.bundle()
         t0 = time.perf_counter()
-        update = self._engine.update_all(txs)
+        try:
+            update = self._engine.update_all(txs)
+        except FeatureStateUnavailable as exc:
+            raise FeatureStateDown(f"{exc}; retry with the same transaction_id") from None
         refused = set(update.refused)
         accepted = [i for i in range(len(txs)) if i not in refused] if refused else None
         x = update.values if accepted is None else update.values[accepted]

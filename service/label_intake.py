@@ -10,8 +10,8 @@ from typing import TypeVar
 
 from explain.audit.store import AuditStoreError, DecisionLog
 from explain.records import LabelOutcomeName, LabelRecord
-from features.online import LabelOutcome, OnlineFeatureEngine
-from service.errors import AuditUnavailable, NotFound
+from features.state import FeatureState, FeatureStateUnavailable, LabelOutcome
+from service.errors import AuditUnavailable, FeatureStateDown, NotFound
 from service.in_flight import InFlight, as_replay
 from service.prometheus_metrics import ScoringMetrics
 
@@ -27,7 +27,7 @@ class LabelIntake:
     def __init__(
         self,
         store: DecisionLog,
-        engine: OnlineFeatureEngine,
+        engine: FeatureState,
         in_flight: InFlight,
         metrics: ScoringMetrics | None,
     ) -> None:
@@ -121,7 +121,12 @@ class LabelIntake:
             )
             raise AuditUnavailable("the label could not be recorded; retry") from None
         # Only a durable label changes the state: a failed one is retried, not half-applied.
-        outcome = self._engine.record_label(transaction_id, is_fraud)
+        try:
+            outcome = self._engine.record_label(transaction_id, is_fraud)
+        except FeatureStateUnavailable as exc:
+            raise FeatureStateDown(
+                f"{exc}; the label is recorded but has not reached the feature state"
+            ) from None
         reported: LabelOutcomeName = (
             "recorded" if outcome is LabelOutcome.UNKNOWN else outcome.value  # type: ignore[assignment]
         )

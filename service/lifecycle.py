@@ -78,6 +78,7 @@ class ScoringProcess:
         await self.scorer.drain(settings.shutdown_timeout_s)
         await asyncio.to_thread(self.scorer.store.close, settings.shutdown_timeout_s)
         log.info("audit store flushed and closed")
+        self.scorer.engine.close()
 
     def _warm(self) -> int:
         try:

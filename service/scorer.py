@@ -34,6 +34,7 @@ from explain.sequence_attribution import complete_attributions
 from features.online import OnlineFeatureEngine
 from features.schema import Transaction
 from features.sequence import OnlineSequences, SequenceView
+from features.state import FeatureState
 from models.cascade import DEFAULT_BUDGET_MS, Cascade
 from models.fast import FastModel, ModelSlot
 from service.decisions import build_decision
@@ -69,7 +70,7 @@ class Scorer:
         models: ModelSlot,
         store: AuditStore,
         *,
-        engine: OnlineFeatureEngine | None = None,
+        engine: FeatureState | None = None,
         reason_count: int = DEFAULT_REASON_COUNT,
         metrics: ScoringMetrics | None = None,
         explainer_factory: Callable[[FastModel], Explainer] | None = None,
@@ -78,7 +79,7 @@ class Scorer:
     ) -> None:
         self._models = models
         self._store = store
-        self._engine = engine or OnlineFeatureEngine()
+        self._engine: FeatureState = engine or OnlineFeatureEngine()
         self._metrics = metrics
         self._cascade = cascade
         self._sequences = None if cascade is None else OnlineSequences(cascade.model.spec)
@@ -116,7 +117,7 @@ class Scorer:
         return self._models.model.version
 
     @property
-    def engine(self) -> OnlineFeatureEngine:
+    def engine(self) -> FeatureState:
         return self._engine
 
     @property
@@ -144,6 +145,9 @@ class Scorer:
             self._store.check_writable()
         except AuditStoreError as exc:
             problems.append(f"audit store is not writable: {exc}")
+        state_problem = self._engine.problem()
+        if state_problem is not None:
+            problems.append(state_problem)
         return problems
 
     def warm_start(
@@ -320,11 +324,18 @@ class Scorer:
             escalated: list[Draft] = []
             escalated_requests: list[ScoreRequest] = []
             escalated_futures: list[asyncio.Future[Scored]] = []
+            refused: list[ScoreRequest] = []
+            refused_futures: list[asyncio.Future[Scored]] = []
             for request, draft, future in zip(requests, drafts, reserved, strict=True):
                 tx = request.tx
                 if isinstance(draft, IdempotencyConflict):
                     if future is None:
-                        futures.append(settled(draft))
+                        # The state refused an id it could not vouch for beforehand (a
+                        # shared state, asked no earlier): the store has the last word.
+                        future = self._in_flight.reserve(tx.transaction_id, tx.digest)
+                        refused.append(request)
+                        refused_futures.append(future)
+                        futures.append(future)
                     else:
                         self._in_flight.release(tx.transaction_id, future)
                         set_error(future, draft)
@@ -345,6 +356,9 @@ class Scorer:
             self._abandon(requests, given, exc)
             raise
         self._recorder.record(to_record, record_futures)
+        if refused:
+            self._lookups_waiting += 1
+            self._recorder.spawn(self._look_up(refused, refused_futures, [True] * len(refused)))
         if escalated:
             assert self._second is not None
             self._second.escalate(

@@ -134,6 +134,11 @@ class ScoringSettings(BaseSettings):
     warm_start: bool = True
     """Rebuild the online feature state from the audit store at start-up."""
 
+    feature_state_url: str | None = Field(default=None, pattern=r"^(redis|rediss)://")
+    """Where the online feature state lives: unset keeps it in the process (memory);
+    redis://HOST:PORT/DB (rediss:// for TLS) shares it in Redis >= 7 or Valkey, where it
+    outlives the process and nothing is replayed at start-up."""
+
     @property
     def artifact_dir(self) -> Path:
         return self.model_dir if self.model_dir is not None else default_artifact_dir()
@@ -345,6 +350,8 @@ def allowed_values(model: type[BaseSettings], name: str) -> str:
         return f"keys of at least {MIN_API_KEY_CHARS} characters, comma-separated"
     if model is AuditSettings and name == "url":
         return "a `postgresql://` URL"
+    if model is ScoringSettings and name == "feature_state_url":
+        return "a `redis://` or `rediss://` URL"
     if get_origin(annotation) is Literal:
         return ", ".join(f"`{value}`" for value in get_args(annotation))
     if annotation is bool:

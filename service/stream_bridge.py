@@ -17,7 +17,13 @@ from explain.audit.store import AuditStoreError
 from explain.decision import response_json
 from features.schema import Transaction
 from models.errors import ModelNotReady
-from service.errors import AuditUnavailable, IdempotencyConflict, NotFound, NotReady
+from service.errors import (
+    AuditUnavailable,
+    FeatureStateDown,
+    IdempotencyConflict,
+    NotFound,
+    NotReady,
+)
 from service.scorer import Scorer
 from streaming.codec import RecordError
 from streaming.processor import EncodedDecision, RetryableError
@@ -34,7 +40,7 @@ class ScorerBridge:
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run on the scorer's loop and wait; failures that are not the records' fault
-        (store, model, a stuck loop, a scorer still warming up) become
+        (store, feature state, model, a stuck loop, a scorer still warming up) become
         :class:`RetryableError`."""
         if not self._scorer.warmed:
             coroutine.close()
@@ -42,7 +48,14 @@ class ScorerBridge:
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
             return future.result(CALL_TIMEOUT_S)
-        except (AuditUnavailable, AuditStoreError, NotReady, ModelNotReady, TimeoutError) as exc:
+        except (
+            AuditUnavailable,
+            AuditStoreError,
+            FeatureStateDown,
+            NotReady,
+            ModelNotReady,
+            TimeoutError,
+        ) as exc:
             future.cancel()
             raise RetryableError(str(exc) or type(exc).__name__) from exc
 

@@ -11,6 +11,7 @@ import numpy as np
 from explain.audit.store import RebuildEvent, RebuildSource
 from features.online import OnlineFeatureEngine
 from features.sequence import OnlineSequences
+from features.state import FeatureState
 from models.cascade import Cascade
 from service.fast_path import FastPath
 
@@ -20,15 +21,22 @@ REPLAY_CHUNK = 4096
 
 def rebuild(
     store: RebuildSource,
-    engine: OnlineFeatureEngine,
+    engine: FeatureState,
     sequences: OnlineSequences | None,
     progress: Callable[[int], object] | None = None,
 ) -> int:
     """Replay the stored transactions any window can still see (the longest window plus
     its delay back from the latest one), then their latest labels: the state a process
-    that never stopped would hold. Returns the transactions replayed."""
+    that never stopped would hold. Returns the transactions replayed.
+
+    A persistent state (Redis) already holds the windows: only the customers' sequences,
+    still in the process, are refilled."""
     latest = store.latest_event_ms()
     if latest is None:
+        return 0
+    if engine.persistent:
+        if sequences is not None:
+            _rebuild_sequences(store, sequences, latest)
         return 0
     since = latest - engine.plan.longest_horizon_ms
     replayed = 0
@@ -65,9 +73,7 @@ def _rebuild_sequences(store: RebuildSource, sequences: OnlineSequences, latest_
         )
 
 
-def compile_hot_path(
-    engine: OnlineFeatureEngine, fast_path: FastPath, cascade: Cascade | None
-) -> None:
+def compile_hot_path(engine: FeatureState, fast_path: FastPath, cascade: Cascade | None) -> None:
     """Run every scoring step once on scratch state, so the first real payment does not
     pay for loading compiled kernels and LightGBM's lazy set-up (~0.4 s measured)."""
     scratch = OnlineFeatureEngine(tuple(slot.definition for slot in engine.plan.slots))

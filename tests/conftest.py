@@ -65,3 +65,7 @@ def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest
 
 
 _DATABASES = itertools.count(1)
+
+
+# The real redis-server of the feature-state tests (tests/redis_server.py).
+from tests.redis_server import redis_server  # noqa: E402, F401

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from kafka.errors import KafkaError
 
 from explain.audit.store import AuditStoreError
+from features.state import FeatureStateUnavailable
 from models.errors import ArtifactError
 from service.cli.errors import UserError, load_settings
 from service.cli.serve_cmd import KAFKA_HINT
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"cannot load the model: {exc}") from exc
     except AuditStoreError as exc:
         raise UserError(f"cannot open the audit store: {exc}") from exc
+    except FeatureStateUnavailable as exc:
+        raise UserError(f"cannot reach the feature state: {exc}") from exc
     except (BrokerError, KafkaError) as exc:
         raise UserError(f"{KAFKA_HINT}: {exc}") from exc
     except ConsumerFailed as exc:

@@ -9,6 +9,7 @@ from aiohttp import web
 from kafka.errors import KafkaError
 
 from explain.audit.store import AuditStoreError
+from features.state import FeatureStateUnavailable
 from models.errors import ArtifactError
 from service.cli.errors import UserError, load_settings
 from service.logs import setup_logging
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"cannot load the model: {exc}") from exc
     except AuditStoreError as exc:
         raise UserError(f"cannot open the audit store: {exc}") from exc
+    except FeatureStateUnavailable as exc:
+        raise UserError(f"cannot reach the feature state: {exc}") from exc
     log = logging.getLogger("riskscore")
     log.info(
         "serving model from %s on http://%s:%d (audit store %s)",
