@@ -344,3 +344,36 @@ async def test_listed_second_stage_decisions_carry_their_attributions(report_cli
         attributions = decision["sequence"]["attributions"]
         assert all(isinstance(a["contribution"], float) for a in attributions)
         assert all(a["timestamp"] is not None and a["amount"] > 0 for a in attributions)
+
+
+FORMULAS = ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1:A2)"]
+
+
+async def test_a_csv_export_never_carries_a_formula(report_client: Any) -> None:
+    # Client-supplied ids that a spreadsheet would run (OWASP "CSV injection"); tab and
+    # carriage return are refused at intake already (tests/explain for neutralise itself).
+    for i, formula in enumerate(FORMULAS):
+        payment = _payment(formula, formula) | {
+            "terminal_id": formula,
+            "timestamp": f"2024-01-09T10:0{i}:00Z",
+        }
+        assert (
+            await report_client.post("/score", json=payment, headers=as_scoring())
+        ).status == 200
+    query = "from=2024-01-09T00:00:00&to=2024-01-10T00:00:00"
+
+    as_csv = await report_client.get(f"/reports/decisions.csv?{query}", headers=as_compliance())
+    as_jsonl = await report_client.get(f"/reports/decisions.jsonl?{query}", headers=as_compliance())
+
+    rows = list(csv.DictReader(io.StringIO(await as_csv.text())))
+    assert sorted(r["transaction_id"] for r in rows) == sorted("'" + f for f in FORMULAS)
+    for row in rows:
+        assert row["customer_id"] == row["terminal_id"] == row["transaction_id"]
+        cells = [value for value in row.values() if value]
+        assert not any(cell.startswith(("=", "+", "@")) for cell in cells)
+        # Numeric columns stay numbers, negative ones included.
+        assert float(row["base_value"]) < 0 and row["base_value"].startswith("-")
+        assert float(row["score"]) >= 0.0
+    # JSON Lines is for programs: the ids as sent.
+    lines = jsonl(await as_jsonl.text())
+    assert sorted(line["transaction_id"] for line in lines) == sorted(FORMULAS)
