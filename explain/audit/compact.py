@@ -44,7 +44,7 @@ COLUMNS = (
 )
 # Timings and latency are rounded to 4 decimals of a millisecond when measured: stored as
 # integers of that unit they read back as the very same floats.
-_TICKS_PER_MS = 10_000
+TICKS_PER_MS = 10_000
 TIMING_KEYS = ("features", "model", "explain", "sequence")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _F8 = np.dtype("<f8")
@@ -85,11 +85,11 @@ _DECODER = msgspec.msgpack.Decoder(CompactRecord)
 
 
 def _ticks(ms: float) -> int:
-    return round(ms * _TICKS_PER_MS)
+    return round(ms * TICKS_PER_MS)
 
 
 def _ms(ticks: int) -> float:
-    return ticks / _TICKS_PER_MS
+    return ticks / TICKS_PER_MS
 
 
 def timestamp_text(tx: Transaction) -> str:

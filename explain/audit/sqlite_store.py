@@ -15,13 +15,17 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
+
 from explain.audit import compact
+from explain.audit.columns import UNLABELLED, DecisionColumns, columns_of
 from explain.audit.sqlite_schema import migrate
 from explain.audit.sqlite_writer import WRITER_THREAD_NAME, GroupCommitWriter, WriterStats
 from explain.audit.store import (
@@ -57,6 +61,14 @@ WHERE recency <= ?
 ORDER BY event_time_ms, written
 """
 
+# What a period report aggregates (explain/audit/columns.py), then the position for the
+# next chunk. The latest label comes with each row (one index lookup on labels).
+_REPORT_COLUMNS = (
+    "event_time_ms, action, stage, model_version, score, transaction_id, record_json, record,"
+    " (SELECT l.is_fraud FROM labels AS l WHERE l.transaction_id = decisions.transaction_id"
+    "  ORDER BY l.received_at_ms DESC, l.id DESC LIMIT 1),"
+    " fallback, rowid"
+)
 _LATEST_LABELS = """
 SELECT transaction_id, is_fraud FROM (
     SELECT l.transaction_id, l.is_fraud, d.event_time_ms, d.rowid AS decision_order,
@@ -314,6 +326,71 @@ class SQLiteAuditStore(AuditStore):
             )
             found.update((tid, bool(is_fraud)) for tid, is_fraud in rows)
         return found
+
+    def decision_columns(
+        self, query: DecisionQuery, chunk_size: int = 10_000
+    ) -> Iterator[DecisionColumns]:
+        """The compact records' columns read straight from their MessagePack, in event-time
+        order and chunks of ``chunk_size``: each chunk is its own statement, so no read
+        snapshot stays open for the whole report (it would hold up WAL checkpoints)."""
+        after: tuple[int, int] | None = None
+        while True:
+            extra, extra_params = [], []
+            if after is not None:
+                extra.append("(event_time_ms, rowid) > (?, ?)")
+                extra_params += list(after)
+            where, params = _where(query, extra, extra_params)
+            rows = self._fetchall(
+                f"SELECT {_REPORT_COLUMNS} FROM decisions {where}"
+                " ORDER BY event_time_ms, rowid LIMIT ?",
+                (*params, chunk_size),
+            )
+            if rows:
+                yield from self._columns(rows)
+            if len(rows) < chunk_size:
+                return
+            after = (rows[-1][0], rows[-1][-1])
+
+    def _columns(self, rows: list[Any]) -> Iterator[DecisionColumns]:
+        full: list[DecisionRecord] = []
+        full_labels: dict[str, bool] = {}
+        by_schema: dict[int, list[tuple[Any, compact.CompactRecord]]] = defaultdict(list)
+        for row in rows:
+            if row[6]:  # a version 1 row: its JSON record, read the slow way
+                full.append(DecisionRecord.model_validate_json(row[6]))
+                if row[8] is not None:
+                    full_labels[row[5]] = bool(row[8])
+                continue
+            try:
+                stored = compact.decode(row[7])
+            except ValueError as exc:
+                raise AuditStoreError(f"stored decision does not parse: {exc}") from exc
+            by_schema[stored.schema_id].append((row, stored))
+        for schema_id, group in by_schema.items():
+            names = self._schema(schema_id).feature_names
+            n, width = len(group), len(names)
+            yield DecisionColumns(
+                feature_names=names,
+                event_time_ms=np.fromiter((r[0] for r, _ in group), np.int64, n),
+                action=[r[1] for r, _ in group],
+                stage=[r[2] for r, _ in group],
+                model_version=[r[3] for r, _ in group],
+                fallback=np.fromiter((r[9] for r, _ in group), bool, n),
+                fallback_reason=[c.fallback_reason for _, c in group],
+                score=np.fromiter((r[4] for r, _ in group), np.float64, n),
+                latency_ms=np.fromiter((c.latency for _, c in group), np.float64, n)
+                / compact.TICKS_PER_MS,
+                reasons=[c.reason_indices for _, c in group],
+                values=np.frombuffer(b"".join(c.values for _, c in group), "<f8").reshape(n, width),
+                contributions=np.frombuffer(
+                    b"".join(c.contributions for _, c in group), "<f8"
+                ).reshape(n, width),
+                is_fraud=np.fromiter(
+                    (UNLABELLED if r[8] is None else r[8] for r, _ in group), np.int8, n
+                ),
+            )
+        if full:
+            yield from columns_of(full, full_labels)
 
     def labels(self, transaction_id: str) -> list[LabelRecord]:
         rows = self._fetchall(

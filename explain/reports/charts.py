@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib
@@ -36,12 +37,13 @@ def to_svg(figure: Figure, title: str) -> str:
 def bar_chart(
     labels: Sequence[str], values: Sequence[float], title: str, xlabel: str, color: str
 ) -> str:
-    """Horizontal bars, first label on top."""
-    figure = new_figure(7.0, 0.9 + 0.28 * max(len(labels), 1))
+    """Horizontal bars, first label on top; long labels (plain-language feature names)
+    wrap onto two lines."""
+    figure = new_figure(8.0, 0.9 + 0.36 * max(len(labels), 1))
     axes = figure.add_subplot()
     positions = list(range(len(labels)))[::-1]
     axes.barh(positions, list(values), color=color)
-    axes.set_yticks(positions, list(labels), fontsize=8)
+    axes.set_yticks(positions, [textwrap.fill(label, 48) for label in labels], fontsize=8)
     axes.set_xlabel(xlabel)
     axes.set_title(title, fontsize=10)
     if not labels:

@@ -12,6 +12,7 @@ from typing import Any
 
 from explain.records import DecisionRecord, LabelRecord, SequenceExplanation
 from explain.reports.charts import COLORS, bar_chart, histogram_chart
+from explain.reports.names import plain_name
 from explain.reports.summary import PeriodSummary
 from explain.reports.waterfall import waterfall_svg
 from models.artifacts import Manifest
@@ -179,8 +180,8 @@ def decision_page(
             "it; the steps add up to the score.",
         ),
         _table(
-            ["reason code", "in plain language", "value", "contribution", "direction"],
-            ((r.code, r.text, r.value, r.contribution, r.direction) for r in record.reasons),
+            ["reason", "contribution (log-odds)", "reason code"],
+            ((r.text, r.contribution, r.code) for r in record.reasons),
         ),
     ]
     if record.sequence is not None:
@@ -188,9 +189,9 @@ def decision_page(
     body += [
         "<details><summary>Every feature and its SHAP value</summary>",
         _table(
-            ["feature", "value", "contribution"],
+            ["feature", "value", "contribution", "code"],
             (
-                (a["feature"], a["value"], a["contribution"])
+                (plain_name(a["feature"]), a["value"], a["contribution"], a["feature"])
                 for a in record.explanation.attributions
             ),
         ),
@@ -311,11 +312,16 @@ def _drift(summary: PeriodSummary, manifest: Manifest | None) -> str:
         )
     window = manifest.training_window
     rows = [
-        (d.feature, "n/a" if d.psi is None else round(d.psi, 4), "DRIFTED" if d.drifted else "")
+        (
+            plain_name(d.feature),
+            "n/a" if d.psi is None else round(d.psi, 4),
+            "DRIFTED" if d.drifted else "",
+            d.feature,
+        )
         for d in summary.drift()
     ]
     return (
         f"<p class='note'>Population stability index of each feature, this period against "
         f"{_text(window.start)} .. {_text(window.end)} ({_text(manifest.model_version)}); "
-        f"above {PSI_ALERT} is flagged.</p>" + _table(["feature", "PSI", "flag"], rows)
+        f"above {PSI_ALERT} is flagged.</p>" + _table(["feature", "PSI", "flag", "code"], rows)
     )
