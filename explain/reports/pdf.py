@@ -7,11 +7,18 @@ imported only when a PDF is asked for, so HTML reports work without it.
 
 from __future__ import annotations
 
+import logging
 from typing import Final, Literal
 
 PageFormat = Literal["html", "pdf"]
 PAGE_FORMATS: Final[tuple[PageFormat, ...]] = ("html", "pdf")
 PDF_TYPE: Final = "application/pdf"
+
+
+# WeasyPrint's CSS parser warns of every SVG presentation property in matplotlib's inline
+# styles ("Ignored `fill: #c0392b`, unknown property") although its SVG renderer applies
+# them (the colours are in the PDF): hundreds of lines per page that say nothing is wrong.
+logging.getLogger("weasyprint").setLevel(logging.ERROR)
 
 
 def to_pdf(page: str) -> bytes:
