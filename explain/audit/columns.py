@@ -18,6 +18,38 @@ from explain.records import DecisionRecord
 
 # is_fraud of a decision without a label.
 UNLABELLED = -1
+HOUR_MS = 3_600_000
+# Latency histograms: log-spaced bins, 40 per decade from 0.01 ms (each about 6% wide),
+# 8 decades. A store that bins in its own query language uses exactly this rule.
+LATENCY_BINS_PER_DECADE = 40
+LATENCY_LOWEST_MS = 0.01
+LATENCY_BINS = 8 * LATENCY_BINS_PER_DECADE
+
+
+def latency_bins(latency_ms: np.ndarray) -> np.ndarray:
+    """The histogram bin of each latency (below the lowest: the first; above: the last)."""
+    safe = np.maximum(latency_ms, LATENCY_LOWEST_MS)
+    index = np.floor(np.log10(safe / LATENCY_LOWEST_MS) * LATENCY_BINS_PER_DECADE)
+    return np.clip(index.astype(np.int64), 0, LATENCY_BINS - 1)
+
+
+@dataclass(frozen=True)
+class PeriodAggregates:
+    """A period's decisions counted by a store in bulk (GROUP BYs), for the period report:
+    everything but the per-feature numbers, which come from a sample of the records."""
+
+    # (hour since the epoch, action, stage, fallback 0/1, fallback reason, model version, n)
+    groups: list[tuple[int, str, str, int, str | None, str, int]]
+    # (hour, action, latest is_fraud 0/1, n) of the labelled decisions
+    labels: list[tuple[int, str, int, int]]
+    # (hour, latency bin, n)
+    latency: list[tuple[int, int, int]]
+    # (score bin of score_bins, n)
+    scores: list[tuple[int, int]]
+    # (reason code, action, n): how often each code was among the top reasons
+    reasons: list[tuple[str, str, int]]
+    first_ms: int | None
+    last_ms: int | None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,15 @@ from typing import Any
 import numpy as np
 
 from explain.audit import compact
-from explain.audit.columns import UNLABELLED, DecisionColumns, columns_of
+from explain.audit.columns import (
+    HOUR_MS,
+    LATENCY_BINS,
+    LATENCY_BINS_PER_DECADE,
+    UNLABELLED,
+    DecisionColumns,
+    PeriodAggregates,
+    columns_of,
+)
 from explain.audit.sqlite_schema import migrate
 from explain.audit.sqlite_writer import WRITER_THREAD_NAME, GroupCommitWriter, WriterStats
 from explain.audit.store import (
@@ -68,6 +76,12 @@ _REPORT_COLUMNS = (
     " (SELECT l.is_fraud FROM labels AS l WHERE l.transaction_id = decisions.transaction_id"
     "  ORDER BY l.received_at_ms DESC, l.id DESC LIMIT 1),"
     " fallback, rowid"
+)
+# The latest label of each labelled transaction.
+_LATEST_LABEL_EACH = (
+    "SELECT transaction_id, is_fraud FROM (SELECT transaction_id, is_fraud, row_number()"
+    " OVER (PARTITION BY transaction_id ORDER BY received_at_ms DESC, id DESC) AS recency"
+    " FROM labels) WHERE recency = 1"
 )
 _LATEST_LABELS = """
 SELECT transaction_id, is_fraud FROM (
@@ -327,15 +341,61 @@ class SQLiteAuditStore(AuditStore):
             found.update((tid, bool(is_fraud)) for tid, is_fraud in rows)
         return found
 
+    def period_aggregates(self, query: DecisionQuery, score_bins: int) -> PeriodAggregates | None:
+        """GROUP BYs over the report columns of schema version 3; None when the period
+        holds a row written before them (then the report reads records)."""
+        where, params = _where(query, ["latency_us IS NULL"])
+        if self._fetchall(f"SELECT 1 FROM decisions {where} LIMIT 1", tuple(params)):
+            return None
+        where, params = _where(query)
+        selected = f"(SELECT * FROM decisions {where}) AS f"
+        p = tuple(params)
+        hour = f"f.event_time_ms / {HOUR_MS:d}"
+        groups = self._fetchall(
+            f"SELECT {hour}, f.action, f.stage, f.fallback, f.fallback_reason, f.model_version,"
+            f" count(*) FROM {selected} GROUP BY 1, 2, 3, 4, 5, 6",
+            p,
+        )
+        labels = self._fetchall(
+            f"WITH latest AS ({_LATEST_LABEL_EACH}) SELECT {hour}, f.action, latest.is_fraud,"
+            f" count(*) FROM latest JOIN {selected} ON f.transaction_id = latest.transaction_id"
+            " GROUP BY 1, 2, 3",
+            p,
+        )
+        # Microseconds / 10 is hundredths of a millisecond: the bins' lowest edge is 1.
+        latency = self._fetchall(
+            f"SELECT {hour}, min(max(CAST(floor(log10(max(f.latency_us / 10.0, 1.0))"
+            f" * {LATENCY_BINS_PER_DECADE:d}) AS INTEGER), 0), {LATENCY_BINS - 1:d}), count(*)"
+            f" FROM {selected} GROUP BY 1, 2",
+            p,
+        )
+        scores = self._fetchall(
+            f"SELECT min(CAST(f.score * ? AS INTEGER), ?), count(*) FROM {selected} GROUP BY 1",
+            (score_bins, score_bins - 1, *p),
+        )
+        reasons = self._fetchall(
+            f"SELECT j.value, f.action, count(*) FROM {selected}, json_each(f.reason_codes) AS j"
+            " GROUP BY 1, 2",
+            p,
+        )
+        first, last = self._fetchall(
+            f"SELECT min(f.event_time_ms), max(f.event_time_ms) FROM {selected}", p
+        )[0]
+        return PeriodAggregates(groups, labels, latency, scores, reasons, first, last)
+
     def decision_columns(
-        self, query: DecisionQuery, chunk_size: int = 10_000
+        self, query: DecisionQuery, chunk_size: int = 10_000, every: int = 1
     ) -> Iterator[DecisionColumns]:
         """The compact records' columns read straight from their MessagePack, in event-time
         order and chunks of ``chunk_size``: each chunk is its own statement, so no read
         snapshot stays open for the whole report (it would hold up WAL checkpoints)."""
         after: tuple[int, int] | None = None
         while True:
-            extra, extra_params = [], []
+            extra: list[str] = []
+            extra_params: list[Any] = []
+            if every > 1:
+                extra.append("rowid % ? = 0")
+                extra_params.append(every)
             if after is not None:
                 extra.append("(event_time_ms, rowid) > (?, ?)")
                 extra_params += list(after)

@@ -220,7 +220,7 @@ def summary_page(
                 "mean |contribution| (log-odds)",
                 COLORS["total"],
             ),
-            "Average size of each feature's contribution over the period.",
+            "Average size of each feature's contribution over the period" + _sampled(summary),
         ),
         "<h2>Feature drift against the training window</h2>",
         _drift(summary, manifest),
@@ -239,6 +239,15 @@ def summary_page(
         "label of a transaction stands.</p>",
     ]
     return page(f"Period report — {selection.period()}", "".join(body))
+
+
+def _sampled(summary: PeriodSummary) -> str:
+    if summary.feature_decisions >= summary.total:
+        return "."
+    return (
+        f", from a systematic sample of {summary.feature_decisions:,} of its "
+        f"{summary.total:,} decisions (drift below too)."
+    )
 
 
 def _drift(summary: PeriodSummary, manifest: Manifest | None) -> str:

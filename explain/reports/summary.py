@@ -5,6 +5,7 @@ the number of features, reason codes and histogram bins, never by the number of 
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,13 +13,17 @@ from datetime import datetime
 
 import numpy as np
 
-from explain.audit.columns import DecisionColumns
+from explain.audit.columns import DecisionColumns, PeriodAggregates
 from explain.audit.store import ReportQueries
 from explain.reports.query import STREAM_PAGE, DecisionFilter
 from explain.reports.trends import Trends, instant
 from models.distributions import PSI_ALERT, FeatureDistribution, population_stability_index
 
 SCORE_BINS = 20
+# Importance and drift need every feature of every decision read: past this many decisions
+# they come from a systematic sample (one row in k), whose shares are as good for a
+# population stability index and a mean |SHAP| as the whole.
+FEATURE_SAMPLE = 100_000
 
 
 @dataclass(frozen=True)
@@ -68,11 +73,19 @@ class PeriodSummary:
     true_declines: int = 0
     labelled_declines: int = 0
     trends: Trends = field(default_factory=Trends)
+    # How many decisions importance and drift were computed from (a sample at scale).
+    feature_decisions: int = 0
     _drift_counts: dict[str, np.ndarray] = field(default_factory=dict)
     _drift_missing: Counter[str] = field(default_factory=Counter)
 
     def add(self, chunk: DecisionColumns) -> None:
-        """One chunk of decisions, each with its latest label (if any)."""
+        """One chunk of decisions, each with its latest label (if any): every count and
+        every per-feature number."""
+        self.add_counts(chunk)
+        self.add_features(chunk)
+
+    def add_counts(self, chunk: DecisionColumns) -> None:
+        """Everything but the per-feature numbers (importance, drift)."""
         if not len(chunk):
             return
         names = chunk.feature_names
@@ -95,13 +108,7 @@ class PeriodSummary:
         )
         bins = np.minimum((chunk.score * SCORE_BINS).astype(np.int64), SCORE_BINS - 1)
         self.score_counts += np.bincount(bins, minlength=SCORE_BINS)
-        for name, total in zip(
-            names, np.abs(chunk.contributions).sum(axis=0).tolist(), strict=True
-        ):
-            self.abs_shap[name] = self.abs_shap.get(name, 0.0) + total
-        low, high = int(chunk.event_time_ms.min()), int(chunk.event_time_ms.max())
-        self.first_ms = low if self.first_ms is None else min(self.first_ms, low)
-        self.last_ms = high if self.last_ms is None else max(self.last_ms, high)
+        self._span(int(chunk.event_time_ms.min()), int(chunk.event_time_ms.max()))
         labelled = chunk.is_fraud >= 0
         fraud = chunk.is_fraud == 1
         self.labelled += int(labelled.sum())
@@ -109,8 +116,47 @@ class PeriodSummary:
         self.labelled_declines += int((labelled & declined).sum())
         self.true_declines += int((fraud & declined).sum())
         self.trends.add(chunk)
+
+    def add_features(self, chunk: DecisionColumns) -> None:
+        """Importance and drift from these decisions (all of them, or a sample)."""
+        if not len(chunk):
+            return
+        self.feature_decisions += len(chunk)
+        totals = np.abs(chunk.contributions).sum(axis=0).tolist()
+        for name, total in zip(chunk.feature_names, totals, strict=True):
+            self.abs_shap[name] = self.abs_shap.get(name, 0.0) + total
         if self.reference:
             self._bin_features(chunk)
+
+    def add_aggregates(self, aggregates: PeriodAggregates) -> None:
+        """A store's bulk counts: everything :meth:`add_counts` gives, without records."""
+        for _hour, action, stage, fallback, reason, version, n in aggregates.groups:
+            self.total += n
+            self.by_action[action] += n
+            self.by_stage[stage] += n
+            self.model_versions[version] += n
+            if fallback:
+                self.fallbacks += n
+                self.by_fallback_reason[reason or "unstated"] += n
+        for _hour, action, is_fraud, n in aggregates.labels:
+            self.labelled += n
+            self.labelled_fraud += n * is_fraud
+            if action == "decline":
+                self.labelled_declines += n
+                self.true_declines += n * is_fraud
+        for score_bin, n in aggregates.scores:
+            self.score_counts[score_bin] += n
+        for code, action, n in aggregates.reasons:
+            self.reasons[code] += n
+            if action == "decline":
+                self.decline_reasons[code] += n
+        if aggregates.first_ms is not None and aggregates.last_ms is not None:
+            self._span(aggregates.first_ms, aggregates.last_ms)
+        self.trends.add_aggregates(aggregates)
+
+    def _span(self, low: int, high: int) -> None:
+        self.first_ms = low if self.first_ms is None else min(self.first_ms, low)
+        self.last_ms = high if self.last_ms is None else max(self.last_ms, high)
 
     @staticmethod
     def _count_reasons(
@@ -150,9 +196,9 @@ class PeriodSummary:
 
     def mean_abs_shap(self) -> list[tuple[str, float]]:
         """Global importance: mean |SHAP| per feature, largest first."""
-        if not self.total:
+        if not self.feature_decisions:
             return []
-        means = ((name, total / self.total) for name, total in self.abs_shap.items())
+        means = ((name, total / self.feature_decisions) for name, total in self.abs_shap.items())
         return sorted(means, key=lambda item: item[1], reverse=True)
 
     def drift(self) -> list[FeatureDrift]:
@@ -187,10 +233,22 @@ def summarize(
     reference: dict[str, FeatureDistribution] | None,
     on_chunk: Callable[[int], object] | None = None,
 ) -> PeriodSummary:
-    """Stream the selected decisions (with their labels) through a :class:`PeriodSummary`,
-    as columns; ``on_chunk`` hears how many decisions each chunk added (progress)."""
+    """The period's summary. A store that counts in bulk gives every count; importance and
+    drift then come from a systematic sample of at most about :data:`FEATURE_SAMPLE`
+    decisions (the page says so). Otherwise every decision is read as columns.
+    ``on_chunk`` hears how many decisions each chunk read (progress)."""
     summary = PeriodSummary(reference=reference)
-    for chunk in store.decision_columns(selection.query(STREAM_PAGE)):
+    query = selection.query(STREAM_PAGE)
+    aggregates = store.period_aggregates(query, SCORE_BINS)
+    if aggregates is not None:
+        summary.add_aggregates(aggregates)
+        every = max(1, math.ceil(summary.total / FEATURE_SAMPLE))
+        for chunk in store.decision_columns(query, every=every):
+            summary.add_features(chunk)
+            if on_chunk is not None:
+                on_chunk(len(chunk))
+        return summary
+    for chunk in store.decision_columns(query):
         summary.add(chunk)
         if on_chunk is not None:
             on_chunk(len(chunk))

@@ -3,7 +3,8 @@ longer than two days. Memory grows with the number of hours covered, never with 
 number of decisions.
 
 Latency percentiles come from a histogram of log-spaced bins (40 per decade from 0.01 ms,
-each about 6% wide); a percentile is reported as the upper edge of its bin.
+each about 6% wide: ``explain.audit.columns``); a percentile is reported as the upper edge
+of its bin.
 """
 
 from __future__ import annotations
@@ -13,16 +14,20 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from explain.audit.columns import DecisionColumns
+from explain.audit.columns import (
+    HOUR_MS,
+    LATENCY_BINS,
+    LATENCY_BINS_PER_DECADE,
+    LATENCY_LOWEST_MS,
+    DecisionColumns,
+    PeriodAggregates,
+    latency_bins,
+)
 
-HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 # Periods up to this long are shown per hour.
 HOURLY_UP_TO_MS = 2 * DAY_MS
 
-_BINS_PER_DECADE = 40
-_LOWEST_MS = 0.01
-_LATENCY_BINS = 8 * _BINS_PER_DECADE  # 0.01 ms .. 1000 s
 
 # Counters kept per bucket, in this order.
 COUNTERS = (
@@ -47,14 +52,8 @@ def instant(epoch_ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=epoch_ms)
 
 
-def _latency_bins(latency_ms: np.ndarray) -> np.ndarray:
-    safe = np.maximum(latency_ms, _LOWEST_MS)
-    index = np.floor(np.log10(safe / _LOWEST_MS) * _BINS_PER_DECADE).astype(np.int64)
-    return np.clip(index, 0, _LATENCY_BINS - 1)
-
-
 def _upper_edge(index: int) -> float:
-    return float(_LOWEST_MS * 10 ** ((index + 1) / _BINS_PER_DECADE))
+    return float(LATENCY_LOWEST_MS * 10 ** ((index + 1) / LATENCY_BINS_PER_DECADE))
 
 
 def _percentile(histogram: np.ndarray, share: float) -> float | None:
@@ -114,16 +113,35 @@ class Trends:
         counts = np.zeros((n, len(COUNTERS)), np.int64)
         for name, mask in masks.items():
             counts[:, _AT[name]] = np.bincount(inverse, weights=mask, minlength=n)
-        bins = _latency_bins(chunk.latency_ms)
-        latency = np.bincount(inverse * _LATENCY_BINS + bins, minlength=n * _LATENCY_BINS)
-        latency = latency.reshape(n, _LATENCY_BINS)
+        bins = latency_bins(chunk.latency_ms)
+        latency = np.bincount(inverse * LATENCY_BINS + bins, minlength=n * LATENCY_BINS)
+        latency = latency.reshape(n, LATENCY_BINS)
         for row, hour in enumerate(hours.tolist()):
-            if hour in self._counts:
-                self._counts[hour] += counts[row]
-                self._latency[hour] += latency[row]
-            else:
-                self._counts[hour] = counts[row].copy()
-                self._latency[hour] = latency[row].astype(np.int64)
+            self._hour(hour)[0][:] += counts[row]
+            self._latency[hour] += latency[row]
+
+    def _hour(self, hour: int) -> tuple[np.ndarray, np.ndarray]:
+        if hour not in self._counts:
+            self._counts[hour] = np.zeros(len(COUNTERS), np.int64)
+            self._latency[hour] = np.zeros(LATENCY_BINS, np.int64)
+        return self._counts[hour], self._latency[hour]
+
+    def add_aggregates(self, aggregates: PeriodAggregates) -> None:
+        """A store's counts (see :class:`PeriodAggregates`)."""
+        for hour, action, _stage, fallback, _reason, _version, n in aggregates.groups:
+            counts, _ = self._hour(hour)
+            counts[_AT["decisions"]] += n
+            counts[_AT[action]] += n
+            counts[_AT["fallback"]] += n * fallback
+        for hour, action, is_fraud, n in aggregates.labels:
+            counts, _ = self._hour(hour)
+            counts[_AT["labelled"]] += n
+            counts[_AT["labelled_fraud"]] += n * is_fraud
+            if action == "decline":
+                counts[_AT["labelled_declines"]] += n
+                counts[_AT["true_declines"]] += n * is_fraud
+        for hour, latency_bin, n in aggregates.latency:
+            self._hour(hour)[1][latency_bin] += n
 
     def bucket_ms(self) -> int:
         if not self._counts:
@@ -140,7 +158,7 @@ class Trends:
         per = size // HOUR_MS
         first, last = min(self._counts) // per, max(self._counts) // per
         counts = {b: np.zeros(len(COUNTERS), np.int64) for b in range(first, last + 1)}
-        latency = {b: np.zeros(_LATENCY_BINS, np.int64) for b in range(first, last + 1)}
+        latency = {b: np.zeros(LATENCY_BINS, np.int64) for b in range(first, last + 1)}
         for hour, row in self._counts.items():
             counts[hour // per] += row
             latency[hour // per] += self._latency[hour]

@@ -190,7 +190,7 @@ def migrated(
 
 def test_the_file_is_migrated_and_both_forms_are_in_it(migrated: Migrated) -> None:
     with raw(migrated.path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
         forms = conn.execute(
             "SELECT record_json <> '', record IS NOT NULL, fallback IS NOT NULL, count(*)"
             " FROM decisions GROUP BY 1, 2, 3 ORDER BY 1"
@@ -410,7 +410,7 @@ def test_reopening_is_idempotent(tmp_path: Path, decisions: list[Decision]) -> N
                 r.transaction_id: r for r in migrated.records
             }
         with raw(migrated.path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+            assert conn.execute("PRAGMA user_version").fetchone() == (3,)
     # Decisions written after a reopen refer to the schema already stored, not a copy.
     with SQLiteAuditStore(migrated.path) as store:
         assert store.submit_many(migrated.later).result(timeout=30) == [True] * len(migrated.later)
@@ -420,4 +420,4 @@ def test_reopening_is_idempotent(tmp_path: Path, decisions: list[Decision]) -> N
     with raw(migrated.path) as conn:
         again = conn.execute("SELECT id, key, schema_json FROM explanation_schemas").fetchall()
         assert again == schemas
-        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (3,)

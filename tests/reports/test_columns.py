@@ -7,10 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from explain.audit.columns import DecisionColumns
 from explain.audit.sqlite_store import SQLiteAuditStore
 from explain.audit.store import DecisionQuery, ReportQueries
+from explain.reports.query import DecisionFilter
+from explain.reports.summary import SCORE_BINS, summarize
+from models.artifact_paths import default_artifact_dir
+from models.artifacts import load_manifest
 from service.settings import AUDIT_FILE
 
 
@@ -42,3 +47,48 @@ def test_fast_columns_equal_the_default(data_dir: Path) -> None:
     assert (a["fraud"] >= 0).any() and (a["action"] == "decline").any()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+class _RecordByRecord(SQLiteAuditStore):
+    """The store without bulk counts: reports read every decision, as for rows written
+    before the report columns (or a backend that does not count in bulk)."""
+
+    def period_aggregates(self, query: DecisionQuery, score_bins: int) -> None:
+        return None
+
+
+@pytest.mark.parametrize("period", [{}, {"from": "2024-01-02", "to": "2024-01-02"}])
+def test_bulk_counts_equal_counting_record_by_record(
+    data_dir: Path, period: dict[str, str]
+) -> None:
+    selection = DecisionFilter.model_validate(period)
+    reference = load_manifest(default_artifact_dir()).feature_distributions
+    with SQLiteAuditStore(data_dir / AUDIT_FILE) as store:
+        assert store.period_aggregates(selection.query(1), SCORE_BINS) is not None
+        bulk = summarize(store, selection, reference)
+    with _RecordByRecord(data_dir / AUDIT_FILE) as store:
+        slow = summarize(store, selection, reference)
+
+    assert bulk.total == slow.total > 0
+    for name in (
+        "by_action",
+        "by_stage",
+        "by_fallback_reason",
+        "fallbacks",
+        "reasons",
+        "decline_reasons",
+        "model_versions",
+        "first_ms",
+        "last_ms",
+        "labelled",
+        "labelled_fraud",
+        "true_declines",
+        "labelled_declines",
+    ):
+        assert getattr(bulk, name) == getattr(slow, name), name
+    assert bulk.score_counts.tolist() == slow.score_counts.tolist()
+    assert bulk.trends.points() == slow.trends.points()
+    assert bulk.labelled > 0 and len(bulk.trends.points()) > 1
+    # Under the sample size every decision is read for importance and drift.
+    assert dict(bulk.mean_abs_shap()) == pytest.approx(dict(slow.mean_abs_shap()))
+    assert bulk.drift() == slow.drift()
