@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -348,40 +348,57 @@ class SQLiteAuditStore(AuditStore):
         if self._fetchall(f"SELECT 1 FROM decisions {where} LIMIT 1", tuple(params)):
             return None
         where, params = _where(query)
-        selected = f"(SELECT * FROM decisions {where}) AS f"
         p = tuple(params)
-        hour = f"f.event_time_ms / {HOUR_MS:d}"
-        groups = self._fetchall(
-            f"SELECT {hour}, f.action, f.stage, f.fallback, f.fallback_reason, f.model_version,"
-            f" count(*) FROM {selected} GROUP BY 1, 2, 3, 4, 5, 6",
-            p,
-        )
-        labels = self._fetchall(
-            f"WITH latest AS ({_LATEST_LABEL_EACH}) SELECT {hour}, f.action, latest.is_fraud,"
-            f" count(*) FROM latest JOIN {selected} ON f.transaction_id = latest.transaction_id"
-            " GROUP BY 1, 2, 3",
-            p,
-        )
+        hour = f"event_time_ms / {HOUR_MS:d}"
         # Microseconds / 10 is hundredths of a millisecond: the bins' lowest edge is 1.
-        latency = self._fetchall(
-            f"SELECT {hour}, min(max(CAST(floor(log10(max(f.latency_us / 10.0, 1.0))"
-            f" * {LATENCY_BINS_PER_DECADE:d}) AS INTEGER), 0), {LATENCY_BINS - 1:d}), count(*)"
-            f" FROM {selected} GROUP BY 1, 2",
-            p,
+        latency_bin = (
+            f"min(max(CAST(floor(log10(max(latency_us / 10.0, 1.0)) * {LATENCY_BINS_PER_DECADE:d})"
+            f" AS INTEGER), 0), {LATENCY_BINS - 1:d})"
         )
-        scores = self._fetchall(
-            f"SELECT min(CAST(f.score * ? AS INTEGER), ?), count(*) FROM {selected} GROUP BY 1",
-            (score_bins, score_bins - 1, *p),
+        # Two scans of the covering index (everything but the reasons; then the reasons,
+        # whose combinations are few, so they are grouped whole and split here), and the
+        # labelled decisions. One after the other: side by side in threads measured no
+        # faster on two shared cores.
+        counted = [
+            (
+                f"SELECT {hour}, action, stage, fallback, fallback_reason, model_version,"
+                f" {latency_bin}, min(CAST(score * ? AS INTEGER), ?), count(*),"
+                f" min(event_time_ms), max(event_time_ms)"
+                f" FROM decisions {where} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8",
+                (score_bins, score_bins - 1, *p),
+            ),
+            (f"SELECT reason_codes, action, count(*) FROM decisions {where} GROUP BY 1, 2", p),
+            (
+                f"WITH latest AS ({_LATEST_LABEL_EACH}) SELECT f.event_time_ms / {HOUR_MS:d},"
+                " f.action, latest.is_fraud, count(*) FROM latest JOIN"
+                f" (SELECT transaction_id, event_time_ms, action FROM decisions {where}) AS f"
+                " ON f.transaction_id = latest.transaction_id GROUP BY 1, 2, 3",
+                p,
+            ),
+        ]
+        rows, combinations, labels = [self._fetchall(*q) for q in counted]
+        groups: Counter[tuple[int, str, str, int, str | None, str]] = Counter()
+        latency: Counter[tuple[int, int]] = Counter()
+        scores: Counter[int] = Counter()
+        for h, action, stage, fell, reason, version, lat, score, n, _, _ in rows:
+            groups[h, action, stage, fell, reason, version] += n
+            latency[h, lat] += n
+            scores[score] += n
+        reasons: Counter[tuple[str, str]] = Counter()
+        for codes, action, n in combinations:
+            for code in json.loads(codes):
+                reasons[code, action] += n
+        first = min((row[9] for row in rows), default=None)
+        last = max((row[10] for row in rows), default=None)
+        return PeriodAggregates(
+            [(*key, n) for key, n in groups.items()],
+            [tuple(row) for row in labels],
+            [(*key, n) for key, n in latency.items()],
+            list(scores.items()),
+            [(*key, n) for key, n in reasons.items()],
+            first,
+            last,
         )
-        reasons = self._fetchall(
-            f"SELECT j.value, f.action, count(*) FROM {selected}, json_each(f.reason_codes) AS j"
-            " GROUP BY 1, 2",
-            p,
-        )
-        first, last = self._fetchall(
-            f"SELECT min(f.event_time_ms), max(f.event_time_ms) FROM {selected}", p
-        )[0]
-        return PeriodAggregates(groups, labels, latency, scores, reasons, first, last)
 
     def decision_columns(
         self, query: DecisionQuery, chunk_size: int = 10_000, every: int = 1

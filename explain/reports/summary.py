@@ -20,10 +20,11 @@ from explain.reports.trends import Trends, instant
 from models.distributions import PSI_ALERT, FeatureDistribution, population_stability_index
 
 SCORE_BINS = 20
-# Importance and drift need every feature of every decision read: past this many decisions
-# they come from a systematic sample (one row in k), whose shares are as good for a
-# population stability index and a mean |SHAP| as the whole.
-FEATURE_SAMPLE = 100_000
+# Importance and drift need every feature of every decision read (each record decoded):
+# past this many decisions they come from a systematic sample (one row in k). A PSI over
+# ten bins from 20,000 values moves by about bins / n = 0.0005 from sampling, far below
+# the 0.25 that flags drift; reading them costs about 2 s on a shared two-core machine.
+FEATURE_SAMPLE = 20_000
 
 
 @dataclass(frozen=True)
