@@ -162,11 +162,14 @@ BAD_QUERIES = [
 
 
 @pytest.mark.parametrize(("query", "field"), BAD_QUERIES)
-@pytest.mark.parametrize("path", ["/decisions", "/reports/decisions.csv", "/reports/summary.html"])
+@pytest.mark.parametrize(
+    "path",
+    ["/decisions", "/reports/decisions.csv", "/reports/summary.html", "/reports/decisions.html"],
+)
 async def test_bad_filters_are_422_naming_the_parameter(
     report_client: Any, path: str, query: str, field: str
 ) -> None:
-    if path != "/decisions" and field in ("limit", "cursor"):
+    if path not in ("/decisions", "/reports/decisions.html") and field in ("limit", "cursor"):
         field = query.split("=")[0]  # exports and reports take no paging: unknown there
     response = await report_client.get(f"{path}?{query}", headers=as_compliance())
 
@@ -225,6 +228,7 @@ def _payment(transaction_id: str, customer_id: str) -> dict[str, Any]:
 
 REPORT_ENDPOINTS = [
     "/decisions",
+    "/reports/decisions.html",
     "/reports/decisions.csv",
     "/reports/decisions.jsonl",
     "/reports/decisions/tx-5.html",
@@ -476,3 +480,25 @@ async def test_report_pages_come_as_pdf(report_client: Any) -> None:
     bad = await report_client.get("/reports/summary.html?format=docx", headers=as_compliance())
     assert bad.status == 422
     assert [f["field"] for f in (await bad.json())["error"]["fields"]] == ["format"]
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/reports/decisions.html?reason=TX_AMOUNT%27%3B--", "reason"),
+        ("/decisions?reason=", None),  # empty means no filter
+        ("/reports/summary.html?reason=TX_AMOUNT", "reason"),  # a period is not a list
+        ("/reports/decisions/tx-5.html?nope=1", "nope"),
+        ("/reports/decisions/tx-5.html?format=pdf&format=html", "format"),
+    ],
+)
+async def test_report_pages_refuse_what_they_do_not_take(
+    report_client: Any, path: str, field: str | None
+) -> None:
+    response = await report_client.get(path, headers=as_compliance())
+
+    if field is None:
+        assert response.status == 200
+        return
+    assert response.status == 422
+    assert field in [f["field"] for f in (await response.json())["error"]["fields"]]
