@@ -367,7 +367,11 @@ class SQLiteAuditStore(AuditStore):
                 f" FROM decisions {where} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8",
                 (score_bins, score_bins - 1, *p),
             ),
-            (f"SELECT reason_codes, action, count(*) FROM decisions {where} GROUP BY 1, 2", p),
+            (
+                "SELECT model_version, reason_positions, action, count(*)"
+                f" FROM decisions {where} GROUP BY 1, 2, 3",
+                p,
+            ),
             (
                 f"WITH latest AS ({_LATEST_LABEL_EACH}) SELECT f.event_time_ms / {HOUR_MS:d},"
                 " f.action, latest.is_fraud, count(*) FROM latest JOIN"
@@ -385,9 +389,12 @@ class SQLiteAuditStore(AuditStore):
             latency[h, lat] += n
             scores[score] += n
         reasons: Counter[tuple[str, str]] = Counter()
-        for codes, action, n in combinations:
-            for code in json.loads(codes):
-                reasons[code, action] += n
+        names: dict[str, tuple[str, ...]] = {}
+        for version, positions, action, n in combinations:
+            if version not in names:
+                names[version] = self._feature_names_of(version)
+            for position in positions.split(",") if positions else ():
+                reasons[names[version][int(position)], action] += n
         first = min((row[9] for row in rows), default=None)
         last = max((row[10] for row in rows), default=None)
         return PeriodAggregates(
@@ -399,6 +406,16 @@ class SQLiteAuditStore(AuditStore):
             first,
             last,
         )
+
+    def _feature_names_of(self, model_version: str) -> tuple[str, ...]:
+        """The feature order of a model version's decisions (from one of its records)."""
+        rows = self._fetchall(
+            "SELECT record FROM decisions WHERE model_version = ? AND record IS NOT NULL LIMIT 1",
+            (model_version,),
+        )
+        if not rows:
+            raise AuditStoreError(f"no compact record of model version {model_version!r}")
+        return self._schema(compact.decode(rows[0][0]).schema_id).feature_names
 
     def decision_columns(
         self, query: DecisionQuery, chunk_size: int = 10_000, every: int = 1

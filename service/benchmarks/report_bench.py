@@ -20,7 +20,6 @@ resident memory (run it in a fresh process: ``fill`` in the same one would count
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sqlite3
 import statistics
@@ -43,7 +42,7 @@ from models.artifacts import load_manifest
 _INSERT = (
     "INSERT INTO decisions (transaction_id, request_sha256, event_time_ms, local_time_ms,"
     " decided_at_ms, customer_id, terminal_id, amount, action, stage, score, model_version,"
-    " record_json, fallback, record, latency_us, reason_codes, fallback_reason)"
+    " record_json, fallback, record, latency_us, reason_positions, fallback_reason)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)"
 )
 _LABEL = (
@@ -62,7 +61,7 @@ class _Made:
     action: str
     score: float
     latency_us: int
-    reason_codes: str
+    reason_positions: str
     fallback_reason: str | None
 
 
@@ -82,7 +81,6 @@ def _pool(
     latency = rng.lognormal(np.log(1.5), 0.6, size)
     fallback = rng.random(size) < 0.02
     reasons = coder.code_many(values, contributions)
-    names = coder.feature_names
     made = []
     for i in range(size):
         score = float(scores[i])
@@ -108,7 +106,7 @@ def _pool(
             ticks,
             None,
         )
-        codes = json.dumps([names[j] for j in reasons[i].indices], separators=(",", ":"))
+        positions = ",".join(map(str, reasons[i].indices))
         made.append(
             _Made(
                 _ENCODER.encode(record),
@@ -116,7 +114,7 @@ def _pool(
                 action,
                 score,
                 round(ticks / 10),
-                codes,
+                positions,
                 reason,
             )
         )
@@ -170,7 +168,7 @@ def fill(
                     int(made.fallback_reason is not None),
                     made.blob,
                     made.latency_us,
-                    made.reason_codes,
+                    made.reason_positions,
                     made.fallback_reason,
                 )
             )
