@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint install system-packages default-artifact sequence-artifact clean
+.PHONY: run demo test lint screenshots install system-packages default-artifact sequence-artifact clean
 
 $(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ system-packages:
 
 test: $(STAMP) system-packages
 	$(BIN)/pytest
+
+# The README's report screenshots, as the browser test renders them (headless Chromium).
+screenshots: $(STAMP)
+	$(BIN)/pytest -q tests/reports/test_browser.py::test_reports_render_their_charts_in_a_browser
+	cp test-artifacts/browser/decision.png docs/report-decision.png
+	cp test-artifacts/browser/summary.png docs/report-summary.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -13,14 +13,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from explain.audit.store import AuditStore
 from explain.records import DecisionRecord
 from explain.reports.export import CONTENT_TYPES, FORMATS, ExportFormat, export_lines
-from explain.reports.html import decision_page, summary_page
+from explain.reports.html import decision_page
+from explain.reports.list_page import decision_list_page
+from explain.reports.pdf import PAGE_FORMATS, PDF_TYPE, PageFormat, to_pdf
+from explain.reports.period_page import summary_page
 from explain.reports.query import (
     DecisionFilter,
+    ListFilter,
     PageRequest,
     filter_fields,
     iter_pages,
@@ -38,11 +42,24 @@ M = TypeVar("M", bound=BaseModel)
 HTML_TYPE = "text/html"
 
 
-def query_model(model: type[M], request: web.Request) -> M:
+def page_format(request: web.Request) -> PageFormat:
+    """``?format=`` of a report page: html (the default) or pdf."""
+    value = request.query.get("format", "html")
+    if value not in PAGE_FORMATS or len(request.query.getall("format", [])) > 1:
+        raise InvalidInput(
+            "invalid query: format",
+            [{"field": "format", "message": f"one of {', '.join(PAGE_FORMATS)}"}],
+        )
+    return "pdf" if value == "pdf" else "html"
+
+
+def query_model(model: type[M], request: web.Request, ignore: tuple[str, ...] = ()) -> M:
     """The query string validated as ``model``; a repeated parameter is refused rather
-    than one of its values silently winning."""
+    than one of its values silently winning. ``ignore`` names parameters read elsewhere."""
     params: dict[str, Any] = {}
     for key, value in request.query.items():
+        if key in ignore:
+            continue
         if key in params:
             raise InvalidInput(
                 f"query parameter {key!r} given more than once",
@@ -98,7 +115,7 @@ class ReportViews:
 
     async def export(self, request: web.Request) -> web.StreamResponse:
         fmt: ExportFormat = "csv" if request.match_info["format"] == "csv" else "jsonl"
-        selection = query_model(DecisionFilter, request)
+        selection = query_model(ListFilter, request)
         chunks = export_lines(iter_pages(self._store, selection), fmt)
         # The first page is read before the status is sent: a store that cannot be read
         # still gets its proper 503 rather than a cut-off 200.
@@ -134,6 +151,8 @@ class ReportViews:
         return response
 
     async def decision_report(self, request: web.Request) -> web.Response:
+        fmt = page_format(request)
+        query_model(_NoFilters, request, ignore=("format",))
         transaction_id = request.match_info["transaction_id"]
         record = await asyncio.to_thread(self._store.get, transaction_id)
         if record is None:
@@ -141,21 +160,46 @@ class ReportViews:
         record = await asyncio.to_thread(self._complete, record)
         labels = await asyncio.to_thread(self._store.labels, transaction_id)
         page = await asyncio.to_thread(decision_page, record, labels, self._manifest())
-        return web.Response(text=page, content_type=HTML_TYPE)
+        return await _rendered(page, fmt, f"decision-{transaction_id}")
 
     async def summary_report(self, request: web.Request) -> web.Response:
-        selection = query_model(DecisionFilter, request)
+        fmt = page_format(request)
+        selection = query_model(DecisionFilter, request, ignore=("format",))
         manifest = self._manifest()
         reference = manifest.feature_distributions if manifest else None
         summary = await asyncio.to_thread(summarize, self._store, selection, reference)
-        page = await asyncio.to_thread(summary_page, summary, selection.period(), manifest)
+        page = await asyncio.to_thread(summary_page, summary, selection, manifest)
+        return await _rendered(page, fmt, "period-report")
+
+    async def decision_list(self, request: web.Request) -> web.Response:
+        page_request = query_model(PageRequest, request)
+        records, cursor = await asyncio.to_thread(read_page, self._store, page_request)
+        page = await asyncio.to_thread(decision_list_page, records, page_request, cursor)
         return web.Response(text=page, content_type=HTML_TYPE)
+
+
+class _NoFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+async def _rendered(page: str, fmt: PageFormat, name: str) -> web.Response:
+    if fmt == "html":
+        return web.Response(text=page, content_type=HTML_TYPE)
+    pdf = await asyncio.to_thread(to_pdf, page)
+    # The name is for the file a browser saves; quotes and odd characters are dropped.
+    safe = "".join(c for c in name if c.isalnum() or c in "-_.")[:100] or "report"
+    return web.Response(
+        body=pdf,
+        content_type=PDF_TYPE,
+        headers={"Content-Disposition": f'inline; filename="{safe}.pdf"'},
+    )
 
 
 def setup_report_routes(app: web.Application, views: ReportViews) -> None:
     app.router.add_get("/decisions", views.search)
     formats = "|".join(FORMATS)
     app.router.add_get(f"/reports/decisions.{{format:{formats}}}", views.export)
+    app.router.add_get("/reports/decisions.html", views.decision_list)
     app.router.add_get("/reports/decisions/{transaction_id}.html", views.decision_report)
     app.router.add_get("/reports/summary.html", views.summary_report)
 

@@ -6,8 +6,9 @@
 #                                     print the one command to run and fail
 #   tests/system_packages.sh --check  only say what is missing (exit 1 if anything is)
 #
-# One line per Debian package: the package, then a command on PATH that shows it is
-# installed. Add new ones here.
+# One line per Debian package: the package, then what shows it is installed — a command
+# on PATH, or `file:PATTERN`, a file (glob) below $SYSTEM_PACKAGES_ROOT (default /, the
+# tests point it elsewhere). Add new ones here.
 PACKAGES=(
     "chromium chromium"              # report browser tests (headless)
     "chromium-driver chromedriver"   # selenium drives Chromium through it
@@ -15,6 +16,10 @@ PACKAGES=(
     # pg_ctlcluster comes with them (postgresql-common).
     "postgresql pg_ctlcluster"
     "redis-server redis-server"
+    # WeasyPrint (report PDFs) lays text out with Pango, in a font it can find.
+    "libpango-1.0-0 file:/usr/lib/*/libpango-1.0.so.0"
+    "libpangoft2-1.0-0 file:/usr/lib/*/libpangoft2-1.0.so.0"
+    "fonts-dejavu-core file:/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 )
 
 set -euo pipefail
@@ -35,8 +40,11 @@ esac
 
 missing=()
 for entry in "${PACKAGES[@]}"; do
-    read -r package command <<<"$entry"
-    command -v "$command" >/dev/null 2>&1 || missing+=("$package")
+    read -r package shows <<<"$entry"
+    case "$shows" in
+        file:*) compgen -G "${SYSTEM_PACKAGES_ROOT:-}${shows#file:}" >/dev/null || missing+=("$package") ;;
+        *) command -v "$shows" >/dev/null 2>&1 || missing+=("$package") ;;
+    esac
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -82,6 +82,10 @@ def decision_row(decision: Decision, schema_id: int) -> tuple[Any, ...]:
         decision.model_version,
         int(decision.fallback),
         compact.encode(decision, schema_id),
+        # What period reports aggregate in SQL (sqlite_schema.py, version 4).
+        round(decision.latency_ms * 1000),
+        ",".join(map(str, decision.reasons.indices)),
+        decision.fallback_reason,
     )
 
 

@@ -64,6 +64,10 @@ CREATE TABLE IF NOT EXISTS decisions (
     record_json text NOT NULL DEFAULT '' CHECK (record_json = ''),
     fallback smallint NOT NULL CHECK (fallback IN (0, 1)),
     record bytea NOT NULL,
+    -- What period reports aggregate (as in the SQLite store's schema version 4).
+    latency_us bigint,
+    reason_positions text,
+    fallback_reason text,
     seq bigserial NOT NULL,
     PRIMARY KEY (transaction_id, event_time_ms)
 ) PARTITION BY RANGE (event_time_ms)

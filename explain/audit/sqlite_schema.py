@@ -138,10 +138,31 @@ CREATE TABLE retention_log (
     _refuse("retention_log", "DELETE", "the retention log is immutable: DELETE refused"),
 )
 
+# Version 4: what period reports aggregate, as columns written with each new row, so a
+# report over a million decisions is a few GROUP BYs in SQLite rather than a million
+# records decoded in Python: the latency in microseconds, the top reasons as positions in
+# the explanation schema ("3,17,5": a model version's decisions share one feature order),
+# the fallback reason, and an index that covers them. Rows written before keep
+# NULL there (rows are immutable); the partial index finds them at once, and a report
+# over a period holding any of them reads that period the slower way, record by record.
+_REPORT_COLUMNS = (
+    "ALTER TABLE decisions ADD COLUMN latency_us INTEGER",
+    "ALTER TABLE decisions ADD COLUMN reason_positions TEXT",
+    "ALTER TABLE decisions ADD COLUMN fallback_reason TEXT",
+    "CREATE INDEX decisions_without_report_columns ON decisions (event_time_ms)"
+    " WHERE latency_us IS NULL",
+    # Covers what a period report reads: a report scans this (about a sixth of the table,
+    # whose rows carry the compact record) instead of the table itself. It costs the
+    # writer ~4 µs a decision (34.5 against 30.8 µs a row in groups of 200; README).
+    "CREATE INDEX decisions_for_reports ON decisions (event_time_ms, action, stage, score,"
+    " fallback, fallback_reason, model_version, latency_us, reason_positions)",
+)
+
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (_DECISIONS, _LABELS, *_INDICES, *_IMMUTABLE),
     _COMPACT,
     _RETENTION,
+    _REPORT_COLUMNS,
 )
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from explain.audit.group_commit import GroupCommitLog
 from explain.audit.sql_reads import SqlReads
+from explain.audit.sqlite_reports import SQLitePeriodReports
 from explain.audit.sqlite_retention import backup_to, prune_before
 from explain.audit.sqlite_schema import migrate
 from explain.audit.sqlite_writer import WRITER_THREAD_NAME, SQLiteWriter, WriterStats
@@ -29,7 +30,7 @@ from explain.audit.store import AuditStore, AuditStoreError, Pruned, retention_c
 __all__ = ["WRITER_THREAD_NAME", "SQLiteAuditStore", "WriterStats"]
 
 
-class SQLiteAuditStore(GroupCommitLog, SqlReads, AuditStore):
+class SQLiteAuditStore(GroupCommitLog, SQLitePeriodReports, SqlReads, AuditStore):
     """An :class:`AuditStore` in one SQLite file (created with its parent directories).
 
     ``commit_window_ms`` bounds how long the first record of a batch waits for company;

@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from explain.audit.columns import DecisionColumns, PeriodAggregates, columns_of
 from explain.decision import Decision
 from explain.records import Action, DecisionRecord, LabelRecord, Stage
 from features.schema import datetime_to_epoch_ms
@@ -176,6 +177,35 @@ class ReportQueries(ABC):
     @abstractmethod
     def latest_labels_of(self, transaction_ids: Sequence[str]) -> dict[str, bool]:
         """The latest is_fraud of each of these transactions that has a label."""
+
+    def period_aggregates(self, query: DecisionQuery, score_bins: int) -> PeriodAggregates | None:
+        """The decisions matching the filters counted in bulk, or None when this store
+        cannot (then reports aggregate :meth:`decision_columns`, which is always right).
+        The default is None; SQLite counts with GROUP BYs."""
+        return None
+
+    def decision_columns(
+        self, query: DecisionQuery, chunk_size: int = 10_000, every: int = 1
+    ) -> Iterator[DecisionColumns]:
+        """Every decision matching the filters (``query.limit`` is ignored), with its latest
+        label, as chunks of columns in no promised order: what period reports aggregate.
+        ``every`` > 1 asks for a systematic sample of about one decision in ``every``.
+
+        This default builds full records page by page and is correct for any backend; a
+        backend overrides it to read its columns without building records (SQLite does:
+        a million decisions in seconds rather than a minute).
+        """
+        paged = DecisionQuery(**{**vars(query), "limit": chunk_size})
+        after: PageKey | None = None
+        while True:
+            records = self.page(paged, after)
+            sample = records[::every]
+            labels = self.latest_labels_of([r.transaction_id for r in sample])
+            yield from columns_of(sample, labels)
+            if len(records) < chunk_size:
+                return
+            last = records[-1]
+            after = PageKey(last.transaction.epoch_ms, last.transaction_id)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,12 @@
 Rows carry what a reviewer needs beside the model's full reasoning: score, action, stage,
 fallback, model version, the top reasons, and every feature's SHAP value as a JSON
 object. Nothing is added that the decision record does not hold (no card data exists).
+
+CSV is opened by reviewers in spreadsheets, which run a cell that starts with ``=``, ``+``,
+``-`` or ``@`` as a formula (OWASP "CSV injection"; tab and carriage return start one too in
+some of them). Text cells that start so get a leading ``'``, which spreadsheets show as
+text; numbers stay numbers (a negative ``base_value`` is written as it is). JSON Lines is
+read by programs, not spreadsheets, and is written unchanged.
 """
 
 from __future__ import annotations
@@ -73,11 +79,28 @@ def export_row(record: DecisionRecord) -> dict[str, Any]:
     }
 
 
+# What makes a spreadsheet read a cell as a formula (OWASP's list).
+FORMULA_STARTS: Final[tuple[str, ...]] = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(text: str) -> str:
+    """A text cell a spreadsheet shows as text, never runs.
+
+    >>> neutralise("=1+2")
+    "'=1+2"
+    >>> neutralise("c-42")
+    'c-42'
+    """
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _csv_cell(value: Any) -> Any:
     if isinstance(value, list | dict):
         return json.dumps(value, separators=(",", ":"))
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return neutralise(value)
     return "" if value is None else value
 
 

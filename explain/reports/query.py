@@ -103,6 +103,19 @@ class DecisionFilter(BaseModel):
         end = self.end.isoformat() if self.end else "now"
         return f"{start} to {end}"
 
+    def query_params(self) -> dict[str, str]:
+        """The filters as query parameters (what a link to the same selection carries)."""
+        params: dict[str, str] = {}
+        for name, value in self.model_dump(by_alias=True, exclude_none=True).items():
+            if name in ("limit", "cursor"):
+                continue
+            if isinstance(value, datetime):
+                value = value.astimezone(UTC).replace(tzinfo=None).isoformat()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            params[name] = str(value)
+        return params
+
     def query(self, limit: int) -> DecisionQuery:
         return DecisionQuery(
             start=self.start,
@@ -116,7 +129,18 @@ class DecisionFilter(BaseModel):
         )
 
 
-class PageRequest(DecisionFilter):
+class ListFilter(DecisionFilter):
+    """A filter for lists of decisions (search, exports, the decision list page), which
+    may also ask for decisions with one feature among their top reasons."""
+
+    reason: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_]{1,128}$",
+        description="A reason code (feature name) among the decision's top reasons.",
+    )
+
+
+class PageRequest(ListFilter):
     """A filter plus where to continue and how many to return."""
 
     limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
@@ -149,13 +173,37 @@ def page_key(record: DecisionRecord) -> PageKey:
     return PageKey(record.transaction.epoch_ms, record.transaction_id)
 
 
+def _has_reason(record: DecisionRecord, code: str) -> bool:
+    return any(reason.code == code for reason in record.reasons)
+
+
+def _matching(
+    store: ReportQueries, selection: DecisionFilter, after: PageKey | None, wanted: int
+) -> list[DecisionRecord]:
+    """Up to ``wanted`` decisions after ``after``, newest first. A reason is not a column
+    a store can filter on, so that filter reads the store's pages and keeps the matches
+    (the other filters narrow what the store returns first)."""
+    reason = getattr(selection, "reason", None)
+    if reason is None:
+        return store.page(selection.query(wanted), after)
+    found: list[DecisionRecord] = []
+    query = selection.query(STREAM_PAGE)
+    while len(found) < wanted:
+        records = store.page(query, after)
+        found += [r for r in records if _has_reason(r, reason)]
+        if len(records) < STREAM_PAGE:
+            break
+        after = page_key(records[-1])
+    return found[:wanted]
+
+
 def read_page(
     store: ReportQueries, request: PageRequest
 ) -> tuple[list[DecisionRecord], str | None]:
     """One page, newest first, and the cursor of the next one (None on the last page)."""
     after = None if request.cursor is None else decode_cursor(request.cursor)
     # One more than asked: tells whether a next page exists without an empty last page.
-    records = store.page(request.query(request.limit + 1), after)
+    records = _matching(store, request, after, request.limit + 1)
     if len(records) <= request.limit:
         return records, None
     records = records[: request.limit]
@@ -166,10 +214,9 @@ def iter_pages(
     store: ReportQueries, selection: DecisionFilter, page_size: int = STREAM_PAGE
 ) -> Iterator[list[DecisionRecord]]:
     """Every matching decision, newest first, one page at a time."""
-    query = selection.query(page_size)
     after: PageKey | None = None
     while True:
-        records = store.page(query, after)
+        records = _matching(store, selection, after, page_size)
         if records:
             yield records
         if len(records) < page_size:

@@ -15,8 +15,10 @@ from tqdm import tqdm
 from explain.audit.store import AuditStore, AuditStoreError
 from explain.records import DecisionRecord
 from explain.reports.export import FORMATS, export_lines
-from explain.reports.html import summary_page
-from explain.reports.query import DecisionFilter, iter_pages
+from explain.reports.html import decision_page
+from explain.reports.pdf import to_pdf
+from explain.reports.period_page import summary_page
+from explain.reports.query import DecisionFilter, ListFilter, iter_pages
 from explain.reports.summary import summarize
 from features.schema import validation_problems
 from models.artifacts import load_manifest
@@ -32,17 +34,24 @@ bounded however long the period.
 
   export   one row per decision (score, action, stage, fallback, model version, top
            reasons, every SHAP value as JSON), as CSV or JSON Lines, newest first
-  summary  a self-contained HTML page: decisions by action and stage, fallback rate,
-           score histogram, top reason codes, global feature importance, drift against
-           the model's training window, and precision/recall of declines where labels
-           have arrived
+  summary  a self-contained HTML page (or, with --pdf, a PDF to file): decisions by
+           action and stage, per day (per hour for periods up to two days) decisions,
+           decline/review/fallback rates, labelled fraud, precision of declines and
+           p50/p99 latency, score histogram, top reasons, global feature importance,
+           drift against the model's training window, and precision/recall of declines
+           where labels have arrived. Its counts link to the service's decision list
+           (decisions.html beside it when served at /reports/summary.html)
+  decision one decision's report (why it was taken: the SHAP waterfall, reasons in
+           plain language, model, timings, labels), as HTML or, with --pdf, PDF
 
 Times: a date (YYYY-MM-DD) covers that whole UTC day, so --to 2024-05-31 includes the
 31st; a datetime (ISO 8601, UTC when it has no offset) is exact, --to exclusive.
 
 Examples:
   riskscore report export --from 2024-05-01 --to 2024-05-31 --format csv --out may.csv
-  riskscore report summary --from 2024-05-01 --to 2024-05-31 --out may.html"""
+  riskscore report summary --from 2024-05-01 --to 2024-05-31 --out may.html
+  riskscore report summary --from 2024-05-01 --to 2024-05-31 --pdf --out may.pdf
+  riskscore report decision tx-0001 --pdf --out tx-0001.pdf"""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,6 +74,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     export.add_argument("--min-score", type=float, metavar="P", help="scores >= P only")
     export.add_argument("--stage", choices=("fast", "sequence"))
     export.add_argument("--fallback", choices=("true", "false"))
+    export.add_argument("--reason", metavar="CODE", help="with this reason code among the top")
     export.set_defaults(run=run_export)
     summary = commands.add_parser(
         "summary",
@@ -79,7 +89,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="artifact whose training window drift is measured against "
         "(default: RISKSCORE_MODEL_DIR, else the shipped model)",
     )
+    summary.add_argument("--pdf", action="store_true", help="write a PDF instead of HTML")
     summary.set_defaults(run=run_summary)
+    decision = commands.add_parser(
+        "decision",
+        help="one decision's report",
+        description="Write one decision's report (HTML, or PDF with --pdf) to --out.",
+    )
+    decision.add_argument("transaction_id", metavar="TRANSACTION_ID")
+    decision.add_argument("--out", type=Path, required=True, metavar="FILE", help="output file")
+    decision.add_argument("--pdf", action="store_true", help="write a PDF instead of HTML")
+    decision.add_argument(
+        "--audit-file",
+        type=Path,
+        metavar="FILE",
+        help="audit store (default: audit.sqlite3 in RISKSCORE_DATA_DIR)",
+    )
+    decision.add_argument(
+        "--model-dir",
+        type=Path,
+        metavar="DIR",
+        help="artifact whose checksums are shown (default: RISKSCORE_MODEL_DIR, else shipped)",
+    )
+    decision.set_defaults(run=run_decision)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -91,10 +123,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _selection(args: argparse.Namespace) -> DecisionFilter:
     fields: dict[str, Any] = {"from": args.start, "to": args.end}
-    for name in ("action", "customer_id", "min_score", "stage", "fallback"):
+    for name in ("action", "customer_id", "min_score", "stage", "fallback", "reason"):
         fields[name] = getattr(args, name, None)
+    model = ListFilter if args.report_command == "export" else DecisionFilter
     try:
-        return DecisionFilter.model_validate({k: v for k, v in fields.items() if v is not None})
+        return model.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
         # Named as the options are: --from, --to, --action ... (the order rule: --from).
         problems = validation_problems(exc, whole="from")
@@ -146,9 +179,33 @@ def run_summary(args: argparse.Namespace) -> int:
     with closing(_open_store(args)) as store, _progress() as bar:
         try:
             summary = summarize(store, selection, manifest.feature_distributions, bar.update)
-            page = summary_page(summary, selection.period(), manifest)
-            args.out.write_text(page, encoding="utf-8")
+            _write(args, summary_page(summary, selection, manifest))
         except (AuditStoreError, OSError) as exc:
             raise UserError(str(exc)) from exc
     print(f"{summary.total} decisions summarised -> {args.out}")
+    return 0
+
+
+def _write(args: argparse.Namespace, page: str) -> None:
+    if args.pdf:
+        args.out.write_bytes(to_pdf(page))
+    else:
+        args.out.write_text(page, encoding="utf-8")
+
+
+def run_decision(args: argparse.Namespace) -> int:
+    artifact = args.model_dir or Settings().scoring.artifact_dir
+    try:
+        manifest = load_manifest(artifact)
+    except ArtifactError:
+        manifest = None  # the report says the checksum is in that artifact's manifest
+    with closing(_open_store(args)) as store:
+        try:
+            record = store.get(args.transaction_id)
+            if record is None:
+                raise UserError(f"no decision recorded for transaction {args.transaction_id!r}")
+            _write(args, decision_page(record, store.labels(args.transaction_id), manifest))
+        except (AuditStoreError, OSError) as exc:
+            raise UserError(str(exc)) from exc
+    print(f"decision {args.transaction_id} -> {args.out}")
     return 0

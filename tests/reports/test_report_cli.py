@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
+import pypdfium2 as pdfium
 import pytest
 
 from service.cli import main
@@ -84,9 +86,9 @@ def test_summary_writes_a_self_contained_page(data_dir: Path, tmp_path: Path) ->
     page = out.read_text()
     assert code == 0
     assert page.startswith("<!DOCTYPE html>")
-    assert page.count("<svg") == 4
+    assert page.count("<svg") == 5
     total = len(stored_records(data_dir / AUDIT_FILE))
-    assert f'<th>decisions</th><td class="num">{total:,}</td>' in page
+    assert f">{total:,}</a></td>" in page.split("<th>decisions</th>", 1)[1][:400]
 
 
 @pytest.mark.parametrize(
@@ -143,3 +145,50 @@ def test_help_explains_both_reports(capsys: pytest.CaptureFixture[str]) -> None:
     assert exited.value.code == 0
     text = capsys.readouterr().out
     assert "export" in text and "summary" in text and "whole UTC day" in text
+
+
+def _pdf_pages(path: Path) -> list[tuple[str, np.ndarray]]:
+    """Each page's text and its picture (greyscale pixels) as a reader would see it."""
+    document = pdfium.PdfDocument(path)
+    try:
+        pages = []
+        for page in document:
+            text = page.get_textpage().get_text_range()
+            image = page.render(scale=1.0).to_pil().convert("L")
+            pages.append((text, np.asarray(image)))
+        return pages
+    finally:
+        document.close()
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["decision", "tx-120"], ["Decision report", "tx-120", "Why", "reason code"]),
+        (
+            ["summary", "--from", "2024-01-01", "--to", "2024-01-08"],
+            ["Period report", "Over time", "Top reasons", "Per day"],
+        ),
+    ],
+)
+def test_reports_are_written_as_pdf_to_file(
+    data_dir: Path, tmp_path: Path, command: list[str], expected: list[str]
+) -> None:
+    out = tmp_path / "report.pdf"
+
+    code = main(
+        ["report", *command, "--pdf", "--audit-file", str(data_dir / AUDIT_FILE), "--out", str(out)]
+    )
+
+    assert code == 0
+    pages = _pdf_pages(out)
+    assert len(pages) >= 2  # the print stylesheet lays the page out on A4 sheets
+    text = " ".join(t for t, _ in pages)
+    for words in expected:  # the charts' text is drawn as paths; titles and tables are text
+        assert words in text, words
+    for _, pixels in pages:
+        width = pixels.shape[1]
+        assert 590 <= width <= 600  # A4 at 72 dpi
+        assert (pixels < 128).mean() > 0.005  # ink on every page, not a blank sheet
+    # The charts are drawn, not left out: dark pixels in wide runs (bars) exist.
+    assert any((pixels < 100).sum() > 5000 for _, pixels in pages)

@@ -10,9 +10,12 @@ import logging
 import re
 import socket
 import struct
+from collections import Counter
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import pytest
 from aiohttp import ClientSession, web
@@ -172,11 +175,14 @@ BAD_QUERIES = [
 
 
 @pytest.mark.parametrize(("query", "field"), BAD_QUERIES)
-@pytest.mark.parametrize("path", ["/decisions", "/reports/decisions.csv", "/reports/summary.html"])
+@pytest.mark.parametrize(
+    "path",
+    ["/decisions", "/reports/decisions.csv", "/reports/summary.html", "/reports/decisions.html"],
+)
 async def test_bad_filters_are_422_naming_the_parameter(
     report_client: Any, path: str, query: str, field: str
 ) -> None:
-    if path != "/decisions" and field in ("limit", "cursor"):
+    if path not in ("/decisions", "/reports/decisions.html") and field in ("limit", "cursor"):
         field = query.split("=")[0]  # exports and reports take no paging: unknown there
     response = await report_client.get(f"{path}?{query}", headers=as_compliance())
 
@@ -299,6 +305,7 @@ def _payment(transaction_id: str, customer_id: str) -> dict[str, Any]:
 
 REPORT_ENDPOINTS = [
     "/decisions",
+    "/reports/decisions.html",
     "/reports/decisions.csv",
     "/reports/decisions.jsonl",
     "/reports/decisions/tx-5.html",
@@ -400,16 +407,17 @@ async def test_the_summary_counts_what_the_store_holds(
 
     page = await response.text()
     assert response.status == 200
-    assert page.count("<svg") == 4  # scores, reasons, decline reasons, importance
-    assert f'<th>decisions</th><td class="num">{len(records):,}</td>' in page
+    assert page.count("<svg") == 5  # trends, scores, reasons, decline reasons, importance
+    links = count_links(page)
+    assert links[(len(records), ())] == 1  # the period's decisions, no narrower filter
     for action in ("approve", "review", "decline"):
         count = sum(r.action == action for r in records)
         if count:
-            assert f'<td>{action}</td><td class="num">{count:,}</td>' in page
+            assert (count, (("action", action),)) in links
     assert f'<th>labelled decisions</th><td class="num">{len(labelled):,}</td>' in page
     true_declines = sum(1 for t, f in labelled.items() if f and t in declined)
     assert f'<th>declines labelled fraud</th><td class="num">{true_declines:,}</td>' in page
-    assert "TX_AMOUNT" in page  # in the drift table and the importance chart's data
+    assert "TX_AMOUNT" in page  # the drift table's code column
     assert "Population stability index" in page
 
 
@@ -445,3 +453,153 @@ async def test_a_found_decision_has_the_shape_of_the_decision_read_by_id(
     # Absent parts are there as null, in both views.
     assert fast["sequence"] is None and fast["fallback_reason"] is None
     assert sequence["sequence"] is not None
+
+
+FORMULAS = ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1:A2)"]
+
+
+async def test_a_csv_export_never_carries_a_formula(report_client: Any) -> None:
+    # Client-supplied ids that a spreadsheet would run (OWASP "CSV injection"); tab and
+    # carriage return are refused at intake already (tests/explain for neutralise itself).
+    for i, formula in enumerate(FORMULAS):
+        payment = _payment(formula, formula) | {
+            "terminal_id": formula,
+            "timestamp": f"2024-01-09T10:0{i}:00Z",
+        }
+        assert (
+            await report_client.post("/score", json=payment, headers=as_scoring())
+        ).status == 200
+    query = "from=2024-01-09T00:00:00&to=2024-01-10T00:00:00"
+
+    as_csv = await report_client.get(f"/reports/decisions.csv?{query}", headers=as_compliance())
+    as_jsonl = await report_client.get(f"/reports/decisions.jsonl?{query}", headers=as_compliance())
+
+    rows = list(csv.DictReader(io.StringIO(await as_csv.text())))
+    assert sorted(r["transaction_id"] for r in rows) == sorted("'" + f for f in FORMULAS)
+    for row in rows:
+        assert row["customer_id"] == row["terminal_id"] == row["transaction_id"]
+        cells = [value for value in row.values() if value]
+        assert not any(cell.startswith(("=", "+", "@")) for cell in cells)
+        # Numeric columns stay numbers, negative ones included.
+        assert float(row["base_value"]) < 0 and row["base_value"].startswith("-")
+        assert float(row["score"]) >= 0.0
+    # JSON Lines is for programs: the ids as sent.
+    lines = jsonl(await as_jsonl.text())
+    assert sorted(line["transaction_id"] for line in lines) == sorted(FORMULAS)
+
+
+class _Anchors(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, str]] = []
+        self._href: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._href = dict(attrs).get("href")
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None:
+            self.found.append((self._href, data))
+            self._href = None
+
+
+def anchors(page: str) -> list[tuple[str, str]]:
+    parser = _Anchors()
+    parser.feed(page)
+    return parser.found
+
+
+PERIOD = {"from": "2024-01-01T00:00:00", "to": "2024-01-06T00:00:00"}
+
+
+def count_links(page: str) -> Counter[tuple[int, tuple[tuple[str, str], ...]]]:
+    """Links of the summary to the decision list: (count shown, filters beyond the period)."""
+    out: Counter[tuple[int, tuple[tuple[str, str], ...]]] = Counter()
+    for target, label in anchors(page):
+        url = urlsplit(target)
+        if url.path == "decisions.html" and label.replace(",", "").isdigit():
+            params = parse_qsl(url.query)
+            extra = tuple((k, v) for k, v in params if (k, v) not in PERIOD.items())
+            out[int(label.replace(",", "")), extra] += 1
+    return out
+
+
+async def _listed(client: Any, target: str) -> list[str]:
+    """Every transaction the decision list shows, following its next-page links."""
+    found: list[str] = []
+    url: str | None = f"/reports/{target}"
+    while url is not None:
+        response = await client.get(url, headers=as_compliance())
+        assert response.status == 200, await response.text()
+        links = anchors(await response.text())
+        found += [label for href, label in links if href.startswith("decisions/")]
+        following = [href for href, label in links if label == "next page"]
+        url = f"/reports/{following[0]}" if following else None
+    return found
+
+
+async def test_every_count_of_the_summary_leads_to_its_decisions(
+    report_client: Any, data_dir: Path
+) -> None:
+    records = [r for r in stored_records(data_dir / AUDIT_FILE) if r.transaction.timestamp.day < 6]
+    response = await report_client.get(
+        "/reports/summary.html?from=2024-01-01&to=2024-01-05", headers=as_compliance()
+    )
+    links = [
+        (target, int(label.replace(",", "")))
+        for target, label in anchors(await response.text())
+        if target.startswith("decisions.html") and label.replace(",", "").isdigit()
+    ]
+    by_kind = {
+        "day": [link for link in links if "action=decline" in link[0] and "T00" in link[0]],
+        "reason": [link for link in links if "reason=" in link[0]],
+        "stage": [link for link in links if "stage=" in link[0]],
+    }
+    assert all(by_kind.values()), by_kind
+    for target, shown in [by_kind["day"][0], by_kind["reason"][0], *by_kind["stage"]]:
+        listed = await _listed(report_client, f"{target}&limit=7")
+        assert len(listed) == len(set(listed)) == shown, target
+    # A reason link lists exactly the decisions with that reason among their top ones.
+    target, _ = by_kind["reason"][0]
+    code = dict(parse_qsl(urlsplit(target).query))["reason"]
+    expected = [r.transaction_id for r in records if code in [x.code for x in r.reasons]]
+    assert await _listed(report_client, target) == expected
+    # And each row leads to the decision's own page.
+    first = f"/reports/decisions/{quote(expected[0], safe='')}.html"
+    page = await report_client.get(first, headers=as_compliance())
+    assert page.status == 200 and expected[0] in await page.text()
+
+
+async def test_report_pages_come_as_pdf(report_client: Any) -> None:
+    for path in ("/reports/decisions/tx-120.html", "/reports/summary.html?from=2024-01-01"):
+        sep = "&" if "?" in path else "?"
+        response = await report_client.get(f"{path}{sep}format=pdf", headers=as_compliance())
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/pdf"
+        assert (await response.read()).startswith(b"%PDF-")
+    bad = await report_client.get("/reports/summary.html?format=docx", headers=as_compliance())
+    assert bad.status == 422
+    assert [f["field"] for f in (await bad.json())["error"]["fields"]] == ["format"]
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/reports/decisions.html?reason=TX_AMOUNT%27%3B--", "reason"),
+        ("/decisions?reason=", None),  # empty means no filter
+        ("/reports/summary.html?reason=TX_AMOUNT", "reason"),  # a period is not a list
+        ("/reports/decisions/tx-5.html?nope=1", "nope"),
+        ("/reports/decisions/tx-5.html?format=pdf&format=html", "format"),
+    ],
+)
+async def test_report_pages_refuse_what_they_do_not_take(
+    report_client: Any, path: str, field: str | None
+) -> None:
+    response = await report_client.get(path, headers=as_compliance())
+
+    if field is None:
+        assert response.status == 200
+        return
+    assert response.status == 422
+    assert field in [f["field"] for f in (await response.json())["error"]["fields"]]

@@ -1,0 +1,29 @@
+"""Report pages as PDF, for filing: WeasyPrint lays out the very HTML the browser shows,
+with the page's print stylesheet (A4, page numbers, no navigation).
+
+WeasyPrint needs Pango at run time (Debian: libpango-1.0-0, libpangoft2-1.0-0); it is
+imported only when a PDF is asked for, so HTML reports work without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final, Literal
+
+PageFormat = Literal["html", "pdf"]
+PAGE_FORMATS: Final[tuple[PageFormat, ...]] = ("html", "pdf")
+PDF_TYPE: Final = "application/pdf"
+
+
+# WeasyPrint's CSS parser warns of every SVG presentation property in matplotlib's inline
+# styles ("Ignored `fill: #c0392b`, unknown property") although its SVG renderer applies
+# them (the colours are in the PDF): hundreds of lines per page that say nothing is wrong.
+logging.getLogger("weasyprint").setLevel(logging.ERROR)
+
+
+def to_pdf(page: str) -> bytes:
+    """The page as a PDF document. Nothing is fetched: the pages are self-contained."""
+    from weasyprint import HTML  # heavy, and only for PDFs
+
+    pdf: bytes = HTML(string=page, base_url=None).write_pdf()
+    return pdf
