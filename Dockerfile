@@ -16,14 +16,17 @@ COPY explain ./explain
 COPY streaming ./streaming
 COPY service ./service
 COPY loadtest ./loadtest
-# The postgres extra (psycopg) too: the image can keep its audit store in PostgreSQL
-# (RISKSCORE_AUDIT_URL); serving extras only, never training's.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[postgres]'
+# The postgres and redis extras too: the image can keep its audit store in PostgreSQL
+# (RISKSCORE_AUDIT_URL) and its feature state in Redis (RISKSCORE_FEATURE_STATE_URL);
+# serving extras only, never training's.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[postgres,redis]'
 
 FROM python:3.11-slim AS runtime
-# LightGBM links OpenMP at run time.
+# LightGBM links OpenMP at run time; WeasyPrint (report PDFs) lays text out with Pango,
+# in a font it can find.
 RUN apt-get update \
     && apt-get install --yes --no-install-recommends libgomp1 \
+        libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --create-home --uid 10001 riskscore \
     && mkdir -p /var/lib/riskscore \

@@ -33,6 +33,7 @@ from features.definitions import DEFAULT_FEATURES, Entity, FeatureDefinition
 from features.plan import compile_plan, output_table, spec_table
 from features.redis_keys import KeyNames, plan_digest
 from features.state import BatchUpdate, FeatureState, FeatureStateUnavailable, LabelOutcome
+from features.url_redaction import redact
 
 LIBRARY = "riskscore_state"
 # The two hash tags: a customer's call also carries the customer-at-terminal entity.
@@ -176,7 +177,7 @@ class RedisFeatureState(FeatureState):
             self.load_library()
             self._connection = self._client.connection_pool.get_connection()
         except redis.RedisError as exc:
-            raise FeatureStateUnavailable(f"feature state at {_safe(url)}: {exc}") from None
+            raise FeatureStateUnavailable(f"feature state at {redact(url)}: {exc}") from None
         # Compile (or load from cache) the feature kernel now, not on the first payment.
         fill_features(
             np.zeros((1, self._width)),
@@ -297,7 +298,7 @@ class RedisFeatureState(FeatureState):
                     errors.append(str(exc))
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             connection.disconnect()
-            raise FeatureStateUnavailable(f"feature state at {_safe(self._url)}: {exc}") from None
+            raise FeatureStateUnavailable(f"feature state at {redact(self._url)}: {exc}") from None
         if errors:
             if all("function not found" in e.lower() for e in errors):
                 return replies, True
@@ -346,7 +347,7 @@ class RedisFeatureState(FeatureState):
         try:
             self._client.ping()
         except self._redis.RedisError as exc:
-            return f"the feature state at {_safe(self._url)} does not answer: {exc}"
+            return f"the feature state at {redact(self._url)} does not answer: {exc}"
         return None
 
     def close(self) -> None:
@@ -363,11 +364,3 @@ def _key_builder(keys: KeyNames, entity: Entity) -> Callable[[Hashable, Hashable
     if entity is Entity.TERMINAL:
         return lambda _, terminal: keys.terminal(terminal)
     return keys.customer_terminal
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://…@{rest.rpartition('@')[2]}"

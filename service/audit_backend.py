@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from explain.audit.store import AuditStore
+from features.url_redaction import redact
 from service.settings import AuditSettings, Settings
 
 
@@ -18,8 +19,6 @@ def describe(settings: Settings) -> str:
     url = settings.audit.url
     if url is None:
         return str(settings.audit_path)
-    from explain.audit.postgres_connect import redact
-
     return redact(url.get_secret_value())
 
 

@@ -93,6 +93,14 @@ class FeatureStateDown(ServiceError):
     type = "feature_state_unavailable"
 
 
+class PdfNotAvailable(ServiceError):
+    """This installation cannot lay out PDFs (WeasyPrint's system libraries are missing);
+    the HTML page still works."""
+
+    status = 501
+    type = "pdf_unavailable"
+
+
 class AuditUnavailable(ServiceError):
     """The decision could not be recorded, so it is not given: retry with the same id."""
 

@@ -20,7 +20,7 @@ from explain.records import DecisionRecord
 from explain.reports.export import CONTENT_TYPES, FORMATS, ExportFormat, export_lines
 from explain.reports.html import decision_page
 from explain.reports.list_page import decision_list_page
-from explain.reports.pdf import PAGE_FORMATS, PDF_TYPE, PageFormat, to_pdf
+from explain.reports.pdf import PAGE_FORMATS, PDF_TYPE, PageFormat, PdfUnavailable, to_pdf
 from explain.reports.period_page import summary_page
 from explain.reports.query import (
     DecisionFilter,
@@ -34,7 +34,7 @@ from explain.reports.summary import summarize
 from models.artifacts import Manifest, load_manifest
 from models.errors import ArtifactError
 from service.api_models import DecisionDetail
-from service.errors import InvalidInput, NotFound
+from service.errors import InvalidInput, NotFound, PdfNotAvailable
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,10 @@ class _NoFilters(BaseModel):
 async def _rendered(page: str, fmt: PageFormat, name: str) -> web.Response:
     if fmt == "html":
         return web.Response(text=page, content_type=HTML_TYPE)
-    pdf = await asyncio.to_thread(to_pdf, page)
+    try:
+        pdf = await asyncio.to_thread(to_pdf, page)
+    except PdfUnavailable as exc:
+        raise PdfNotAvailable(str(exc)) from None
     # The name is for the file a browser saves; quotes and odd characters are dropped.
     safe = "".join(c for c in name if c.isalnum() or c in "-_.")[:100] or "report"
     return web.Response(

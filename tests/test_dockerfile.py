@@ -44,12 +44,12 @@ def test_runtime_stage_is_slim_non_root_and_healthchecked() -> None:
 
 
 def test_the_wheel_build_installs_no_training_extras() -> None:
-    # Only the postgres extra (the audit store on PostgreSQL): torch (the `train` extra)
-    # stays out of the image.
+    # Only the serving extras (the audit store on PostgreSQL, the feature state in Redis):
+    # torch (the `train` extra) stays out of the image.
     build = [i for i in _instructions() if i.startswith("RUN pip wheel")]
     assert build
     extras = re.findall(r"\.\[([^\]]*)\]", build[0])
-    assert all(e.strip() == "postgres" for x in extras for e in x.split(",")), build[0]
+    assert all(e.strip() in ("postgres", "redis") for x in extras for e in x.split(",")), build[0]
 
 
 def test_the_image_serves_http_only_and_the_readme_says_how_to_add_kafka() -> None:
@@ -64,3 +64,10 @@ def test_the_image_serves_http_only_and_the_readme_says_how_to_add_kafka() -> No
         "-p 9092:9092",
     ):
         assert documented in readme
+
+
+def test_the_image_can_write_pdf_reports() -> None:
+    # WeasyPrint loads Pango when a PDF is asked for: without it every PDF would fail.
+    runtime = re.split(r"^FROM ", DOCKERFILE, flags=re.MULTILINE)[-1]
+    for package in ("libpango-1.0-0", "libpangoft2-1.0-0", "fonts-dejavu-core"):
+        assert package in runtime, package

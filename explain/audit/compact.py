@@ -13,7 +13,7 @@ decisions): the transaction's canonical JSON (so its SHA-256 still matches), dec
 to the microsecond, timings and latency to the 0.1 µs they are rounded to, and each
 reason's text, rebuilt from the stored schema with the stored words for its value.
 About 0.9 KB a decision in SQLite, indexes included, against ~4.2 KB as JSON (about
-1.0 KB with the report columns and index of schema version 3).
+1.0 KB with the report columns and index of schema version 4).
 """
 
 from __future__ import annotations

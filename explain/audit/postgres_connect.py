@@ -5,29 +5,11 @@ for, URLs shown without their password, and the timeouts every connection carrie
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from explain.audit.store import AuditStoreError
+from features.url_redaction import redact, without_secrets
 
 INSTALL_HINT = "install riskscore's postgres extra: pip install 'riskscore[postgres]'"
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced, fit for logs and error messages.
-
-    >>> redact("postgresql://audit:s3cret@db.example:5432/riskscore")
-    'postgresql://audit:***@db.example:5432/riskscore'
-    >>> redact("postgresql:///riskscore?host=/run/postgresql")
-    'postgresql:///riskscore?host=/run/postgresql'
-    """
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username or ''}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def psycopg_module() -> Any:
@@ -61,7 +43,5 @@ def connect(
 
 
 def _one_line(exc: BaseException, url: str) -> str:
-    text = " ".join(str(exc).split())
     # A malformed URL can be echoed back by libpq: never let its password through.
-    password = urlsplit(url).password if "://" in url else None
-    return text.replace(password, "***") if password else text
+    return without_secrets(" ".join(str(exc).split()), url)

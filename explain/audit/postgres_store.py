@@ -21,11 +21,12 @@ from typing import Any
 
 from explain.audit import postgres_schema
 from explain.audit.group_commit import GroupCommitLog
-from explain.audit.postgres_connect import connect, psycopg_module, redact
+from explain.audit.postgres_connect import connect, psycopg_module
 from explain.audit.postgres_writer import PostgresWriter
 from explain.audit.sql_reads import SqlReads
 from explain.audit.store import AuditStore, AuditStoreError, Pruned, retention_cutoff_ms
 from features.schema import datetime_to_epoch_ms
+from features.url_redaction import redact
 
 
 class PostgresAuditStore(GroupCommitLog, SqlReads, AuditStore):

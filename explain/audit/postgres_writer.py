@@ -20,9 +20,10 @@ from typing import Any
 
 from explain.audit import postgres_schema
 from explain.audit.group_commit import Group, GroupCommitWriter
-from explain.audit.postgres_connect import connect, psycopg_module, redact
+from explain.audit.postgres_connect import connect, psycopg_module
 from explain.schema import ExplanationSchema
 from features.schema import datetime_to_epoch_ms
+from features.url_redaction import redact
 
 _DECISION_COLUMNS = (
     "transaction_id, request_sha256, event_time_ms, local_time_ms, decided_at_ms, customer_id,"

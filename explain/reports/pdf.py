@@ -21,9 +21,19 @@ PDF_TYPE: Final = "application/pdf"
 logging.getLogger("weasyprint").setLevel(logging.ERROR)
 
 
+class PdfUnavailable(RuntimeError):
+    """WeasyPrint cannot load here (its system libraries are missing)."""
+
+
 def to_pdf(page: str) -> bytes:
     """The page as a PDF document. Nothing is fetched: the pages are self-contained."""
-    from weasyprint import HTML  # heavy, and only for PDFs
+    try:
+        from weasyprint import HTML  # heavy, and only for PDFs
+    except (ImportError, OSError) as exc:  # OSError: Pango's shared library is missing
+        raise PdfUnavailable(
+            "PDF reports need Pango (Debian: apt-get install libpango-1.0-0 "
+            f"libpangoft2-1.0-0 fonts-dejavu-core): {exc}"
+        ) from None
 
     pdf: bytes = HTML(string=page, base_url=None).write_pdf()
     return pdf

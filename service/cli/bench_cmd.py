@@ -158,7 +158,9 @@ def _load_generator(name: str) -> ModuleType:
     histograms, httptools) are the loadtest extra, which a service install leaves out."""
     try:
         return importlib.import_module(f"loadtest.{name}")
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] in ("loadtest", "service", "features"):
+            raise  # our own code is installed with riskscore: a bug, not a missing extra
         raise UserError(
             f"this benchmark needs the load generator ({exc.name} is missing): "
             "pip install -e '.[loadtest]'"

@@ -16,7 +16,7 @@ from explain.audit.store import AuditStore, AuditStoreError
 from explain.records import DecisionRecord
 from explain.reports.export import FORMATS, export_lines
 from explain.reports.html import decision_page
-from explain.reports.pdf import to_pdf
+from explain.reports.pdf import PdfUnavailable, to_pdf
 from explain.reports.period_page import summary_page
 from explain.reports.query import DecisionFilter, ListFilter, iter_pages
 from explain.reports.summary import summarize
@@ -24,8 +24,7 @@ from features.schema import validation_problems
 from models.artifacts import load_manifest
 from models.errors import ArtifactError
 from service.cli.audit_cmd import audit_file_option, open_store
-from service.cli.errors import UserError
-from service.settings import Settings
+from service.cli.errors import UserError, load_settings
 
 DESCRIPTION = """\
 Compliance reports read from the audit store (the file `riskscore serve` writes), without
@@ -99,12 +98,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     decision.add_argument("transaction_id", metavar="TRANSACTION_ID")
     decision.add_argument("--out", type=Path, required=True, metavar="FILE", help="output file")
     decision.add_argument("--pdf", action="store_true", help="write a PDF instead of HTML")
-    decision.add_argument(
-        "--audit-file",
-        type=Path,
-        metavar="FILE",
-        help="audit store (default: audit.sqlite3 in RISKSCORE_DATA_DIR)",
-    )
+    audit_file_option(decision)
     decision.add_argument(
         "--model-dir",
         type=Path,
@@ -138,7 +132,7 @@ def _selection(args: argparse.Namespace) -> DecisionFilter:
 def _open_store(args: argparse.Namespace) -> AuditStore:
     if not args.out.parent.is_dir():
         raise UserError(f"--out: directory {str(args.out.parent)!r} does not exist")
-    return open_store(Settings(), args.audit_file)
+    return open_store(load_settings(), args.audit_file)
 
 
 def _progress() -> tqdm:
@@ -171,7 +165,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_summary(args: argparse.Namespace) -> int:
     selection = _selection(args)
-    artifact = args.model_dir or Settings().scoring.artifact_dir
+    artifact = args.model_dir or load_settings().scoring.artifact_dir
     try:
         manifest = load_manifest(artifact)
     except ArtifactError as exc:
@@ -188,13 +182,16 @@ def run_summary(args: argparse.Namespace) -> int:
 
 def _write(args: argparse.Namespace, page: str) -> None:
     if args.pdf:
-        args.out.write_bytes(to_pdf(page))
+        try:
+            args.out.write_bytes(to_pdf(page))
+        except PdfUnavailable as exc:
+            raise UserError(str(exc)) from None
     else:
         args.out.write_text(page, encoding="utf-8")
 
 
 def run_decision(args: argparse.Namespace) -> int:
-    artifact = args.model_dir or Settings().scoring.artifact_dir
+    artifact = args.model_dir or load_settings().scoring.artifact_dir
     try:
         manifest = load_manifest(artifact)
     except ArtifactError:

@@ -192,3 +192,21 @@ def test_reports_are_written_as_pdf_to_file(
         assert (pixels < 128).mean() > 0.005  # ink on every page, not a blank sheet
     # The charts are drawn, not left out: dark pixels in wide runs (bars) exist.
     assert any((pixels < 100).sum() > 5000 for _, pixels in pages)
+
+
+@pytest.mark.parametrize("report", ["summary", "export", "decision"])
+def test_a_bad_setting_is_one_line_that_keeps_the_password(
+    report: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # As serve does: the variable and its rule, never a traceback echoing the value.
+    monkeypatch.setenv("RISKSCORE_AUDIT_URL", "postgresl://audit:s3cret@db.example/rs")
+    args = ["report", report, "--out", str(tmp_path / "out.html")]
+    if report == "decision":
+        args.insert(2, "tx-1")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "RISKSCORE_AUDIT_URL" in err, err
+    assert "s3cret" not in err
