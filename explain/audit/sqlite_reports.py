@@ -5,8 +5,10 @@ per decision (importance, drift)."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -45,6 +47,11 @@ class SQLitePeriodReports(SqlReads):
     """The report queries of :class:`~explain.audit.store.ReportQueries` that SQLite answers
     in SQL (a mixin of the SQLite store)."""
 
+    @abstractmethod
+    def _fetchall_apart(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """All rows of a query, on a connection opened for it and closed after (for
+        queries run side by side in threads that end)."""
+
     def _where(
         self,
         query: DecisionQuery,
@@ -69,8 +76,9 @@ class SQLitePeriodReports(SqlReads):
         )
         # Two scans of the covering index (everything but the reasons; then the reasons,
         # whose combinations are few, so they are grouped whole and split here), and the
-        # labelled decisions. One after the other: side by side in threads measured no
-        # faster on two shared cores.
+        # labelled decisions. Side by side, each on a connection of its own (SQLite works
+        # without the GIL): on an idle 2-core machine the three took 4.8 + 2.7 + 1.0 s one
+        # after the other over 1,000,000 decisions.
         counted = [
             (
                 f"SELECT {hour}, action, stage, fallback, fallback_reason, model_version,"
@@ -92,7 +100,8 @@ class SQLitePeriodReports(SqlReads):
                 p,
             ),
         ]
-        rows, combinations, labels = [self._fetchall(*q) for q in counted]
+        with ThreadPoolExecutor(len(counted), thread_name_prefix="riskscore-report") as pool:
+            rows, combinations, labels = pool.map(lambda q: self._fetchall_apart(*q), counted)
         groups: Counter[tuple[int, str, str, int, str | None, str]] = Counter()
         latency: Counter[tuple[int, int]] = Counter()
         scores: Counter[int] = Counter()

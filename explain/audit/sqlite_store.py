@@ -127,6 +127,20 @@ class SQLiteAuditStore(GroupCommitLog, SQLitePeriodReports, SqlReads, AuditStore
             self._local.conn = conn
         return conn
 
+    def _fetchall_apart(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        # Not the thread's kept reader: a pool thread that ends would leave it open.
+        if self._closed:
+            raise AuditStoreError(f"audit store {self._path} is {self._closed_reason}")
+        try:
+            conn = self._connect(self._path)
+            try:
+                conn.execute("PRAGMA query_only = ON")
+                return conn.execute(sql, params).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise AuditStoreError(f"cannot read audit store {self._path}: {exc}") from exc
+
     def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             return self._reader().execute(sql, params).fetchall()

@@ -11,7 +11,7 @@ import pytest
 
 from explain.audit.columns import DecisionColumns
 from explain.audit.sqlite_store import SQLiteAuditStore
-from explain.audit.store import DecisionQuery, ReportQueries
+from explain.audit.store import AuditStoreError, DecisionQuery, ReportQueries
 from explain.reports.query import DecisionFilter
 from explain.reports.summary import SCORE_BINS, summarize
 from models.artifact_paths import default_artifact_dir
@@ -92,3 +92,17 @@ def test_bulk_counts_equal_counting_record_by_record(
     # Under the sample size every decision is read for importance and drift.
     assert dict(bulk.mean_abs_shap()) == pytest.approx(dict(slow.mean_abs_shap()))
     assert bulk.drift() == slow.drift()
+
+
+def test_bulk_counts_leave_no_connection_behind(data_dir: Path) -> None:
+    # Its queries run side by side in threads that end: each on a connection of its own,
+    # closed after, not a per-thread reader the store would keep until it closes.
+    with SQLiteAuditStore(data_dir / AUDIT_FILE) as store:
+        query = DecisionQuery(limit=0)
+        store.period_aggregates(query, SCORE_BINS)
+        kept = len(store._readers)
+        for _ in range(3):
+            store.period_aggregates(query, SCORE_BINS)
+        assert len(store._readers) == kept
+    with pytest.raises(AuditStoreError, match="closed"):
+        store.period_aggregates(query, SCORE_BINS)
