@@ -50,10 +50,17 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
     )
     cascade = build_cascade(settings, models.model.version)
     store = open_audit_store(settings)
+    try:
+        engine = build_feature_state(settings)
+    except BaseException:
+        # Start-up fails here (Redis unreachable): leave no writer thread or connection
+        # pool of the store behind in a process that embeds the service.
+        store.close()
+        raise
     return Scorer(
         models,
         store,
-        engine=build_feature_state(settings),
+        engine=engine,
         reason_count=settings.scoring.reason_count,
         metrics=metrics,
         explainer_factory=lambda model: make_explainer(settings.scoring.explainer, model),

@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from explain.audit.store import AuditStore
-from explain.records import DecisionRecord
+from explain.records import DecisionRecord, LabelRecord
 from explain.reports.export import CONTENT_TYPES, FORMATS, ExportFormat, export_lines
 from explain.reports.html import decision_page
 from explain.reports.list_page import decision_list_page
@@ -102,15 +102,19 @@ class ReportViews:
     async def search(self, request: web.Request) -> web.Response:
         page = query_model(PageRequest, request)
         records, cursor = await asyncio.to_thread(read_page, self._store, page)
-        details = await asyncio.to_thread(lambda: [self._detail(r) for r in records])
+        details = await asyncio.to_thread(self._details, records)
         body = {"decisions": details, "next_cursor": cursor}
         return web.json_response(body)
 
-    def _detail(self, record: DecisionRecord) -> dict[str, Any]:
-        """A found decision as ``GET /decisions/{id}`` shows it: every key, its labels."""
+    def _details(self, records: list[DecisionRecord]) -> list[dict[str, Any]]:
+        """Found decisions as ``GET /decisions/{id}`` shows each: every key, its labels
+        (read for the whole page in one query)."""
+        labels = self._store.labels_by_transaction([r.transaction_id for r in records])
+        return [self._detail(record, labels[record.transaction_id]) for record in records]
+
+    def _detail(self, record: DecisionRecord, labels: list[LabelRecord]) -> dict[str, Any]:
         if record.sequence is not None:
             record = self._complete(record)
-        labels = self._store.labels(record.transaction_id)
         return DecisionDetail(**dict(record), labels=labels).model_dump(mode="json")
 
     async def export(self, request: web.Request) -> web.StreamResponse:

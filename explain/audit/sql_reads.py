@@ -14,6 +14,9 @@ from explain.audit.record_rows import RECORD_COLUMNS, VECTOR_COLUMNS, RecordRows
 from explain.audit.store import DecisionQuery, PageKey, RebuildEvent, StoredVector
 from explain.records import DecisionRecord, LabelRecord
 
+# Ids per ``IN (...)`` list: far below SQLite's 32,766 bound variables.
+_IDS_PER_QUERY = 500
+
 
 class SqlReads(RecordRows):
     """Decisions and labels read back (a mixin beside :class:`~explain.audit.store.AuditStore`)."""
@@ -82,6 +85,23 @@ class SqlReads(RecordRows):
             (transaction_id,),
         )
         return [LabelRecord.model_validate_json(row[0]) for row in rows]
+
+    def labels_by_transaction(self, transaction_ids: Sequence[str]) -> dict[str, list[LabelRecord]]:
+        """The labels of many decisions in one query (a search page shows up to 1,000
+        decisions: one query each would cost a round trip per row on PostgreSQL)."""
+        found: dict[str, list[LabelRecord]] = {tid: [] for tid in transaction_ids}
+        ids = list(found)
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start : start + _IDS_PER_QUERY]
+            marks = ", ".join([self.mark] * len(chunk))
+            rows = self._fetchall(
+                f"SELECT transaction_id, record_json FROM labels"
+                f" WHERE transaction_id IN ({marks}) ORDER BY received_at_ms, id",
+                tuple(chunk),
+            )
+            for tid, record_json in rows:
+                found[tid].append(LabelRecord.model_validate_json(record_json))
+        return found
 
     def rebuild_events(self, since_epoch_ms: int) -> Iterator[RebuildEvent]:
         sql = (

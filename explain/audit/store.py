@@ -119,6 +119,10 @@ class DecisionLog(ABC):
         """Every label recorded for a transaction, in the order received."""
 
     @abstractmethod
+    def labels_by_transaction(self, transaction_ids: Sequence[str]) -> dict[str, list[LabelRecord]]:
+        """Every label of each of these transactions (an empty list for one without)."""
+
+    @abstractmethod
     def vectors_of(self, transaction_ids: Sequence[str]) -> dict[str, StoredVector]:
         """The stored payments among these ids, with their feature values as decided."""
 

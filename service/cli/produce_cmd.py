@@ -45,12 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     kafka = load_settings().stream
-    servers = reachable_servers(kafka, args.bootstrap_servers)
-    topic = args.topic or kafka.transactions_topic
+    # The file first: a mistyped path is named as such even when no broker runs yet.
     try:
         history = load_transactions(args.data)
     except (DataError, OSError) as exc:
         raise UserError(str(exc)) from exc
+    servers = reachable_servers(kafka, args.bootstrap_servers)
+    topic = args.topic or kafka.transactions_topic
     payloads = history.payloads(args.id_prefix)
     total = len(history)
     if args.limit:

@@ -172,6 +172,8 @@ def test_labels_and_warm_start_reads(store: AuditStore) -> None:
     assert store.labels("b") == [labels[3], labels[2]]
     assert list(store.latest_labels(BASE_MS)) == [("a", True), ("b", True)]
     assert store.latest_labels_of(["a", "b", "c", "old"]) == {"a": True, "b": True, "old": True}
+    by_id = store.labels_by_transaction(["b", "c", "a", "unknown"])
+    assert by_id == {"b": [labels[3], labels[2]], "c": [], "a": labels[:2], "unknown": []}
     events = [e.transaction_id for e in store.rebuild_events(BASE_MS)]
     assert events == ["a", "b", "c"]  # event time, ties in decision order
     assert store.latest_event_ms() == BASE_MS + 120_000

@@ -42,43 +42,43 @@ async def test_latency_of_requests_sent_during_a_stall_includes_the_wait(
     release = asyncio.Event()
     arrived_before_release: list[float] = []
     released_at: list[float] = []
+    # The stall ends when the 20th request has arrived, not after a fixed time: on a busy
+    # machine fewer requests reach the server in a fixed interval, and the test must not
+    # depend on how many did.
+    held_count = 20
 
     async def score(request: web.Request) -> web.Response:
         await request.read()
         if not release.is_set():
             arrived_before_release.append(time.perf_counter())
-            await release.wait()
+            if len(arrived_before_release) == held_count:
+                released_at.append(time.perf_counter())
+                release.set()
+            else:
+                await release.wait()
         return web.json_response({"ok": True})
 
     app = web.Application()
     app.router.add_post("/score", score)
     server = await aiohttp_server(app)
 
-    stall_s = 0.3
-
-    def open_gate() -> None:
-        released_at.append(time.perf_counter())
-        release.set()
-
-    asyncio.get_running_loop().call_later(stall_s, open_gate)  # the injected stall
     recorder = await _run(server, rate=100.0, duration_s=0.6)
 
     assert recorder.sent == 60
     assert recorder.completed == 60
     assert not recorder.errors
     # Open loop: requests kept arriving while the server held every one of them.
-    assert len(arrived_before_release) >= 20
+    assert len(arrived_before_release) == held_count
     intended = np.asarray(recorder.sample_offsets) + recorder.measure_from
     latency_s = np.asarray(recorder.sample_latency_ms) / 1000.0
     held = intended < released_at[0]
-    assert held.sum() >= 20
+    assert held.sum() >= held_count
     # Each held request's latency covers the whole wait from its *intended* send time
     # (HDR keeps 3 digits; 1 ms of slack for the sample's rounding to microseconds).
     waited = released_at[0] - intended[held]
     assert np.all(latency_s[held] >= waited - 1e-3)
-    # The first one waited the full stall; those after the stall did not.
-    assert latency_s.max() >= stall_s - 0.06
-    assert np.median(latency_s[~held]) < 0.1
+    # The first one waited the longest: the whole stall, counted from its intended send.
+    assert latency_s.max() >= waited.max() - 1e-3
     assert recorder.histogram.get_max_value() / 1e6 == pytest.approx(latency_s.max(), rel=1e-2)
 
 

@@ -110,3 +110,17 @@ def test_features_reports_a_negative_amount_with_its_row(
     frame[list(HANDBOOK_COLUMNS)].to_csv(bad, index=False)
     assert main(["features", "--data", str(bad), "--out", str(tmp_path / "o.csv")]) == 2
     assert "row 5" in capsys.readouterr().err
+
+
+def test_produce_names_a_missing_file_before_looking_for_a_broker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No broker listens on this port either: the file is the first thing wrong, so it is
+    # the one named.
+    monkeypatch.setenv("RISKSCORE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    missing = tmp_path / "no-such-history.csv"
+    code = main(["produce", "--data", str(missing)])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "no-such-history.csv" in err
+    assert "broker" not in err.lower()

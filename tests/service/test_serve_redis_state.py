@@ -6,10 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import pytest
 import redis
 
+from features.state import FeatureStateUnavailable
+from service.app import build_scorer
+from service.settings import Settings
 from tests.redis_server import RedisServer, free_port
 from tests.service.test_serve_process import _request, _serving, _stop
 
@@ -86,3 +91,19 @@ def test_a_feature_state_url_that_is_not_redis_is_refused(tmp_path: Path) -> Non
     assert done.returncode != 0
     assert "RISKSCORE_FEATURE_STATE_URL" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_failed_start_leaves_no_audit_writer_behind(tmp_path: Path) -> None:
+    # Embedding the service (build_scorer in a longer-lived process): a start that fails on
+    # the feature state must close the audit store it had already opened.
+    before = {t.ident for t in threading.enumerate()}
+    settings = Settings.of(
+        data_dir=tmp_path,
+        kafka="off",
+        sequence="off",
+        feature_state_url=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    with pytest.raises(FeatureStateUnavailable):
+        build_scorer(settings)
+    left = [t.name for t in threading.enumerate() if t.ident not in before]
+    assert left == []
