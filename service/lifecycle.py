@@ -2,7 +2,9 @@
 
 Start: the feature state is rebuilt from the audit store in a thread (the scorer refuses
 payments until it is whole: HTTP answers 503, the Kafka consumer retries its batch), and
-the Kafka consumer starts beside it when Kafka is on. Stop, in this order: the consumer
+the Kafka consumer starts beside it when Kafka is on, and the drift and decline-precision
+gauges are recomputed periodically when switched on. Stop, in this order: those gauges'
+refresh (it reads the store), the consumer
 (it finishes and commits its batch through the scorer), the rebuild (given the shutdown
 time to finish if still running: it reads the store), the second stage's decisions in
 flight, then the audit store, flushed and closed — so nothing answered or committed on
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 
+from service.model_signals import ModelSignals, SignalsLoop
 from service.prometheus_metrics import ScoringMetrics, StreamCollector
 from service.scorer import Scorer
 from service.settings import Settings
@@ -33,6 +36,7 @@ class ScoringProcess:
         self.metrics = metrics
         self.warm_start: asyncio.Task[int] | None = None
         self.stream: StreamRunner | None = None
+        self.signals: SignalsLoop | None = None
         self._shut_down = False
 
     async def start(self) -> None:
@@ -43,6 +47,16 @@ class ScoringProcess:
         is stopped before the error goes on: its threads would keep the process alive.
         """
         self.warm_start = asyncio.create_task(asyncio.to_thread(self._warm))
+        scoring = self.settings.scoring
+        if scoring.signals_interval_s > 0:
+            signals = ModelSignals(
+                self.scorer.store,
+                scoring.artifact_dir,
+                self.metrics.registry,
+                scoring.signals_window_days,
+            )
+            self.signals = SignalsLoop(signals, scoring.signals_interval_s)
+            self.signals.start(after=self.warm_start)
         if self.settings.kafka != "on":
             return
         runner = StreamRunner(self.settings, self.scorer, asyncio.get_running_loop())
@@ -68,6 +82,8 @@ class ScoringProcess:
             return
         self._shut_down = True
         settings = self.settings
+        if self.signals is not None:
+            await self.signals.stop(settings.shutdown_timeout_s)
         if self.stream is not None:
             await asyncio.to_thread(self.stream.stop, settings.shutdown_timeout_s)
         if self.warm_start is not None and not self.warm_start.done():

@@ -139,6 +139,13 @@ class ScoringSettings(BaseSettings):
     redis://HOST:PORT/DB (rediss:// for TLS) shares it in Redis >= 7 or Valkey, where it
     outlives the process and nothing is replayed at start-up."""
 
+    signals_interval_s: float = Field(default=300.0, ge=0.0)
+    """How often the drift (PSI per feature) and decline precision/recall gauges on
+    /metrics are recomputed from the audit store; 0 switches them off."""
+
+    signals_window_days: int = Field(default=7, ge=1, le=366)
+    """The days of decisions those gauges cover, ending at the latest stored event time."""
+
     @property
     def artifact_dir(self) -> Path:
         return self.model_dir if self.model_dir is not None else default_artifact_dir()
