@@ -204,7 +204,7 @@ def _run_fold(
     ).astype(np.float64)
     cascade, _ = cascade_scores(stage.cascade.band, stage.cascade.combination, fast_raw, student)
     # In-band figures on the fitted band, open or not: what the stage would have done there.
-    fitted = Band(**stage.cascade.report.get("fitted_band", stage.cascade.band.model_dump()))
+    fitted = Band(**(stage.cascade.report["fitted_band"] or Band.closed().model_dump()))
     would, inside = cascade_scores(fitted, stage.cascade.combination, fast_raw, student)
     scores = {
         "fast": sigmoid(fast_raw),

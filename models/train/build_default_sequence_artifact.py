@@ -76,13 +76,13 @@ def build_sequence_artifact(
         config,
         progress,
     )
-    stage.cascade.report["thresholds"] = threshold_report(fast, stage)
+    stage.cascade.report["thresholds"] = threshold_report(fast, stage.guard_scores)
     created_at = fast_manifest.created_at + timedelta(hours=1)
     manifest = write_sequence_artifact(target, stage, fast.version, config, created_at)
     return manifest, stage
 
 
-def threshold_report(fast: FastModel, stage: SequenceStage) -> dict[str, object]:
+def threshold_report(fast: FastModel, scores: dict[str, np.ndarray]) -> dict[str, object]:
     """The fast model's thresholds on the guard days: fast score alone vs the served score.
 
     The thresholds live in the fast model's manifest and apply to the served score; the
@@ -90,7 +90,6 @@ def threshold_report(fast: FastModel, stage: SequenceStage) -> dict[str, object]
     traffic shares. This is the check, on days that chose neither.
     """
     t = fast.thresholds
-    scores = stage.guard_scores
     return {
         "fast_model_version": fast.version,
         "review": t.review,

@@ -135,7 +135,7 @@ def train_sequence_stage(
         np.asarray(batch_session.run(None, {"sequences": data.sequences(r)})[0], np.float64)
         for r in (split.choice, split.guard)
     )
-    fit, verdict, guard_scores = _fit_and_guard(fast_raw, choice_logits, guard_logits, data, split)
+    fit, verdict, guard_scores = fit_and_guard(fast_raw, choice_logits, guard_logits, data, split)
     latency = measure_latency(teacher_onnx, dynamic, single, x)
     return SequenceStage(
         spec=spec,
@@ -163,7 +163,7 @@ def train_sequence_stage(
     )
 
 
-def _fit_and_guard(
+def fit_and_guard(
     fast_raw: tuple[np.ndarray, np.ndarray],
     choice_logits: np.ndarray,
     guard_logits: np.ndarray,
@@ -182,7 +182,8 @@ def _fit_and_guard(
         empty = np.zeros(len(split.guard), dtype=bool)
         verdict = guard(guard_labels, fast_p, fast_p, empty, draws=0)
         verdict = replace(verdict, reason=str(exc))
-        fit = CascadeFit(Band.closed(), _NO_RULE, {"guard": verdict.to_json()})
+        report = {"fitted_band": None, "guard": verdict.to_json()}
+        fit = CascadeFit(Band.closed(), _NO_RULE, report)
         return fit, verdict, {"labels": guard_labels, "fast": fast_p, "cascade": fast_p}
     served, inside = cascade_scores(fit.band, fit.combination, fast_guard, guard_logits)
     verdict = guard(guard_labels, fast_p, served, inside)

@@ -20,6 +20,7 @@ from models.sequence import SequenceModel
 from models.sequence_artifacts import STUDENT_FILE, Band, SequenceManifest
 from models.train.build_default_sequence_artifact import build_sequence_artifact
 from models.train.fast_trainer import WARMUP_DAYS, train_fast_model
+from models.train.refit_cascade import refit_cascade
 from models.train.sequence_stage import SequenceStage
 from models.train.sequence_trainer import ONNX_TOLERANCE, SequenceTrainingConfig
 
@@ -138,3 +139,20 @@ def test_a_modified_onnx_file_is_refused(artifacts: Built, tmp_path: Path) -> No
     (copy / STUDENT_FILE).write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="SHA-256"):
         SequenceModel.load(copy, manifest.fast_model_version)
+
+
+def test_refitting_the_policy_keeps_the_student_and_states_the_guard(
+    artifacts: Built, history: TransactionFrame, tmp_path: Path
+) -> None:
+    fast_dir, sequence_dir, manifest, _ = artifacts
+    target = tmp_path / "refit"
+    refit = refit_cascade(history, fast_dir, sequence_dir, target, progress=False)
+    assert refit.files == manifest.files  # the same student, byte for byte
+    assert refit.model_version == manifest.model_version
+    guard = refit.validation["guard"]
+    assert guard["verdict"] in ("open", "closed") and "early-stopped" in refit.validation["student"]
+    if guard["verdict"] == "open":
+        assert refit.band == Band(**refit.validation["fitted_band"])
+    else:
+        assert refit.band.empty
+    assert SequenceModel.load(target, manifest.fast_model_version).manifest == refit
