@@ -148,6 +148,14 @@ def choose_thresholds(
     )
 
 
+def outcome(
+    labels: ArrayLike, scores: ArrayLike, review: float, decline: float
+) -> ValidationOutcome:
+    """What thresholds ``review`` and ``decline`` do on labelled scores."""
+    y, s = _checked(labels, scores)
+    return _outcome(y, s, review, decline)
+
+
 def _checked(labels: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(labels)
     s = np.asarray(scores, dtype=np.float64)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,15 @@ from models.sequence import SequenceModel, make_session
 from models.sequence_artifacts import (
     STUDENT_FILE,
     STUDENT_SINGLE_FILE,
+    Band,
+    Combination,
     SequenceManifest,
     sequence_version,
 )
 from models.sequence_latency import session_latency
-from models.train.cascade_fit import CascadeFit, fit_cascade
+from models.train.cascade_fit import CascadeFit, cascade_scores, fit_cascade
+from models.train.cascade_guard import GuardVerdict, guard
+from models.train.nested_split import NestedSplit
 from models.train.quantisation import PROBABILITY_TOLERANCE, quantise, try_quantise
 from models.train.sequence_trainer import (
     ONNX_TOLERANCE,
@@ -42,7 +46,12 @@ CHECK_ROWS = 1000
 
 @dataclass
 class SequenceStage:
-    """A trained teacher and student, their exports and the fitted cascade."""
+    """A trained teacher and student, their exports and the fitted, guarded cascade.
+
+    ``cascade.band`` is what ships: the fitted band when the guard opened it, else empty
+    (the fitted one is in ``cascade.report["fitted_band"]``). ``guard_scores`` holds the
+    guard days' labels and fast and served probabilities (for reports on those days).
+    """
 
     spec: SequenceSpec
     teacher: TrainedNet
@@ -55,6 +64,8 @@ class SequenceStage:
     latency_ms: dict[str, float]
     rows: dict[str, int]
     quantisation: dict[str, Any]
+    guard: GuardVerdict
+    guard_scores: dict[str, np.ndarray]
 
 
 def sequence_data(history: TransactionFrame, features: np.ndarray, length: int) -> SequenceData:
@@ -70,16 +81,19 @@ def train_sequence_stage(
     data: SequenceData,
     feature_names: tuple[str, ...],
     train_rows: np.ndarray,
-    valid_rows: np.ndarray,
-    fast_raw_valid: np.ndarray,
+    split: NestedSplit,
+    fast_raw: tuple[np.ndarray, np.ndarray],
     config: SequenceTrainingConfig,
     progress: bool = True,
 ) -> SequenceStage:
-    """Teacher → student → ONNX (checked) → band and rule on ``valid_rows``.
+    """Teacher → student (early-stopped on ``split.stop``) → ONNX (checked) → band and rule
+    on ``split.choice`` → the guard's verdict on ``split.guard``.
 
     ``data`` holds the fast path's feature matrix over the history (see
-    :func:`sequence_data`); ``fast_raw_valid`` the fast model's log-odds for ``valid_rows``.
+    :func:`sequence_data`); ``fast_raw`` the fast model's log-odds for the choice and the
+    guard rows, from a fast model that never trained on them.
     """
+    valid_rows = split.stop
     spec = SequenceSpec(config.length, feature_names)
     sampled = sample_rows(data.labels, train_rows, config.negatives_per_fraud, config.seed)
     teacher = train_teacher(data, sampled, valid_rows, config, progress)
@@ -117,13 +131,11 @@ def train_sequence_stage(
             if shift > PROBABILITY_TOLERANCE:
                 raise ArtifactError(f"quantised student differs from torch by {shift:.3f}")
             quantisation["shipped_max_probability_shift"] = shift
-    (valid_logits,) = batch_session.run(None, {"sequences": data.sequences(valid_rows)})
-    fit = fit_cascade(
-        fast_raw_valid,
-        np.asarray(valid_logits, dtype=np.float64),
-        data.labels[valid_rows],
-        data.epoch_ms[valid_rows],
+    choice_logits, guard_logits = (
+        np.asarray(batch_session.run(None, {"sequences": data.sequences(r)})[0], np.float64)
+        for r in (split.choice, split.guard)
     )
+    fit, verdict, guard_scores = fit_and_guard(fast_raw, choice_logits, guard_logits, data, split)
     latency = measure_latency(teacher_onnx, dynamic, single, x)
     return SequenceStage(
         spec=spec,
@@ -141,8 +153,51 @@ def train_sequence_stage(
             "train_sampled_fraud": int(data.labels[sampled].sum()),
             "validation": len(valid_rows),
             "validation_fraud": int(data.labels[valid_rows].sum()),
+            "choice": len(split.choice),
+            "choice_fraud": int(data.labels[split.choice].sum()),
+            "guard": len(split.guard),
+            "guard_fraud": int(data.labels[split.guard].sum()),
         },
+        guard=verdict,
+        guard_scores=guard_scores,
     )
+
+
+def fit_and_guard(
+    fast_raw: tuple[np.ndarray, np.ndarray],
+    choice_logits: np.ndarray,
+    guard_logits: np.ndarray,
+    data: SequenceData,
+    split: NestedSplit,
+) -> tuple[CascadeFit, GuardVerdict, dict[str, np.ndarray]]:
+    """Band and rule on the choice rows, judged on the guard rows; closed unless shown."""
+    fast_choice, fast_guard = fast_raw
+    guard_labels = data.labels[split.guard]
+    fast_p = sigmoid(fast_guard)
+    try:
+        fit = fit_cascade(
+            fast_choice, choice_logits, data.labels[split.choice], data.epoch_ms[split.choice]
+        )
+    except ValueError as exc:  # too little fraud to choose on: nothing to guard
+        empty = np.zeros(len(split.guard), dtype=bool)
+        verdict = guard(guard_labels, fast_p, fast_p, empty, draws=0)
+        verdict = replace(verdict, reason=str(exc))
+        report = {"fitted_band": None, "guard": verdict.to_json()}
+        fit = CascadeFit(Band.closed(), _NO_RULE, report)
+        return fit, verdict, {"labels": guard_labels, "fast": fast_p, "cascade": fast_p}
+    served, inside = cascade_scores(fit.band, fit.combination, fast_guard, guard_logits)
+    verdict = guard(guard_labels, fast_p, served, inside)
+    report = {**fit.report, "fitted_band": fit.band.model_dump(), "guard": verdict.to_json()}
+    if not verdict.open:
+        served = fast_p
+    band = fit.band if verdict.open else Band.closed()
+    scores = {"labels": guard_labels, "fast": fast_p, "cascade": served}
+    return CascadeFit(band, fit.combination, report), verdict, scores
+
+
+# What an artifact whose band could not even be chosen carries: never used (its band is
+# empty), it says "the fast score alone".
+_NO_RULE = Combination(intercept=0.0, fast_weight=1.0, sequence_weight=0.0)
 
 
 def measure_latency(

@@ -1,7 +1,8 @@
 """The fixed scenario behind the golden-body tests, shared by the test and the generator.
 
 One run of :func:`collect` starts the real service (shipped fast model, shipped sequence
-stage, SQLite audit store in ``data_dir``, no Kafka) behind a real aiohttp test client and
+stage's student under a pinned band and rule, :func:`pinned_stage`, SQLite audit store in
+``data_dir``, no Kafka) behind a real aiohttp test client and
 drives it, in this order, always the same way:
 
 1. **history**: a simulated stream (:data:`SIMULATION`, fixed seed) but its last
@@ -34,6 +35,7 @@ import io
 import json
 import math
 import re
+import shutil
 from collections import Counter
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -44,6 +46,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from features.data import frame_from_pandas
 from features.schema import Transaction
 from features.simulator import SimulationConfig, simulate
+from models.artifact_paths import default_sequence_artifact_dir
+from models.artifacts import MANIFEST_FILE
 from service.app import WARM_START, create_app
 from service.app_keys import SCORER
 from service.scorer import Scorer
@@ -116,6 +120,30 @@ KAFKA_DECLINE = payment("gk-decline", "23:21:00", "37", "5", 420.0)
 KAFKA_LATER = payment("gk-later", "23:25:00", "25", "78", 26.5)
 
 
+# The band and rule the scenario pins around the shipped student (an earlier build's, served
+# as sigmoid, without a quantile map). The golden bodies pin what the decision path answers;
+# refitting the policy (``python -m models.train.refit_cascade``) is a model change that
+# would otherwise move which crafted payments reach the second stage.
+PINNED_BAND = {"low": 0.002, "high": 0.9}
+PINNED_COMBINATION = {
+    "intercept": -1.2931374603432633,
+    "fast_weight": 1.1165372572695043,
+    "sequence_weight": 0.6275669624699767,
+}
+
+
+def pinned_stage(target: Path) -> Path:
+    """A copy of the shipped sequence stage with :data:`PINNED_BAND` and its rule.
+
+    The manifest does not checksum itself, so editing it keeps the ONNX files verified.
+    """
+    shutil.copytree(default_sequence_artifact_dir(), target, dirs_exist_ok=True)
+    manifest = json.loads((target / MANIFEST_FILE).read_text())
+    manifest["band"], manifest["combination"] = PINNED_BAND, PINNED_COMBINATION
+    (target / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    return target
+
+
 def settings(data_dir: Path) -> Settings:
     """The service's settings for the scenario.
 
@@ -129,7 +157,7 @@ def settings(data_dir: Path) -> Settings:
         max_body_bytes=1_048_576,
         model_dir=None,
         sequence="on",
-        sequence_model_dir=None,
+        sequence_model_dir=pinned_stage(data_dir.parent / "pinned-sequence-stage"),
         sequence_budget_ms=50.0,
         sequence_reserve_ms=10.0,
         sequence_fault_delay_ms=0.0,

@@ -145,7 +145,7 @@ def test_combination_is_finite_for_any_inputs_and_bands_are_ordered() -> None:
     rule = Combination(intercept=0.0, fast_weight=1.0, sequence_weight=1.0)
     assert rule.combine(1e6, 1e6) == 1.0 and rule.combine(-1e6, -1e6) == 0.0
     assert Band(low=0.1, high=0.5).contains(0.1) and not Band(low=0.1, high=0.5).contains(0.5)
-    with pytest.raises(ValueError, match="below"):
+    with pytest.raises(ValueError, match="not be above"):
         Band(low=0.5, high=0.1)
 
 

@@ -46,7 +46,13 @@ def test_json_has_four_models_with_the_same_metric_shape(
         ap = data["results"][model]["ap"]["mean"]
         assert 0 < ap <= 1
     share = data["results"]["cascade"]["escalated_share"]["mean"]
-    assert 0 < share <= 0.2
+    (fold,) = data["cascade_folds"]
+    # Escalated as shipped: nothing when the guard closed the band.
+    assert (0 < share <= 0.2) == fold["band_open"]
+    assert fold["guard"]["verdict"] in ("open", "closed") and fold["guard"]["reason"]
+    assert fold["ap_gain"] == pytest.approx(
+        data["results"]["cascade"]["ap"]["mean"] - data["results"]["fast"]["ap"]["mean"]
+    )
     assert data["results"]["student"]["ap_retention"]["mean"] > 0
 
 
@@ -70,4 +76,5 @@ def test_the_cascade_changes_scores_only_inside_its_band(
     assert fold.latency_ms["student_single_p50"] > 0
     text = cascade_report(result)
     assert str(fold.fold.start) in text and "retention" in text
+    assert f"{fold.ap['cascade']:.4f}" in text and fold.guard["verdict"] in text
     assert np.isfinite(fold.in_band["cascade"]["ap"])

@@ -17,9 +17,10 @@ from models.artifacts import MANIFEST_FILE
 from models.config import FastModelConfig
 from models.errors import ArtifactError
 from models.sequence import SequenceModel
-from models.sequence_artifacts import STUDENT_FILE, SequenceManifest
+from models.sequence_artifacts import STUDENT_FILE, Band, SequenceManifest
 from models.train.build_default_sequence_artifact import build_sequence_artifact
 from models.train.fast_trainer import WARMUP_DAYS, train_fast_model
+from models.train.refit_cascade import refit_cascade
 from models.train.sequence_stage import SequenceStage
 from models.train.sequence_trainer import ONNX_TOLERANCE, SequenceTrainingConfig
 
@@ -62,8 +63,27 @@ def test_the_artifact_records_teacher_student_band_and_latency(
     assert 0 < teacher_ap <= 1 and 0 < student_ap <= 1
     assert manifest.student["ap_retention"] == pytest.approx(student_ap / teacher_ap, abs=1e-4)
     assert manifest.student["onnx_max_abs_diff"] <= ONNX_TOLERANCE
-    assert 0 <= manifest.band.low < manifest.band.high <= 1
-    assert 0 < manifest.validation["escalated_share"] <= manifest.validation["max_escalated_share"]
+    validation = manifest.validation
+    assert 0 < validation["escalated_share"] <= validation["max_escalated_share"]
+    # The guard's verdict decides what ships: the fitted band, or the empty one.
+    guard = validation["guard"]
+    fitted = Band(**validation["fitted_band"])
+    assert guard["reason"] and 0 <= fitted.low < fitted.high <= 1
+    if guard["verdict"] == "open":
+        assert manifest.band == fitted and guard["lift_lower_bound"] > 0
+    else:
+        assert guard["verdict"] == "closed" and manifest.band.empty
+        assert not manifest.band.contains(fitted.low)
+    # Early stopping, band choice and guard each had days (and rows) of their own.
+    rows = manifest.teacher["rows"]
+    assert rows["validation"] > 0 and rows["choice"] > 0 and rows["guard"] == guard["rows"] > 0
+    thresholds = validation["thresholds"]
+    fast_thresholds = json.loads((fast_dir / MANIFEST_FILE).read_text())["thresholds"]
+    assert (thresholds["review"], thresholds["decline"]) == (
+        fast_thresholds["review"],
+        fast_thresholds["decline"],
+    )
+    assert set(thresholds["guard_days"]) == {"fast", "cascade"}
     for key in ("teacher_single_p99", "student_single_p99", "student_batch32_p50"):
         assert manifest.latency_ms[key] > 0
     assert manifest.teacher["rows"]["train_sampled_fraud"] > 0
@@ -119,3 +139,20 @@ def test_a_modified_onnx_file_is_refused(artifacts: Built, tmp_path: Path) -> No
     (copy / STUDENT_FILE).write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="SHA-256"):
         SequenceModel.load(copy, manifest.fast_model_version)
+
+
+def test_refitting_the_policy_keeps_the_student_and_states_the_guard(
+    artifacts: Built, history: TransactionFrame, tmp_path: Path
+) -> None:
+    fast_dir, sequence_dir, manifest, _ = artifacts
+    target = tmp_path / "refit"
+    refit = refit_cascade(history, fast_dir, sequence_dir, target, progress=False)
+    assert refit.files == manifest.files  # the same student, byte for byte
+    assert refit.model_version == manifest.model_version
+    guard = refit.validation["guard"]
+    assert guard["verdict"] in ("open", "closed") and "early-stopped" in refit.validation["student"]
+    if guard["verdict"] == "open":
+        assert refit.band == Band(**refit.validation["fitted_band"])
+    else:
+        assert refit.band.empty
+    assert SequenceModel.load(target, manifest.fast_model_version).manifest == refit
