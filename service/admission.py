@@ -80,7 +80,8 @@ class AdmissionControl:
         if self.enabled:
             left_ms = (budget_ms or self.default_budget_ms) - (now - received) * 1000.0
             predicted_ms = (self.queued + payments) * self.service_ms
-            if predicted_ms > left_ms:
+            # An idle process admits any request: it could not be answered any sooner.
+            if predicted_ms > left_ms and self.queued > 0:
                 self._rates.give_back(api_key, payments)
                 self._shed(DEADLINE)
                 raise Overloaded(

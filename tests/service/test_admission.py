@@ -55,6 +55,12 @@ def test_a_payment_is_shed_when_the_queue_would_outlast_its_budget() -> None:
         control.admit(1, clock.now - 0.045, budget_ms=100.0)
 
 
+def test_an_idle_service_admits_any_batch() -> None:
+    control = AdmissionControl(50.0, initial_service_ms=10.0, clock=Clock())
+    control.admit(500, 0.0)  # 5 s of work, but nothing could answer it sooner
+    assert control.queued == 500
+
+
 def test_a_key_over_its_rate_is_refused_and_the_others_are_not() -> None:
     clock = Clock()
     shed: list[str] = []
