@@ -34,7 +34,7 @@ from loadtest.http_client import Endpoint, HttpTarget
 from loadtest.recorder import Recorder
 from loadtest.runner import RunConfig, run_loop, run_once
 from loadtest.schedule import Plan, Target
-from loadtest.server_process import free_port, riskscore_command, riskscore_env, server
+from loadtest.server_process import BenchError, free_port, riskscore_command, riskscore_env, server
 from loadtest.workload import Workload
 
 NO_FILE = Workload([], [])
@@ -110,6 +110,8 @@ async def _drive(
     acknowledged: list[str] = []
     probe = await _phase(base, bodies, probe_rate, probe_s, acknowledged)
     capacity = probe["admitted_per_s"]
+    if capacity <= 0.0:
+        raise BenchError(f"no payment was admitted in the probe: {probe}")
     rate = min(factor * capacity, ceiling)
     overload = await _phase(base, bodies, rate, duration_s, acknowledged)
     after = await _phase(base, bodies, capacity / 2.0, after_s, acknowledged)
