@@ -45,7 +45,7 @@ Answer = tuple[float, float, int, bytes]  # intended send, arrival, status, body
 
 
 def measure(
-    probe_rate: float = 6000.0,
+    probe_rate: float = 3000.0,
     probe_s: float = 5.0,
     factor: float = 3.0,
     ceiling: float = 11_000.0,
@@ -53,8 +53,10 @@ def measure(
     after_s: float = 15.0,
     slo_ms: float = 50.0,
     stored: Callable[[Path, list[str]], int] | None = None,
+    capacity: float | None = None,
 ) -> dict[str, Any]:
-    """The three phases and the check that nothing acknowledged was lost (see the module)."""
+    """The three phases and the check that nothing acknowledged was lost (see the module);
+    with ``capacity`` given, no probe: that figure is used."""
     most = probe_rate * (probe_s + WARMUP_S) + ceiling * (duration_s + WARMUP_S)
     bodies = iter(payload_stream(int(most + probe_rate * after_s), seed=5))
     tool, serve, placement = _placement()
@@ -68,7 +70,12 @@ def measure(
                 os.sched_setaffinity(0, tool)
             try:
                 figures = run_loop(
-                    _drive(base, bodies, probe_rate, probe_s, factor, ceiling, duration_s, after_s)
+                    _drive(
+                        base,
+                        bodies,
+                        (probe_rate, probe_s, capacity),
+                        (factor, ceiling, duration_s, after_s),
+                    )
                 )
             finally:
                 if tool:
@@ -100,18 +107,18 @@ def _placement() -> tuple[set[int], list[str], str]:
 async def _drive(
     base: str,
     bodies: Iterator[dict[str, Any]],
-    probe_rate: float,
-    probe_s: float,
-    factor: float,
-    ceiling: float,
-    duration_s: float,
-    after_s: float,
+    probing: tuple[float, float, float | None],
+    overloading: tuple[float, float, float, float],
 ) -> dict[str, Any]:
+    probe_rate, probe_s, capacity = probing
+    factor, ceiling, duration_s, after_s = overloading
     acknowledged: list[str] = []
-    probe = await _phase(base, bodies, probe_rate, probe_s, acknowledged)
-    capacity = probe["admitted_per_s"]
-    if capacity <= 0.0:
-        raise BenchError(f"no payment was admitted in the probe: {probe}")
+    probe = None
+    if capacity is None:
+        probe = await _phase(base, bodies, probe_rate, probe_s, acknowledged)
+        capacity = float(probe["admitted_per_s"])
+        if capacity <= 0.0:
+            raise BenchError(f"no payment was admitted in the probe: {probe}")
     rate = min(factor * capacity, ceiling)
     overload = await _phase(base, bodies, rate, duration_s, acknowledged)
     after = await _phase(base, bodies, capacity / 2.0, after_s, acknowledged)
