@@ -57,8 +57,13 @@ def measure(
 ) -> dict[str, Any]:
     """The three phases and the check that nothing acknowledged was lost (see the module);
     with ``capacity`` given, no probe: that figure is used."""
-    most = probe_rate * (probe_s + WARMUP_S) + ceiling * (duration_s + WARMUP_S)
-    bodies = iter(payload_stream(int(most + probe_rate * after_s), seed=5))
+    # Enough payments for the fastest the phases can go (the ceiling, unless the capacity
+    # is given); ids are never reused, so that no payment is a replay.
+    peak = ceiling if capacity is None else min(factor * capacity, ceiling)
+    most = (0.0 if capacity is not None else probe_rate * (probe_s + WARMUP_S)) + peak * (
+        duration_s + WARMUP_S
+    )
+    bodies = iter(payload_stream(int(most + peak * (after_s + WARMUP_S)), seed=5))
     tool, serve, placement = _placement()
     with tempfile.TemporaryDirectory(prefix="riskscore-overload-bench-") as data_dir:
         port = free_port()
