@@ -14,6 +14,15 @@ default), the request is refused with ``429`` and ``Retry-After``; nothing of it
 scored or recorded, so a retry is safe. The estimate starts at ``initial_service_ms``
 until answers have measured it.
 
+Gaps are sampled only while at least ``MIN_QUEUE`` payments are queued, and below that
+depth nothing is shed. With a payment or two in flight, the gap between answers is one
+payment's *latency* (an fsync, a thread hand-off), not the process's throughput: measured
+there, the estimate came out at ~20 ms a decision on a machine deciding 300/s in
+micro-batches, so only two payments fit a 50 ms budget, which kept the queue shallow, the
+gaps long and the estimate high — admission control itself collapsed throughput to about
+one payment a second (``riskscore bench overload``, shared 2-core machine). From
+``MIN_QUEUE`` on, micro-batches and group commits fill and the gaps measure throughput.
+
 Per-API-key rates (``rate_limit.py``) are checked first: a key over its rate is refused
 the same way, with its own reason. Both count in ``riskscore_shed_total{reason}``.
 """
@@ -30,6 +39,9 @@ from service.rate_limit import RateLimits
 # than one micro-batch (64), whose answers arrive together (one long gap, then ~0 gaps).
 ALPHA = 0.01
 
+# Below this many payments queued nothing is shed and no gap is sampled (see above).
+MIN_QUEUE = 8
+
 DEADLINE, RATE_LIMIT = "deadline", "rate_limit"
 REASONS = (DEADLINE, RATE_LIMIT)
 
@@ -43,6 +55,7 @@ class AdmissionControl:
         initial_service_ms: float = 1.0,
         *,
         enabled: bool = True,
+        min_queue: int = MIN_QUEUE,
         rates: RateLimits | None = None,
         on_shed: Callable[[str], object] | None = None,
         clock: Callable[[], float] = time.perf_counter,
@@ -50,6 +63,7 @@ class AdmissionControl:
         self.default_budget_ms = default_budget_ms
         self.service_ms = initial_service_ms
         self.enabled = enabled
+        self.min_queue = min_queue
         self.queued = 0  # payments admitted and not yet answered
         self._rates = rates or RateLimits({})
         self._on_shed = on_shed
@@ -80,8 +94,9 @@ class AdmissionControl:
         if self.enabled:
             left_ms = (budget_ms or self.default_budget_ms) - (now - received) * 1000.0
             predicted_ms = (self.queued + payments) * self.service_ms
-            # An idle process admits any request: it could not be answered any sooner.
-            if predicted_ms > left_ms and self.queued > 0:
+            # A process with (almost) nothing queued admits any request, even a batch larger
+            # than its budget would fit: it could not be answered any sooner.
+            if predicted_ms > left_ms and self.queued >= max(1, self.min_queue):
                 self._rates.give_back(api_key, payments)
                 self._shed(DEADLINE)
                 raise Overloaded(
@@ -98,9 +113,10 @@ class AdmissionControl:
         """``payments`` admitted earlier are answered: the gap since the last answer, spread
         over them, is a sample of the service time."""
         now = self._clock()
-        sample_ms = (now - self._mark) * 1000.0 / payments
-        weight = 1.0 - (1.0 - ALPHA) ** payments
-        self.service_ms += weight * (sample_ms - self.service_ms)
+        if self.queued >= self.min_queue:
+            sample_ms = (now - self._mark) * 1000.0 / payments
+            weight = 1.0 - (1.0 - ALPHA) ** payments
+            self.service_ms += weight * (sample_ms - self.service_ms)
         self._mark = now
         self.queued -= payments
 

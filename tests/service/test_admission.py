@@ -22,7 +22,7 @@ class Clock:
 
 def test_the_service_time_is_measured_from_the_gaps_between_answers() -> None:
     clock = Clock()
-    control = AdmissionControl(50.0, initial_service_ms=10.0, clock=clock)
+    control = AdmissionControl(50.0, initial_service_ms=10.0, min_queue=1, clock=clock)
     for _ in range(2000):  # answers 2 ms apart while busy
         control.admit(1, clock.now)
         clock.now += 0.002
@@ -32,7 +32,7 @@ def test_the_service_time_is_measured_from_the_gaps_between_answers() -> None:
 
 def test_idle_time_is_not_service_time() -> None:
     clock = Clock()
-    control = AdmissionControl(50.0, initial_service_ms=2.0, clock=clock)
+    control = AdmissionControl(50.0, initial_service_ms=2.0, min_queue=1, clock=clock)
     for _ in range(500):
         clock.now += 10.0  # a long quiet spell, then one payment answered in 2 ms
         control.admit(1, clock.now)
@@ -43,7 +43,7 @@ def test_idle_time_is_not_service_time() -> None:
 
 def test_a_payment_is_shed_when_the_queue_would_outlast_its_budget() -> None:
     clock = Clock()
-    control = AdmissionControl(50.0, initial_service_ms=10.0, clock=clock)
+    control = AdmissionControl(50.0, initial_service_ms=10.0, min_queue=1, clock=clock)
     for _ in range(5):
         control.admit(1, clock.now)  # 10, 20 ... 50 ms: within the default budget
     with pytest.raises(Overloaded) as shed:
@@ -56,9 +56,35 @@ def test_a_payment_is_shed_when_the_queue_would_outlast_its_budget() -> None:
 
 
 def test_an_idle_service_admits_any_batch() -> None:
-    control = AdmissionControl(50.0, initial_service_ms=10.0, clock=Clock())
+    control = AdmissionControl(50.0, initial_service_ms=10.0, min_queue=1, clock=Clock())
     control.admit(500, 0.0)  # 5 s of work, but nothing could answer it sooner
     assert control.queued == 500
+
+
+def test_below_the_minimum_queue_nothing_is_shed() -> None:
+    clock = Clock()
+    control = AdmissionControl(50.0, initial_service_ms=100.0, clock=clock)
+    for _ in range(8):  # 100 ms each against 50 ms of budget, yet a shallow queue
+        control.admit(1, clock.now)
+    with pytest.raises(Overloaded):
+        control.admit(1, clock.now)
+
+
+def test_a_lone_payments_latency_is_not_taken_for_the_time_per_decision() -> None:
+    clock = Clock()
+    control = AdmissionControl(50.0, initial_service_ms=1.0, clock=clock)
+    for _ in range(500):  # two in flight, 20 ms each (an fsync, a busy machine)
+        control.admit(2, clock.now)
+        clock.now += 0.020
+        control.done(2)
+    assert control.service_ms == 1.0
+    for _ in range(8):  # a deep queue: answers 0.5 ms apart measure the throughput
+        control.admit(1, clock.now)
+    for _ in range(3000):
+        control.admit(1, clock.now)
+        clock.now += 0.0005
+        control.done(1)
+    assert control.service_ms == pytest.approx(0.5, rel=0.01)
 
 
 def test_a_key_over_its_rate_is_refused_and_the_others_are_not() -> None:
@@ -79,8 +105,9 @@ def test_a_key_over_its_rate_is_refused_and_the_others_are_not() -> None:
 def test_a_payment_shed_for_its_deadline_does_not_spend_its_keys_rate() -> None:
     clock = Clock()
     control = AdmissionControl(
-        5.0, initial_service_ms=10.0, clock=clock, rates=RateLimits({"a": 1.0})
+        5.0, initial_service_ms=10.0, min_queue=1, clock=clock, rates=RateLimits({"a": 1.0})
     )
+    control.admit(1, clock.now)  # one queued: the next cannot be answered within 5 ms
     with pytest.raises(Overloaded) as shed:
         control.admit(1, clock.now, api_key="a")
     assert not isinstance(shed.value, RateLimited)

@@ -19,10 +19,12 @@ from service.in_flight import Scored
 from service.scorer import Scorer, ScoreRequest
 from tests.service.conftest import API_KEY, ClientFactory
 
-# 100 ms per decision assumed, 250 ms of budget: two queued payments (200 ms) fit, a third
-# (300 ms) does not — with 50 ms to spare for the time a request spends before it is weighed.
+# 100 ms per decision assumed, 950 ms of budget: nine queued payments (900 ms) fit, a tenth
+# (1,000 ms) does not — with 50 ms to spare for the time a request spends before it is
+# weighed. (Below eight queued nothing is shed at all: service/admission.py.)
 SERVICE_MS = 100.0
-DEADLINE = {"X-Deadline-Ms": "250"}
+DEADLINE = {"X-Deadline-Ms": "950"}
+HELD = 9
 # A failing test must not hang: on code without shedding the refused request is held too.
 GUARD_S = 30.0
 
@@ -77,12 +79,12 @@ async def test_a_saturated_service_answers_429_without_scoring_or_recording(
     gate = Gate(scorer, monkeypatch)
     admitted = [
         asyncio.ensure_future(client.post("/score", json=_tx(transaction, n), headers=DEADLINE))
-        for n in (1, 2)
+        for n in range(HELD)
     ]
-    await asyncio.wait_for(gate.holding(2), GUARD_S)
+    await asyncio.wait_for(gate.holding(HELD), GUARD_S)
 
     refused = await asyncio.wait_for(
-        client.post("/score", json=_tx(transaction, 3), headers=DEADLINE), GUARD_S
+        client.post("/score", json=_tx(transaction, 100), headers=DEADLINE), GUARD_S
     )
     assert refused.status == 429
     assert int(refused.headers["Retry-After"]) >= 1
@@ -91,23 +93,23 @@ async def test_a_saturated_service_answers_429_without_scoring_or_recording(
     batch = await asyncio.wait_for(
         client.post(
             "/score/batch",
-            json={"transactions": [_tx(transaction, 4), _tx(transaction, 5)]},
+            json={"transactions": [_tx(transaction, 101), _tx(transaction, 102)]},
             headers=DEADLINE,
         ),
         GUARD_S,
     )
     assert batch.status == 429 and "Retry-After" in batch.headers
-    assert gate.held == 2  # nothing of the refused requests reached the scorer
+    assert gate.held == HELD  # nothing of the refused requests reached the scorer
 
     gate.opened.set()
-    assert [r.status for r in await asyncio.gather(*admitted)] == [200, 200]
-    for n in (3, 4, 5):
+    assert [r.status for r in await asyncio.gather(*admitted)] == [200] * HELD
+    for n in (100, 101, 102):
         tid = f"tx-overload-{n}"
         assert not scorer.engine.seen(tid)  # the feature state never saw it
         assert scorer.store.get(tid) is None  # nor the audit store
     assert await _shed_count(client, "deadline") == 2.0
     # Nothing was taken, so the same payment is simply scored once there is room.
-    again = await client.post("/score", json=_tx(transaction, 3), headers=DEADLINE)
+    again = await client.post("/score", json=_tx(transaction, 100), headers=DEADLINE)
     assert again.status == 200 and "Idempotent-Replayed" not in again.headers
 
 
@@ -121,11 +123,17 @@ async def test_not_ready_stays_503_under_overload(
 
 
 async def test_with_admission_control_off_nothing_is_shed(
-    make_client: ClientFactory, transaction: dict[str, Any]
+    make_client: ClientFactory, transaction: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = await make_client(admission_service_ms=1000.0, admission_control=False)
-    answer = await client.post("/score", json=_tx(transaction, 1), headers={"X-Deadline-Ms": "1"})
-    assert answer.status == 200
+    client = await make_client(admission_service_ms=SERVICE_MS, admission_control=False)
+    gate = Gate(client.app[SCORER], monkeypatch)
+    answers = [
+        asyncio.ensure_future(client.post("/score", json=_tx(transaction, n), headers=DEADLINE))
+        for n in range(HELD + 3)
+    ]
+    await asyncio.wait_for(gate.holding(HELD + 3), GUARD_S)  # all of them reached the scorer
+    gate.opened.set()
+    assert [r.status for r in await asyncio.gather(*answers)] == [200] * (HELD + 3)
 
 
 async def test_an_api_key_over_its_rate_gets_429(
