@@ -225,9 +225,10 @@ class AdmissionSettings(BaseSettings):
     """Time per decision assumed until the service has measured its own (within ~100
     answers)."""
 
-    kafka_pause_in_flight: int = Field(default=2048, ge=1)
-    """The Kafka path stops fetching while this many payments (HTTP and Kafka) are being
-    decided in the process, and resumes once half of them are done; it never drops one."""
+    kafka_pause_in_flight: int = Field(default=64, ge=1)
+    """The Kafka path stops fetching while this many payments are being decided in the
+    process (checked between its batches, so these are HTTP payments: about what admission
+    lets queue at saturation), and resumes once half of them are done; it never drops one."""
 
     api_key_rates: Annotated[tuple[tuple[str, float], ...], NoDecode] = ()
     """Per-API-key rate limits in payments per second, key:rate pairs comma-separated
