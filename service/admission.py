@@ -43,7 +43,6 @@ ALPHA = 0.01
 MIN_QUEUE = 8
 
 DEADLINE, RATE_LIMIT = "deadline", "rate_limit"
-REASONS = (DEADLINE, RATE_LIMIT)
 
 
 class AdmissionControl:
