@@ -6,6 +6,7 @@ One middleware (``service/middleware.py``) renders every one of them as
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 from pydantic import ValidationError
@@ -18,6 +19,7 @@ class ServiceError(Exception):
 
     status: ClassVar[int] = 500
     type: ClassVar[str] = "internal_error"
+    headers: dict[str, str] | None = None  # sent with the error answer (e.g. Retry-After)
 
     def __init__(self, message: str, fields: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)
@@ -53,6 +55,24 @@ class MethodNotAllowed(ServiceError):
 class IdempotencyConflict(ServiceError):
     status = 409
     type = "idempotency_conflict"
+
+
+class Overloaded(ServiceError):
+    """Refused before anything was scored or recorded (predicted wait over the budget, or
+    the API key over its rate): retry after ``Retry-After`` seconds."""
+
+    status = 429
+    type = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+
+
+class RateLimited(Overloaded):
+    """The API key is over its configured rate (RISKSCORE_API_KEY_RATES)."""
+
+    type = "rate_limited"
 
 
 class PayloadTooLarge(ServiceError):

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from explain.decision import response_json
 from features.schema import InvalidJson as JsonSyntaxError
 from features.schema import Label, Transaction, decode_model, loads
+from service.admission import AdmissionControl
 from service.api_models import (
     BatchItemError,
     BatchRequest,
@@ -37,6 +38,7 @@ from service.errors import (
 from service.micro_batch import MicroBatcher
 from service.openapi import openapi_document
 from service.prometheus_metrics import CONTENT_TYPE, ScoringMetrics
+from service.rate_limit import RateLimits
 from service.scorer import Scorer, ScoreRequest
 from service.settings import Settings
 
@@ -146,11 +148,26 @@ class Views:
         settings: Settings,
         metrics: ScoringMetrics,
         batcher: MicroBatcher | None = None,
+        admission: AdmissionControl | None = None,
     ) -> None:
         self._scorer = scorer
         self._settings = settings
         self._metrics = metrics
         self._batcher = batcher or MicroBatcher(scorer, settings.http.micro_batch_max)
+        self.admission = admission or AdmissionControl(
+            settings.second_stage.budget_ms,
+            settings.admission.admission_service_ms,
+            enabled=settings.admission.admission_control,
+            rates=RateLimits(settings.admission.rates),
+            on_shed=lambda reason: metrics.shed.labels(reason).inc(),
+        )
+
+    def _admit(
+        self, request: web.Request, payments: int, received: float, budget: float | None
+    ) -> None:
+        """Refuse now (429) what could not be answered in time: before any scoring."""
+        key = request.headers.get(self._settings.http.api_key_header)
+        self.admission.admit(payments, received, budget, key)
 
     def _require_ready(self) -> None:
         if not self._scorer.warmed:
@@ -162,7 +179,11 @@ class Views:
         budget = _budget_ms(request)
         tx = decode_transaction(await read_body(request, self._settings.http.max_body_bytes))
         self._require_ready()
-        scored = await self._batcher.submit(ScoreRequest(tx, received, budget))
+        self._admit(request, 1, received, budget)
+        try:
+            scored = await self._batcher.submit(ScoreRequest(tx, received, budget))
+        finally:
+            self.admission.done(1)
         return web.Response(
             body=response_json(scored.decision, full),
             content_type=JSON_TYPE,
@@ -190,9 +211,15 @@ class Views:
                 valid.append(i)
             except InvalidInput as exc:
                 results[i] = _item_error(i, item, exc)
-        for i, outcome in zip(
-            valid, await self._scorer.score_batch(txs, received, budget), strict=True
-        ):
+        if txs:
+            self._admit(request, len(txs), received, budget)
+            try:
+                outcomes = await self._scorer.score_batch(txs, received, budget)
+            finally:
+                self.admission.done(len(txs))
+        else:
+            outcomes = []
+        for i, outcome in zip(valid, outcomes, strict=True):
             if isinstance(outcome, ServiceError):
                 results[i] = _item_error(i, batch.transactions[i], outcome)
             else:

@@ -53,6 +53,7 @@ def error_response(error: ServiceError) -> web.Response:
         status=error.status,
         body=body.model_dump_json(exclude_none=True),
         content_type="application/json",
+        headers=error.headers,
     )
 
 

@@ -78,6 +78,15 @@ class ScoringMetrics:
             ["outcome"],
             registry=r,
         )
+        self.shed = Counter(
+            "riskscore_shed",
+            "Requests refused with 429 before any scoring, by reason (deadline: the predicted "
+            "wait exceeded the budget; rate_limit: the API key was over its rate).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("deadline", "rate_limit"):
+            self.shed.labels(reason)  # exported as 0 from the start, for alerts
         self.ready = Gauge(
             "riskscore_ready", "1 when the service is ready to score, else 0.", registry=r
         )

@@ -218,6 +218,63 @@ class SecondStageSettings(BaseSettings):
         return default_sequence_artifact_dir()
 
 
+class AdmissionSettings(BaseSettings):
+    """Overload: what is refused with 429 before it is scored (``service/admission.py``)."""
+
+    model_config = _config("RISKSCORE_")
+
+    admission_control: bool = True
+    """Refuse with 429 and Retry-After a scoring request whose predicted wait (payments
+    queued × measured time per decision) exceeds its budget (X-Deadline-Ms, else
+    RISKSCORE_SEQUENCE_BUDGET_MS), instead of answering it late."""
+
+    admission_service_ms: float = Field(default=1.0, gt=0.0, le=1000.0)
+    """Time per decision assumed until the service has measured its own (within ~100
+    answers)."""
+
+    kafka_pause_in_flight: int = Field(default=64, ge=1)
+    """The Kafka path stops fetching while this many payments are being decided in the
+    process (checked between its batches, so these are HTTP payments: about what admission
+    lets queue at saturation), and resumes once half of them are done; it never drops one."""
+
+    api_key_rates: Annotated[tuple[tuple[str, float], ...], NoDecode] = ()
+    """Per-API-key rate limits in payments per second, key:rate pairs comma-separated
+    (each key one of RISKSCORE_API_KEYS); per process, so N workers allow N × the rate;
+    keys not listed are not limited."""
+
+    @field_validator("api_key_rates", mode="before")
+    @classmethod
+    def _parse_rates(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = []
+        for item in (part.strip() for part in value.split(",")):
+            if not item:
+                continue
+            key, sep, rate = item.rpartition(":")
+            try:
+                number = float(rate)
+            except ValueError:
+                number = float("nan")
+            if not sep or not key or not 0.0 < number < float("inf"):
+                raise ValueError(
+                    "expected key:rate pairs separated by commas, each rate a number of "
+                    f"payments per second above 0 (got {_masked(item)!r})"
+                )
+            pairs.append((key.strip(), number))
+        return tuple(pairs)
+
+    @property
+    def rates(self) -> dict[str, float]:
+        return dict(self.api_key_rates)
+
+
+def _masked(item: str) -> str:
+    """A key:rate pair with its key hidden: a key is a secret, even in an error."""
+    key, sep, rate = item.rpartition(":")
+    return f"{key[:2]}…{sep}{rate}" if sep else f"{item[:2]}…"
+
+
 class Settings(BaseSettings):
     """Everything `riskscore serve` and `riskscore consume` can be configured with."""
 
@@ -272,6 +329,17 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     stream: KafkaSettings = Field(default_factory=KafkaSettings)
     second_stage: SecondStageSettings = Field(default_factory=SecondStageSettings)
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
+
+    @model_validator(mode="after")
+    def _rated_keys_known(self) -> Settings:
+        unknown = [k for k, _ in self.admission.api_key_rates if k not in self.http.api_keys]
+        if unknown:
+            raise ValueError(
+                f"RISKSCORE_API_KEY_RATES: {len(unknown)} key(s) not among RISKSCORE_API_KEYS "
+                "(a rate applies to a scoring API key)"
+            )
+        return self
 
     @property
     def audit_path(self) -> Path:
@@ -355,6 +423,8 @@ def allowed_values(model: type[BaseSettings], name: str) -> str:
     annotation = field.annotation
     if name in ("api_keys", "compliance_api_keys"):
         return f"keys of at least {MIN_API_KEY_CHARS} characters, comma-separated"
+    if model is AdmissionSettings and name == "api_key_rates":
+        return "`key:rate` pairs (payments/s), comma-separated"
     if model is AuditSettings and name == "url":
         return "a `postgresql://` URL"
     if model is ScoringSettings and name == "feature_state_url":

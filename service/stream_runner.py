@@ -16,6 +16,7 @@ import time
 from service.scorer import Scorer
 from service.settings import Settings
 from service.stream_bridge import ScorerBridge
+from streaming.backpressure import DepthGate
 from streaming.broker import EmbeddedBroker, check_reachable, ensure_topics
 from streaming.processor import StreamProcessor
 
@@ -54,7 +55,11 @@ class StreamRunner:
         config = kafka.stream_config(servers)
         ensure_topics(servers, config.topics.all(), kafka.partitions)
         bridge = ScorerBridge(self._scorer, self._loop)
-        self.processor = StreamProcessor(config, bridge.score, bridge.labels)
+        # Deep queue (HTTP load shares the scorer): stop fetching rather than pile on.
+        busy = DepthGate(
+            lambda: self._scorer.in_flight, self._settings.admission.kafka_pause_in_flight
+        )
+        self.processor = StreamProcessor(config, bridge.score, bridge.labels, busy)
         self._thread = threading.Thread(
             target=self._run, name="riskscore-kafka-consumer", daemon=True
         )

@@ -17,6 +17,11 @@ or broker unavailable) retries the same batch with backoff; the partition is nev
 Partitions are processed in offset order, so a customer's payments (keyed by customer id)
 are decided in order. Rebalances happen inside ``poll``, between batches, when everything
 polled so far is committed.
+
+Backpressure: while ``busy()`` says the scorer's queue is deep (HTTP load shares it),
+fetching is paused (``consumer.pause``) and ``poll`` only keeps the group membership
+alive; it resumes once the queue has drained. Records wait in the topic meanwhile: the
+Kafka path never refuses or drops a payment, it only takes it later.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -69,6 +74,8 @@ class StreamStats:
     dead_letters: int = 0
     retries: int = 0
     commit_failures: int = 0
+    pauses: int = 0  # times fetching was paused because the scorer was busy
+    paused_polls: int = 0  # polls made while paused (membership kept, nothing fetched)
     last_batch: int = 0
     last_commit_s: float = 0.0
     # Seconds spent per step, summed over batches: where the time goes.
@@ -87,10 +94,13 @@ class StreamProcessor:
         config: StreamConfig,
         score: BatchScorer,
         labels: LabelSink | None = None,
+        busy: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
         self._score = score
         self._labels = labels
+        self._busy = busy
+        self.paused = False
         self.stats = StreamStats()
         self.error: str | None = None
         # When the current batch first failed (monotonic), None while batches succeed.
@@ -121,9 +131,10 @@ class StreamProcessor:
                 # as retryable, instead of the client's default minute.
                 max_block_ms=int(c.flush_timeout_s * 1000),
             )
-            consumer.subscribe(topics)
+            consumer.subscribe(topics, listener=_PauseAssigned(self, consumer))
             poll_backoff = c.retry_backoff_s
             while not stop.is_set():
+                self._apply_backpressure(consumer)
                 try:
                     batch = consumer.poll(timeout_ms=c.poll_timeout_ms, max_records=c.max_batch)
                 except KafkaError as exc:
@@ -139,6 +150,8 @@ class StreamProcessor:
                     continue
                 self.retrying_since = None
                 poll_backoff = c.retry_backoff_s
+                if self.paused:
+                    self.stats.paused_polls += 1
                 if not batch:
                     continue
                 if not self._process_until_done(batch, producer, stop):
@@ -169,6 +182,23 @@ class StreamProcessor:
                 producer.close(timeout=5)
             if consumer is not None:
                 consumer.close(autocommit=False)
+
+    def _apply_backpressure(self, consumer: KafkaConsumer) -> None:
+        """Pause every assigned partition while the scorer is busy, resume when it is not.
+        Checked before each poll, so partitions assigned by a rebalance are paused too."""
+        if self._busy is None:
+            return
+        if self._busy():
+            assigned = consumer.assignment()
+            if not self.paused:
+                self.stats.pauses += 1
+                log.info("the scorer is busy: fetching paused")
+            consumer.pause(*assigned)
+            self.paused = True
+        elif self.paused:
+            consumer.resume(*consumer.paused())
+            self.paused = False
+            log.info("the scorer has drained: fetching resumed")
 
     def _process_until_done(
         self, batch: dict[TopicPartition, list[Any]], producer: KafkaProducer, stop: threading.Event
@@ -308,3 +338,19 @@ class StreamProcessor:
                 self.stats.lag[f"{tp.topic}/{tp.partition}"] = max(
                     0, high - (records[-1].offset + 1)
                 )
+
+
+class _PauseAssigned(ConsumerRebalanceListener):
+    """Partitions assigned while fetching is paused start paused: ``poll`` fetches in the
+    same call that joins the group, before the loop could pause them."""
+
+    def __init__(self, processor: StreamProcessor, consumer: KafkaConsumer) -> None:
+        self._processor = processor
+        self._consumer = consumer
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        if self._processor.paused and assigned:
+            self._consumer.pause(*assigned)

@@ -96,6 +96,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     cascade.add_argument("--json", type=Path, help="also write the figures as JSON")
     cascade.set_defaults(run=run_cascade)
+    overload = kinds.add_parser(
+        "overload",
+        help="shedding with 429 at 3x capacity: admitted and refused latency, loss, recovery",
+        description=(
+            "Starts `riskscore serve` (Kafka off, fresh audit store; pinned to the last core "
+            "and the load generator to the first, where taskset allows) and sends it "
+            "simulated payments open-loop on /score: --probe-rate for --probe-s seconds (the "
+            "rate of 200 answers is the capacity; --capacity skips the probe), then --factor "
+            "x capacity (at most --ceiling) for --seconds, then half the capacity for "
+            "--after-s seconds. Prints "
+            "JSON: admitted (200) and refused (429) latency from scheduled send, any other "
+            "error, acknowledged payments missing from the audit store, and the seconds "
+            "after the overload until each second's p99 was back within --slo-ms."
+        ),
+    )
+    overload.add_argument("--probe-rate", type=float, default=3000.0, help="offered in the probe")
+    overload.add_argument("--probe-s", type=float, default=5.0, help="probe length, seconds")
+    overload.add_argument("--factor", type=float, default=3.0, help="overload x capacity")
+    overload.add_argument("--ceiling", type=float, default=11_000.0, help="most offered per s")
+    overload.add_argument("--seconds", type=float, default=30.0, help="overload length")
+    overload.add_argument("--after-s", type=float, default=15.0, help="recovery phase length")
+    overload.add_argument("--slo-ms", type=float, default=50.0, help="admitted p99 target")
+    overload.add_argument(
+        "--capacity", type=float, help="skip the probe: this many payments/s is the capacity"
+    )
+    overload.add_argument("--json", type=Path, help="also write the figures to this file")
+    overload.set_defaults(run=run_overload)
     audit = kinds.add_parser(
         "audit",
         help="durable audit writes: SQLite against PostgreSQL",
@@ -212,6 +239,43 @@ def run_cascade(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0
+
+
+def run_overload(args: argparse.Namespace) -> int:
+    bench = _load_generator("bench_overload")
+    result = _measured(
+        bench,
+        args.probe_rate,
+        args.probe_s,
+        args.factor,
+        args.ceiling,
+        args.seconds,
+        args.after_s,
+        args.slo_ms,
+        _stored_count,
+        args.capacity,
+    )
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+    return 0
+
+
+def _stored_count(data_dir: Path, transaction_ids: list[str]) -> int:
+    """How many of these ids the SQLite audit store in ``data_dir`` holds."""
+    from service.audit_backend import open_audit_store
+    from service.settings import Settings
+
+    store = open_audit_store(Settings.of(data_dir=data_dir))
+    try:
+        chunk = 500
+        return sum(
+            len(store.get_many(transaction_ids[i : i + chunk]))
+            for i in range(0, len(transaction_ids), chunk)
+        )
+    finally:
+        store.close()
 
 
 def run_audit(args: argparse.Namespace) -> int:

@@ -1,0 +1,215 @@
+"""Overload against a real `riskscore serve` (``riskscore bench overload``).
+
+One server (fresh audit store, Kafka off), three phases on one stream of simulated
+payments, open loop, latency from each request's scheduled send time:
+
+1. *probe*: offered more than the service can take; the rate of ``200`` answers is its
+   capacity (with shedding, the service keeps deciding at full speed and refuses the rest);
+2. *overload*: ``factor`` × that capacity (at most ``ceiling``, the load generator's own
+   limit on one core) for ``duration_s``: admitted (``200``) and refused (``429``) answers
+   are summarised apart, any other outcome is an error;
+3. *after*: half the capacity for ``after_s``: the p99 of each second, and how long after the
+   overload it took until every later second was back within the SLO.
+
+Every payment acknowledged with ``200`` must then be in the audit store: the caller
+checks the data directory once the server has stopped (``stored`` counts what it finds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from features.simulated_stream import payload_stream
+from loadtest.durations import summary_ms
+from loadtest.http_client import Endpoint, HttpTarget
+from loadtest.recorder import Recorder
+from loadtest.runner import RunConfig, run_loop, run_once
+from loadtest.schedule import Plan, Target
+from loadtest.server_process import BenchError, free_port, riskscore_command, riskscore_env, server
+from loadtest.workload import Workload
+
+NO_FILE = Workload([], [])
+REFUSED = 429
+WARMUP_S = 1.0
+
+Answer = tuple[float, float, int, bytes]  # intended send, arrival, status, body
+
+
+def measure(
+    probe_rate: float = 3000.0,
+    probe_s: float = 5.0,
+    factor: float = 3.0,
+    ceiling: float = 11_000.0,
+    duration_s: float = 30.0,
+    after_s: float = 15.0,
+    slo_ms: float = 50.0,
+    stored: Callable[[Path, list[str]], int] | None = None,
+    capacity: float | None = None,
+) -> dict[str, Any]:
+    """The three phases and the check that nothing acknowledged was lost (see the module);
+    with ``capacity`` given, no probe: that figure is used."""
+    # Enough payments for the fastest the phases can go (the ceiling, unless the capacity
+    # is given); ids are never reused, so that no payment is a replay.
+    peak = ceiling if capacity is None else min(factor * capacity, ceiling)
+    most = (0.0 if capacity is not None else probe_rate * (probe_s + WARMUP_S)) + peak * (
+        duration_s + WARMUP_S
+    )
+    bodies = iter(payload_stream(int(most + peak * (after_s + WARMUP_S)), seed=5))
+    tool, serve, placement = _placement()
+    with tempfile.TemporaryDirectory(prefix="riskscore-overload-bench-") as data_dir:
+        port = free_port()
+        env = riskscore_env(port=str(port), data_dir=data_dir, kafka="off")
+        base = f"http://127.0.0.1:{port}"
+        log = Path(data_dir) / "serve.log"
+        with server([*serve, *riskscore_command("serve")], env, f"{base}/readyz", log):
+            if tool:
+                os.sched_setaffinity(0, tool)
+            try:
+                figures = run_loop(
+                    _drive(
+                        base,
+                        bodies,
+                        (probe_rate, probe_s, capacity),
+                        (factor, ceiling, duration_s, after_s),
+                    )
+                )
+            finally:
+                if tool:
+                    os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        acknowledged = figures.pop("acknowledged")
+        found = len(acknowledged) if stored is None else stored(Path(data_dir), acknowledged)
+    return {
+        **figures,
+        "slo_ms": slo_ms,
+        "placement": placement,
+        "acknowledged": len(acknowledged),
+        "lost": len(acknowledged) - found,
+        "recovered_within_s": _recovered_within(figures["after"]["p99_by_second_ms"], slo_ms),
+    }
+
+
+def _placement() -> tuple[set[int], list[str], str]:
+    """The tool on the first core, the server on the last, where taskset allows."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2 or not shutil.which("taskset"):
+        return set(), [], "not pinned: tool and server share the cores"
+    return (
+        {cores[0]},
+        ["taskset", "-c", str(cores[-1])],
+        f"load generator on core {cores[0]}, server on core {cores[-1]}",
+    )
+
+
+async def _drive(
+    base: str,
+    bodies: Iterator[dict[str, Any]],
+    probing: tuple[float, float, float | None],
+    overloading: tuple[float, float, float, float],
+) -> dict[str, Any]:
+    probe_rate, probe_s, capacity = probing
+    factor, ceiling, duration_s, after_s = overloading
+    acknowledged: list[str] = []
+    probe = None
+    if capacity is None:
+        probe = await _phase(base, bodies, probe_rate, probe_s, acknowledged)
+        capacity = float(probe["admitted_per_s"])
+        if capacity <= 0.0:
+            raise BenchError(f"no payment was admitted in the probe: {probe}")
+    rate = min(factor * capacity, ceiling)
+    overload = await _phase(base, bodies, rate, duration_s, acknowledged)
+    after = await _phase(base, bodies, capacity / 2.0, after_s, acknowledged)
+    return {
+        "capacity_per_s": capacity,
+        "probe": probe,
+        "overload": overload,
+        "after": after,
+        "acknowledged": acknowledged,
+    }
+
+
+async def _phase(
+    base: str,
+    bodies: Iterator[dict[str, Any]],
+    rate: float,
+    seconds: float,
+    acknowledged: list[str],
+) -> dict[str, Any]:
+    answers: list[Answer] = []
+
+    def keep(intended: float, at: float, status: int, body: bytes) -> None:
+        answers.append((intended, at, status, body))
+
+    def target(recorder: Recorder) -> Target:
+        return HttpTarget(Endpoint.parse(base, "/score"), recorder, on_answer=keep)
+
+    recorder = Recorder()
+    plan = Plan(duration_s=seconds, warmup_s=WARMUP_S)
+    report = await run_once(target, NO_FILE, bodies, RunConfig(plan, rate), recorder)
+    return _summarise(answers, recorder, report, rate, seconds, acknowledged)
+
+
+def _summarise(
+    answers: list[Answer],
+    recorder: Recorder,
+    report: dict[str, Any],
+    rate: float,
+    seconds: float,
+    acknowledged: list[str],
+) -> dict[str, Any]:
+    start = recorder.measure_from
+    statuses: Counter[str] = Counter()
+    admitted: list[float] = []
+    refused: list[float] = []
+    by_second: dict[int, list[float]] = {}
+    for intended, at, status, body in answers:
+        if status == 200:
+            # Every acknowledged payment counts for the loss check, warm-up included.
+            acknowledged.append(_transaction_id(body))
+        if intended < start:
+            continue
+        statuses[str(status)] += 1
+        seconds_taken = at - intended
+        if status == 200:
+            admitted.append(seconds_taken)
+            by_second.setdefault(int(intended - start), []).append(seconds_taken)
+        elif status == REFUSED:
+            refused.append(seconds_taken)
+    # What the recorder counted that was no answer at all (timeouts, dropped, resets),
+    # and answers other than 200 and 429.
+    unanswered = {k: v for k, v in report["errors"].items() if not k.isdigit()}
+    other = {k: v for k, v in statuses.items() if k not in ("200", str(REFUSED))}
+    return {
+        "offered_per_s": rate,
+        "seconds": seconds,
+        "sent": report["sent"],
+        "statuses": dict(statuses),
+        "admitted_per_s": len(admitted) / seconds,
+        "admitted_latency": summary_ms(np.array(admitted)),
+        "refused_latency": summary_ms(np.array(refused)),
+        "other_errors": {**other, **unanswered},
+        "p99_by_second_ms": [
+            float(np.percentile(np.array(by_second[s]) * 1000.0, 99)) if s in by_second else None
+            for s in range(int(seconds))
+        ],
+    }
+
+
+def _transaction_id(body: bytes) -> str:
+    return str(json.loads(body)["transaction_id"])
+
+
+def _recovered_within(p99_by_second: list[float | None], slo_ms: float) -> float | None:
+    """Seconds into the after phase from which every second's p99 is within the SLO."""
+    for s in range(len(p99_by_second)):
+        if all(v is not None and v <= slo_ms for v in p99_by_second[s:]):
+            return float(s)
+    return None

@@ -1,0 +1,44 @@
+"""The overload benchmark's arithmetic: what counts as admitted, refused, other, lost."""
+
+from __future__ import annotations
+
+import json
+
+from loadtest.bench_overload import _recovered_within, _summarise
+from loadtest.recorder import Recorder
+
+
+def _body(transaction_id: str) -> bytes:
+    return json.dumps({"transaction_id": transaction_id, "score": 0.1}).encode()
+
+
+def test_admitted_and_refused_are_summarised_apart_and_other_outcomes_are_errors() -> None:
+    recorder = Recorder(measure_from=10.0)
+    answers = [
+        (9.5, 9.6, 200, _body("warm")),  # warm-up: acknowledged, not measured
+        (10.0, 10.020, 200, _body("a")),
+        (10.5, 10.540, 200, _body("b")),
+        (10.6, 10.601, 429, b"{}"),
+        (11.2, 11.203, 429, b"{}"),
+        (11.3, 11.4, 503, b"{}"),
+    ]
+    acknowledged: list[str] = []
+    report = {"sent": 5, "errors": {"429": 2, "503": 1, "timeout": 1}}
+    summary = _summarise(answers, recorder, report, 5.0, 2.0, acknowledged)
+    assert acknowledged == ["warm", "a", "b"]
+    assert summary["statuses"] == {"200": 2, "429": 2, "503": 1}
+    assert summary["admitted_latency"]["n"] == 2
+    assert round(summary["admitted_latency"]["max_ms"]) == 40
+    assert round(summary["refused_latency"]["max_ms"]) == 3
+    assert summary["other_errors"] == {"503": 1, "timeout": 1}
+    assert summary["admitted_per_s"] == 1.0
+    # Second 0 had both admitted answers; second 1 none (only refusals and an error).
+    first, second = summary["p99_by_second_ms"]
+    assert round(first) == 40 and second is None
+
+
+def test_recovery_is_the_first_second_from_which_every_second_holds() -> None:
+    assert _recovered_within([400.0, 80.0, 20.0, 60.0, 10.0, 12.0], 50.0) == 4.0
+    assert _recovered_within([10.0, 12.0], 50.0) == 0.0
+    assert _recovered_within([10.0, None], 50.0) is None
+    assert _recovered_within([10.0, 90.0], 50.0) is None
