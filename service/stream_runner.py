@@ -54,7 +54,12 @@ class StreamRunner:
         config = kafka.stream_config(servers)
         ensure_topics(servers, config.topics.all(), kafka.partitions)
         bridge = ScorerBridge(self._scorer, self._loop)
-        self.processor = StreamProcessor(config, bridge.score, bridge.labels)
+        self.processor = StreamProcessor(
+            config,
+            bridge.score,
+            bridge.labels,
+            card_numbers=self._settings.card_numbers.card_number_policy(),
+        )
         self._thread = threading.Thread(
             target=self._run, name="riskscore-kafka-consumer", daemon=True
         )

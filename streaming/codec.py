@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from features.card_numbers import CardNumberPolicy
 from features.schema import InvalidJson, Label, Transaction, decode_model, validation_problems
 
 M = TypeVar("M", bound=BaseModel)
@@ -26,22 +27,28 @@ def _fields(exc: ValidationError) -> str:
     )
 
 
-def _decode(model: type[M], value: bytes | None) -> M | RecordError:
+def _decode(model: type[M], value: bytes | None, policy: CardNumberPolicy) -> M | RecordError:
     if value is None:
         return RecordError("invalid_json", "the record has no value")
     try:
-        return decode_model(model, value)
+        return decode_model(model, value, policy.context())
     except InvalidJson as exc:
         return RecordError("invalid_json", f"value is {exc}")
     except ValidationError as exc:
         return RecordError("validation_error", _fields(exc))
 
 
-def decode_transaction(value: bytes | None) -> Transaction | RecordError:
-    """The record's transaction, or why it is not one."""
-    return _decode(Transaction, value)
+# The default everywhere: an id holding a card number is refused.
+REFUSE = CardNumberPolicy()
 
 
-def decode_label(value: bytes | None) -> Label | RecordError:
-    """The record's label, or why it is not one."""
-    return _decode(Label, value)
+def decode_transaction(
+    value: bytes | None, policy: CardNumberPolicy = REFUSE
+) -> Transaction | RecordError:
+    """The record's transaction (its ids screened by ``policy``), or why it is not one."""
+    return _decode(Transaction, value, policy)
+
+
+def decode_label(value: bytes | None, policy: CardNumberPolicy = REFUSE) -> Label | RecordError:
+    """The record's label (its id screened by ``policy``), or why it is not one."""
+    return _decode(Label, value, policy)

@@ -33,8 +33,9 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from features.card_numbers import CardNumberPolicy, bytes_contain_card_number
 from features.schema import Transaction
-from streaming.codec import RecordError, decode_label, decode_transaction
+from streaming.codec import REFUSE, RecordError, decode_label, decode_transaction
 from streaming.config import StreamConfig
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,10 @@ class StreamProcessor:
         config: StreamConfig,
         score: BatchScorer,
         labels: LabelSink | None = None,
+        card_numbers: CardNumberPolicy = REFUSE,
     ) -> None:
         self.config = config
+        self._card_numbers = card_numbers
         self._score = score
         self._labels = labels
         self.stats = StreamStats()
@@ -198,14 +201,14 @@ class StreamProcessor:
         for tp, records in batch.items():
             for record in records:
                 if tp.topic == topics.labels:
-                    decoded_label = decode_label(record.value)
+                    decoded_label = decode_label(record.value, self._card_numbers)
                     if isinstance(decoded_label, RecordError):
                         sent.append(self._dead_letter(producer, record, decoded_label))
                     else:
                         labels.append(decoded_label.as_tuple())
                         label_records.append(record)
                     continue
-                decoded = decode_transaction(record.value)
+                decoded = decode_transaction(record.value, self._card_numbers)
                 if isinstance(decoded, RecordError):
                     sent.append(self._dead_letter(producer, record, decoded))
                 else:
@@ -272,6 +275,10 @@ class StreamProcessor:
         headers = [
             (key, value if value is not None else b"") for key, value in record.headers or []
         ]
+        value = record.value if record.value is not None else b""
+        key = record.key
+        if self._card_numbers.redacts_dead_letters():
+            value, key, headers = _redacted(value, key, headers)
         headers += [
             ("error.type", error.type.encode()),
             ("error.message", error.message.encode()),
@@ -279,14 +286,13 @@ class StreamProcessor:
             ("source.partition", str(record.partition).encode()),
             ("source.offset", str(record.offset).encode()),
         ]
-        value = record.value if record.value is not None else b""
         try:
-            return self._send(producer, self.config.topics.dead_letters, record.key, value, headers)
+            return self._send(producer, self.config.topics.dead_letters, key, value, headers)
         except MessageSizeTooLargeError:
             # Too large to forward whole (its own headers pushed it over): the dead letter
             # keeps the headers and says how large the value was.
             headers.append(("dead_letter.value_bytes", str(len(value)).encode()))
-            return self._send(producer, self.config.topics.dead_letters, record.key, b"", headers)
+            return self._send(producer, self.config.topics.dead_letters, key, b"", headers)
 
     @staticmethod
     def _send(
@@ -308,3 +314,30 @@ class StreamProcessor:
                 self.stats.lag[f"{tp.topic}/{tp.partition}"] = max(
                     0, high - (records[-1].offset + 1)
                 )
+
+
+REDACTED_HEADER = "dead_letter.redacted"
+
+
+def _redacted(
+    value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
+    """A dead letter without the card numbers of its record: a value, key or header that
+    holds one is dropped whole (its bytes are not a card holder's to keep), and a header
+    says what was dropped; the error headers added after this still say why it failed."""
+    dropped = []
+    if value and bytes_contain_card_number(value):
+        value = b""
+        dropped.append("value")
+    if key and bytes_contain_card_number(key):
+        key = None
+        dropped.append("key")
+    kept = []
+    for name, header in headers:
+        if bytes_contain_card_number(header) or bytes_contain_card_number(name.encode()):
+            dropped.append("header")
+        else:
+            kept.append((name, header))
+    if dropped:
+        kept.append((REDACTED_HEADER, ("card number in " + ", ".join(dropped)).encode()))
+    return value, key, kept
