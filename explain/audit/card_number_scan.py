@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from explain.audit.store import AuditStoreError
-from features.card_numbers import bytes_contain_card_number, contains_card_number
+from features.card_numbers import bytes_contain_card_number, text_contains_card_number
 
 # The time a row of each table is dated by (milliseconds since the epoch).
 TIME_COLUMNS = {"decisions": "decided_at_ms", "labels": "received_at_ms"}
@@ -49,7 +49,7 @@ def _iso(ms: int) -> str:
 
 def holds_card_number(value: object) -> bool:
     if isinstance(value, str):
-        return contains_card_number(value)
+        return text_contains_card_number(value)
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes_contain_card_number(bytes(value))
     return False
