@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -27,11 +27,11 @@ def _fields(exc: ValidationError) -> str:
     )
 
 
-def _decode(model: type[M], value: bytes | None, policy: CardNumberPolicy) -> M | RecordError:
+def _decode(model: type[M], value: bytes | None, context: dict[str, Any] | None) -> M | RecordError:
     if value is None:
         return RecordError("invalid_json", "the record has no value")
     try:
-        return decode_model(model, value, policy.context())
+        return decode_model(model, value, context if context is not None else REFUSE.context())
     except InvalidJson as exc:
         return RecordError("invalid_json", f"value is {exc}")
     except ValidationError as exc:
@@ -43,12 +43,13 @@ REFUSE = CardNumberPolicy()
 
 
 def decode_transaction(
-    value: bytes | None, policy: CardNumberPolicy = REFUSE
+    value: bytes | None, context: dict[str, Any] | None = None
 ) -> Transaction | RecordError:
-    """The record's transaction (its ids screened by ``policy``), or why it is not one."""
-    return _decode(Transaction, value, policy)
+    """The record's transaction, or why it is not one. Its ids are screened by the
+    card-number policy of ``context`` (``CardNumberPolicy.context()``; refuse without)."""
+    return _decode(Transaction, value, context)
 
 
-def decode_label(value: bytes | None, policy: CardNumberPolicy = REFUSE) -> Label | RecordError:
-    """The record's label (its id screened by ``policy``), or why it is not one."""
-    return _decode(Label, value, policy)
+def decode_label(value: bytes | None, context: dict[str, Any] | None = None) -> Label | RecordError:
+    """The record's label (its id screened as :func:`decode_transaction`'s), or why not."""
+    return _decode(Label, value, context)

@@ -33,7 +33,11 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from features.card_numbers import CardNumberPolicy, bytes_contain_card_number
+from features.card_numbers import (
+    CardNumberPolicy,
+    bytes_contain_card_number,
+    tokenised_fields,
+)
 from features.schema import Transaction
 from streaming.codec import REFUSE, RecordError, decode_label, decode_transaction
 from streaming.config import StreamConfig
@@ -194,6 +198,7 @@ class StreamProcessor:
         topics = self.config.topics
         txs: list[Transaction] = []
         tx_records: list[Any] = []
+        tokenised: list[list[str]] = []
         labels: list[tuple[str, bool, datetime | None]] = []
         label_records: list[Any] = []
         sent = []
@@ -201,35 +206,42 @@ class StreamProcessor:
         for tp, records in batch.items():
             for record in records:
                 if tp.topic == topics.labels:
-                    decoded_label = decode_label(record.value, self._card_numbers)
+                    decoded_label = decode_label(record.value, self._card_numbers.context())
                     if isinstance(decoded_label, RecordError):
                         sent.append(self._dead_letter(producer, record, decoded_label))
                     else:
                         labels.append(decoded_label.as_tuple())
                         label_records.append(record)
                     continue
-                decoded = decode_transaction(record.value, self._card_numbers)
+                context = self._card_numbers.context()
+                decoded = decode_transaction(record.value, context)
                 if isinstance(decoded, RecordError):
                     sent.append(self._dead_letter(producer, record, decoded))
                 else:
                     txs.append(decoded)
                     tx_records.append(record)
+                    tokenised.append(tokenised_fields(context))
         decoded_at = time.perf_counter()
         self.stats.decode_s += decoded_at - started
         if txs:
             outcomes = self._score(txs)
             scored_at = time.perf_counter()
             self.stats.score_s += scored_at - decoded_at
-            for tx, record, outcome in zip(txs, tx_records, outcomes, strict=True):
+            for tx, record, fields, outcome in zip(
+                txs, tx_records, tokenised, outcomes, strict=True
+            ):
                 if isinstance(outcome, RecordError):
                     sent.append(self._dead_letter(producer, record, outcome, tx.transaction_id))
                 else:
+                    # As the HTTP answer's header: which ids of the payment became tokens.
+                    noted = [(TOKENISED_HEADER, ", ".join(fields).encode())] if fields else None
                     sent.append(
                         self._send(
                             producer,
                             topics.decisions,
                             outcome.transaction_id.encode(),
                             outcome.payload,
+                            noted,
                         )
                     )
                     self.stats.decisions += 1
@@ -317,6 +329,7 @@ class StreamProcessor:
 
 
 REDACTED_HEADER = "dead_letter.redacted"
+TOKENISED_HEADER = "card_number.tokenised"
 
 
 def _redacted(

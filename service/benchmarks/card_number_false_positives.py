@@ -53,9 +53,8 @@ def main() -> None:
     print(f"{args.ids:,} random ids of {MIN_DIGITS}-{MAX_DIGITS} digits (seed {args.seed})")
     for name, (hits, n) in measure(args.ids, args.seed).items():
         low, high = wilson(hits, n)
-        print(
-            f"{name:>12}: {hits:>9,} flagged = {100 * hits / n:.2f} % (95 %: {100 * low:.2f}-{100 * high:.2f} %)"
-        )
+        interval = f"95 %: {100 * low:.2f}-{100 * high:.2f} %"
+        print(f"{name:>12}: {hits:>9,} flagged = {100 * hits / n:.2f} % ({interval})")
 
 
 if __name__ == "__main__":

@@ -67,3 +67,24 @@ def test_scan_of_postgres(
 def test_scan_without_a_store_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit", "scan", "--audit-file", str(tmp_path / "none.sqlite3")]) == 2
     assert "no audit store" in capsys.readouterr().err
+
+
+def test_report_commands_screen_ids_as_the_api_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "audit.sqlite3"
+    with SQLiteAuditStore(path) as store:
+        store.submit_many([make_record("tx-1")]).result(20)
+    out = str(tmp_path / "page.html")
+    decision = ["report", "decision", VISA, "--out", out, "--audit-file", str(path)]
+    export = ["report", "export", "--customer-id", AMEX, "--format", "csv", "--out", out]
+    for command in (decision, [*export, "--audit-file", str(path)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "send a token" in err and VISA not in err
+    # Under tokenise the card is looked up as its token (none is stored here).
+    monkeypatch.setenv("RISKSCORE_PAN_POLICY", "tokenise")
+    monkeypatch.setenv("RISKSCORE_PAN_HMAC_KEY", "k" * 32)
+    assert main(decision) == 2
+    err = capsys.readouterr().err
+    assert "no decision recorded for transaction 'tok_" in err and VISA not in err

@@ -217,6 +217,9 @@ def test_no_card_number_is_kept_anywhere(tmp_path: Path, policy: str) -> None:
         decided = 0 if refuse else 2
         decisions = _topic(servers, "decisions", decided)
         assert len(decisions) == decided
+        if not refuse:  # each decision says which of its payment's ids became tokens
+            noted = {dict(d.headers)["card_number.tokenised"] for d in decisions}
+            assert noted == {b"customer_id", b"transaction_id"}
         # The label once its payment is decided (else it would wait in no order).
         label = {"transaction_id": kafka_tx, "is_fraud": True}
         producer.send("labels", key=kafka_tx.encode(), value=json.dumps(label).encode())
