@@ -124,7 +124,9 @@ def card_numbers_in(text: str) -> list[re.Match[str]]:
     >>> [m.group() for m in card_numbers_in("cust 4111-1111-1111-1111, order 1234567890123")]
     ['4111-1111-1111-1111']
     """
-    if len(text) < MIN_DIGITS:
+    # Most ids hold fewer than 13 digits: counted in C, they skip the regex (which
+    # tripled the cost of screening a payment's three ids).
+    if len(text) < MIN_DIGITS or sum(map(text.count, "0123456789")) < MIN_DIGITS:
         return []
     return [m for m in _RUN.finditer(text) if is_card_number(m.group().translate(_SEPARATORS))]
 
