@@ -15,7 +15,7 @@ import json
 import math
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -26,6 +26,8 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+
+from features.card_numbers import screen_id
 
 # Larger than any single card payment we expect; beyond it the value is almost surely a
 # unit error (cents sent as units) and scoring it would only produce a confident nonsense.
@@ -44,10 +46,13 @@ def _not_dots(value: str) -> str:
     return value
 
 
+# Every id passes the card-number policy of the validation's context (see
+# features/card_numbers.py): refused, tokenised or let through before anything keeps it.
 Identifier = Annotated[
     str,
     Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"),
     AfterValidator(_not_dots),
+    AfterValidator(screen_id),
 ]
 
 
@@ -127,7 +132,7 @@ class Label(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    transaction_id: str = Field(min_length=1, max_length=128)
+    transaction_id: Annotated[str, AfterValidator(screen_id)] = Field(min_length=1, max_length=128)
     is_fraud: bool
     labelled_at: AwareDatetime | None = Field(
         default=None,
@@ -180,7 +185,7 @@ def loads(data: bytes | str) -> object:
         raise InvalidJson(f"not valid JSON: {exc}") from None
 
 
-def decode_model(model: type[M], data: bytes) -> M:
+def decode_model(model: type[M], data: bytes, context: dict[str, Any] | None = None) -> M:
     """Validate JSON bytes as ``model``, for every transport (HTTP bodies, Kafka values).
 
     Valid input takes pydantic's parser straight from the bytes (one pass, ~5 µs for a
@@ -189,13 +194,14 @@ def decode_model(model: type[M], data: bytes) -> M:
     told about bad input (and what is accepted at the edges, e.g. a UTF-16 body) stays
     exactly as it was: raises :class:`InvalidJson` or pydantic's ``ValidationError``.
     pydantic's JSON mode is at least as strict as that path (tested), so the fast path
-    never accepts what the slow one would refuse.
+    never accepts what the slow one would refuse. ``context`` carries the card-number
+    policy (``CardNumberPolicy.context()``).
     """
     try:
-        return model.model_validate_json(data)
+        return model.model_validate_json(data, context=context)
     except ValidationError:
         pass
-    return model.model_validate(loads(data))
+    return model.model_validate(loads(data), context=context)
 
 
 def validation_problems(

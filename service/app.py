@@ -20,6 +20,7 @@ from models.fast import ModelSlot
 from models.sequence import SequenceModel
 from service.app_keys import METRICS, SCORER, SETTINGS, STREAM, WARM_START
 from service.audit_backend import open_audit_store
+from service.card_number_guard import card_number_middleware
 from service.handlers import Views
 from service.lifecycle import ScoringProcess
 from service.middleware import (
@@ -124,6 +125,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Applicat
                 probes_need_key=http.probes_need_key,
             )
         )
+    # Inside auth: a caller without a key learns nothing about its URL's ids.
+    middlewares.append(card_number_middleware(settings.card_numbers.card_number_policy()))
     app = web.Application(client_max_size=http.max_body_bytes, middlewares=middlewares)
     app[SCORER] = scorer
     app[SETTINGS] = settings

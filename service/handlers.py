@@ -10,6 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from explain.decision import response_json
+from features.card_numbers import contains_card_number, tokenised_fields
 from features.schema import InvalidJson as JsonSyntaxError
 from features.schema import Label, Transaction, decode_model, loads
 from service.admission import AdmissionControl
@@ -26,6 +27,7 @@ from service.api_models import (
     Readiness,
 )
 from service.app_keys import STREAM
+from service.card_number_guard import tokenised_header
 from service.errors import (
     InvalidInput,
     InvalidJson,
@@ -77,18 +79,21 @@ async def read_json(request: web.Request, limit: int) -> Any:
         raise InvalidJson(f"body is {exc}") from None
 
 
-def parse_transaction(data: object, prefix: str = "") -> Transaction:
-    """Validate decoded JSON as a transaction; :class:`InvalidInput` names each bad field."""
+def parse_transaction(
+    data: object, prefix: str = "", context: dict[str, Any] | None = None
+) -> Transaction:
+    """Validate decoded JSON as a transaction; :class:`InvalidInput` names each bad field.
+    ``context`` carries the card-number policy (``CardNumberPolicy.context()``)."""
     try:
-        return Transaction.model_validate(data)
+        return Transaction.model_validate(data, context=context)
     except ValidationError as exc:
         raise InvalidInput.from_validation(exc, prefix) from None
 
 
-def decode_transaction(body: bytes) -> Transaction:
+def decode_transaction(body: bytes, context: dict[str, Any] | None = None) -> Transaction:
     """A ``/score`` body as a transaction, straight from its bytes (see ``decode_model``)."""
     try:
-        return decode_model(Transaction, body)
+        return decode_model(Transaction, body, context)
     except JsonSyntaxError as exc:
         raise InvalidJson(f"body is {exc}") from None
     except ValidationError as exc:
@@ -127,7 +132,13 @@ def _item_error(index: int, item: object, error: ServiceError) -> bytes:
 
 
 def _item_error_model(index: int, item: object, error: ServiceError) -> BatchItemError:
+    """The error of one batch item, naming its id as sent (the validated id when there is
+    one, e.g. a token); an id holding a card number is never echoed."""
     transaction_id = item.get("transaction_id") if isinstance(item, dict) else None
+    if isinstance(item, BaseModel):
+        transaction_id = getattr(item, "transaction_id", None)
+    if isinstance(transaction_id, str) and contains_card_number(transaction_id):
+        transaction_id = None
     return BatchItemError(
         index=index,
         transaction_id=transaction_id if isinstance(transaction_id, str) else None,
@@ -161,6 +172,7 @@ class Views:
             rates=RateLimits(settings.admission.rates),
             on_shed=lambda reason: metrics.shed.labels(reason).inc(),
         )
+        self._card_numbers = settings.card_numbers.card_number_policy()
 
     def _admit(
         self, request: web.Request, payments: int, received: float, budget: float | None
@@ -177,17 +189,22 @@ class Views:
         received = time.perf_counter()  # the budget counts from here
         full = _full_explanation(request)
         budget = _budget_ms(request)
-        tx = decode_transaction(await read_body(request, self._settings.http.max_body_bytes))
+        body = await read_body(request, self._settings.http.max_body_bytes)
+        context = self._card_numbers.context()
+        tx = decode_transaction(body, context)
         self._require_ready()
         self._admit(request, 1, received, budget)
         try:
             scored = await self._batcher.submit(ScoreRequest(tx, received, budget))
         finally:
             self.admission.done(1)
+        headers = tokenised_header(tokenised_fields(context)) or {}
+        if scored.replayed:
+            headers[REPLAYED_HEADER] = "true"
         return web.Response(
             body=response_json(scored.decision, full),
             content_type=JSON_TYPE,
-            headers={REPLAYED_HEADER: "true"} if scored.replayed else None,
+            headers=headers or None,
         )
 
     async def score_batch(self, request: web.Request) -> web.Response:
@@ -205,12 +222,16 @@ class Views:
         results: list[bytes | None] = [None] * len(batch.transactions)
         valid: list[int] = []
         txs = []
+        tokenised: list[str] = []
         for i, item in enumerate(batch.transactions):
+            prefix = f"transactions.{i}."
+            context = self._card_numbers.context()
             try:
-                txs.append(parse_transaction(item, prefix=f"transactions.{i}."))
+                txs.append(parse_transaction(item, prefix, context))
                 valid.append(i)
             except InvalidInput as exc:
                 results[i] = _item_error(i, item, exc)
+            tokenised += [prefix + name for name in tokenised_fields(context)]
         if txs:
             self._admit(request, len(txs), received, budget)
             try:
@@ -219,14 +240,16 @@ class Views:
                 self.admission.done(len(txs))
         else:
             outcomes = []
-        for i, outcome in zip(valid, outcomes, strict=True):
+        for i, tx, outcome in zip(valid, txs, outcomes, strict=True):
             if isinstance(outcome, ServiceError):
-                results[i] = _item_error(i, batch.transactions[i], outcome)
+                results[i] = _item_error(i, tx, outcome)
             else:
                 results[i] = response_json(outcome.decision, full)
         # The items are encoded already (each decision by the one encoder of its view).
         body_bytes = b'{"results":[' + b",".join(r for r in results if r is not None) + b"]}"
-        return web.Response(body=body_bytes, content_type=JSON_TYPE)
+        return web.Response(
+            body=body_bytes, content_type=JSON_TYPE, headers=tokenised_header(tokenised)
+        )
 
     async def decision(self, request: web.Request) -> web.Response:
         transaction_id = request.match_info["transaction_id"]
@@ -244,11 +267,15 @@ class Views:
         self._require_ready()
         if isinstance(body, dict) and "labels" in body:
             return await self._label_batch(_validated(LabelBatchRequest, body))
-        label = _validated(Label, body)
+        context = self._card_numbers.context()
+        label = _validated(Label, body, context=context)
         outcome = await self._scorer.record_label(
             label.transaction_id, label.is_fraud, label.labelled_at
         )
-        return json_response(LabelResponse(transaction_id=label.transaction_id, outcome=outcome))
+        return json_response(
+            LabelResponse(transaction_id=label.transaction_id, outcome=outcome),
+            tokenised_header(tokenised_fields(context)),
+        )
 
     async def _label_batch(self, batch: LabelBatchRequest) -> web.Response:
         limit = self._settings.http.max_batch_size
@@ -258,22 +285,28 @@ class Views:
             )
         results: list[LabelResponse | BatchItemError | None] = [None] * len(batch.labels)
         valid: list[tuple[int, Label]] = []
+        tokenised: list[str] = []
         for i, item in enumerate(batch.labels):
+            context = self._card_numbers.context()
             try:
-                valid.append((i, _validated(Label, item, prefix=f"labels.{i}.")))
+                valid.append((i, _validated(Label, item, f"labels.{i}.", context)))
             except InvalidInput as exc:
                 results[i] = _item_error_model(i, item, exc)
+            tokenised += [f"labels.{i}.{name}" for name in tokenised_fields(context)]
         outcomes = await self._scorer.record_labels(
             [(label.transaction_id, label.is_fraud, label.labelled_at) for _, label in valid]
         )
         for (i, label), outcome in zip(valid, outcomes, strict=True):
             # Unknown ids (and labels that could not be stored) are reported per item.
             results[i] = (
-                _item_error_model(i, batch.labels[i], outcome)
+                _item_error_model(i, label, outcome)
                 if isinstance(outcome, ServiceError)
                 else LabelResponse(transaction_id=label.transaction_id, outcome=outcome)
             )
-        return json_response(LabelBatchResponse(results=[r for r in results if r is not None]))
+        return json_response(
+            LabelBatchResponse(results=[r for r in results if r is not None]),
+            tokenised_header(tokenised),
+        )
 
     async def healthz(self, request: web.Request) -> web.Response:
         return json_response(Health())
@@ -299,8 +332,10 @@ class Views:
         )
 
 
-def _validated(model: type[M], data: object, prefix: str = "") -> M:
+def _validated(
+    model: type[M], data: object, prefix: str = "", context: dict[str, Any] | None = None
+) -> M:
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         raise InvalidInput.from_validation(exc, prefix) from None

@@ -16,6 +16,8 @@ from typing import Any
 
 from kafka.errors import Cancelled
 
+from features.card_numbers import redact
+
 # Loggers of riskscore's own packages (and "riskscore", the command line's).
 OWN_LOGGERS = ("riskscore", "service", "streaming", "features", "models", "explain", "loadtest")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -39,9 +41,33 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, name, None)
             if value is not None:
                 line[name] = value
-        if record.exc_info:
+        if record.exc_text:  # already formatted (and redacted) by redact_card_numbers
+            line["exception"] = record.exc_text
+        elif record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+_EXCEPTIONS = logging.Formatter()
+
+
+def redact_card_numbers(record: logging.LogRecord) -> bool:
+    """Replaces card numbers in a line (message, exception, context fields) by
+    ``[card number]``: whatever an id or an error message carries, a log never holds a
+    card number (PCI DSS 3.4), whichever logger wrote it."""
+    message = record.getMessage()
+    clean = redact(message)
+    if clean != message:
+        record.msg, record.args = clean, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = _EXCEPTIONS.formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    for name in CONTEXT_FIELDS:
+        value = getattr(record, name, None)
+        if isinstance(value, str):
+            setattr(record, name, redact(value))
+    return True
 
 
 def library_noise_as_info(record: logging.LogRecord) -> bool:
@@ -79,3 +105,4 @@ def setup_logging(level: str, library_level: str = "WARNING", fmt: str = "text")
         logging.getLogger(name).setLevel(level)
     # On the handler: a logger's filters do not see its children's records.
     handler.addFilter(library_noise_as_info)
+    handler.addFilter(redact_card_numbers)

@@ -27,6 +27,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from features.card_numbers import CardNumberPolicy, PanPolicyName
 from models.artifact_paths import default_artifact_dir, default_sequence_artifact_dir
 from streaming.config import KafkaSettings
 
@@ -275,6 +276,44 @@ def _masked(item: str) -> str:
     return f"{key[:2]}…{sep}{rate}" if sep else f"{item[:2]}…"
 
 
+# Card numbers in ids (issue 15): one block, read by every place an id enters.
+MIN_PAN_HMAC_KEY_CHARS = 32
+
+
+class CardNumberSettings(BaseSettings):
+    """Card numbers (PANs) in ids: refused, tokenised or allowed (features/card_numbers.py)."""
+
+    model_config = _config("RISKSCORE_PAN_")
+
+    policy: PanPolicyName = "refuse"
+    """An id (transaction, customer, terminal; in bodies, paths, queries and Kafka records)
+    holding a card number is refused (422 naming the field; a dead letter on Kafka),
+    tokenised (replaced by a keyed HMAC-SHA256 token before anything is stored; needs
+    RISKSCORE_PAN_HMAC_KEY) or allowed (for platforms whose ids are never card numbers)."""
+
+    hmac_key: SecretStr | None = None
+    """Secret key of the card-number tokens (RISKSCORE_PAN_POLICY=tokenise); keep it as
+    long as the stored tokens must match new ones (a new key gives every card a new token)."""
+
+    @model_validator(mode="after")
+    def _key_for_tokens(self) -> CardNumberSettings:
+        key = self.hmac_key.get_secret_value() if self.hmac_key is not None else ""
+        if self.policy == "tokenise" and not key:
+            raise ValueError(
+                "RISKSCORE_PAN_HMAC_KEY: RISKSCORE_PAN_POLICY=tokenise needs a secret key "
+                f"of at least {MIN_PAN_HMAC_KEY_CHARS} characters"
+            )
+        if key and len(key) < MIN_PAN_HMAC_KEY_CHARS:
+            raise ValueError(
+                f"RISKSCORE_PAN_HMAC_KEY: needs at least {MIN_PAN_HMAC_KEY_CHARS} characters"
+            )
+        return self
+
+    def card_number_policy(self) -> CardNumberPolicy:
+        key = self.hmac_key.get_secret_value().encode() if self.hmac_key is not None else None
+        return CardNumberPolicy(self.policy, key if self.policy == "tokenise" else None)
+
+
 class Settings(BaseSettings):
     """Everything `riskscore serve` and `riskscore consume` can be configured with."""
 
@@ -330,6 +369,7 @@ class Settings(BaseSettings):
     stream: KafkaSettings = Field(default_factory=KafkaSettings)
     second_stage: SecondStageSettings = Field(default_factory=SecondStageSettings)
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
+    card_numbers: CardNumberSettings = Field(default_factory=CardNumberSettings)
 
     @model_validator(mode="after")
     def _rated_keys_known(self) -> Settings:
@@ -425,6 +465,8 @@ def allowed_values(model: type[BaseSettings], name: str) -> str:
         return f"keys of at least {MIN_API_KEY_CHARS} characters, comma-separated"
     if model is AdmissionSettings and name == "api_key_rates":
         return "`key:rate` pairs (payments/s), comma-separated"
+    if model is CardNumberSettings and name == "hmac_key":
+        return f"a secret of at least {MIN_PAN_HMAC_KEY_CHARS} characters"
     if model is AuditSettings and name == "url":
         return "a `postgresql://` URL"
     if model is ScoringSettings and name == "feature_state_url":

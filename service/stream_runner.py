@@ -59,7 +59,13 @@ class StreamRunner:
         busy = DepthGate(
             lambda: self._scorer.in_flight, self._settings.admission.kafka_pause_in_flight
         )
-        self.processor = StreamProcessor(config, bridge.score, bridge.labels, busy)
+        self.processor = StreamProcessor(
+            config,
+            bridge.score,
+            bridge.labels,
+            busy,
+            card_numbers=self._settings.card_numbers.card_number_policy(),
+        )
         self._thread = threading.Thread(
             target=self._run, name="riskscore-kafka-consumer", daemon=True
         )

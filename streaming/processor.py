@@ -38,8 +38,13 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from features.card_numbers import (
+    CardNumberPolicy,
+    bytes_contain_card_number,
+    tokenised_fields,
+)
 from features.schema import Transaction
-from streaming.codec import RecordError, decode_label, decode_transaction
+from streaming.codec import REFUSE, RecordError, decode_label, decode_transaction
 from streaming.config import StreamConfig
 
 log = logging.getLogger(__name__)
@@ -95,8 +100,10 @@ class StreamProcessor:
         score: BatchScorer,
         labels: LabelSink | None = None,
         busy: Callable[[], bool] | None = None,
+        card_numbers: CardNumberPolicy = REFUSE,
     ) -> None:
         self.config = config
+        self._card_numbers = card_numbers
         self._score = score
         self._labels = labels
         self._busy = busy
@@ -221,6 +228,7 @@ class StreamProcessor:
         topics = self.config.topics
         txs: list[Transaction] = []
         tx_records: list[Any] = []
+        tokenised: list[list[str]] = []
         labels: list[tuple[str, bool, datetime | None]] = []
         label_records: list[Any] = []
         sent = []
@@ -228,35 +236,42 @@ class StreamProcessor:
         for tp, records in batch.items():
             for record in records:
                 if tp.topic == topics.labels:
-                    decoded_label = decode_label(record.value)
+                    decoded_label = decode_label(record.value, self._card_numbers.context())
                     if isinstance(decoded_label, RecordError):
                         sent.append(self._dead_letter(producer, record, decoded_label))
                     else:
                         labels.append(decoded_label.as_tuple())
                         label_records.append(record)
                     continue
-                decoded = decode_transaction(record.value)
+                context = self._card_numbers.context()
+                decoded = decode_transaction(record.value, context)
                 if isinstance(decoded, RecordError):
                     sent.append(self._dead_letter(producer, record, decoded))
                 else:
                     txs.append(decoded)
                     tx_records.append(record)
+                    tokenised.append(tokenised_fields(context))
         decoded_at = time.perf_counter()
         self.stats.decode_s += decoded_at - started
         if txs:
             outcomes = self._score(txs)
             scored_at = time.perf_counter()
             self.stats.score_s += scored_at - decoded_at
-            for tx, record, outcome in zip(txs, tx_records, outcomes, strict=True):
+            for tx, record, fields, outcome in zip(
+                txs, tx_records, tokenised, outcomes, strict=True
+            ):
                 if isinstance(outcome, RecordError):
                     sent.append(self._dead_letter(producer, record, outcome, tx.transaction_id))
                 else:
+                    # As the HTTP answer's header: which ids of the payment became tokens.
+                    noted = [(TOKENISED_HEADER, ", ".join(fields).encode())] if fields else None
                     sent.append(
                         self._send(
                             producer,
                             topics.decisions,
                             outcome.transaction_id.encode(),
                             outcome.payload,
+                            noted,
                         )
                     )
                     self.stats.decisions += 1
@@ -302,6 +317,10 @@ class StreamProcessor:
         headers = [
             (key, value if value is not None else b"") for key, value in record.headers or []
         ]
+        value = record.value if record.value is not None else b""
+        key = record.key
+        if self._card_numbers.redacts_dead_letters():
+            value, key, headers = _redacted(value, key, headers)
         headers += [
             ("error.type", error.type.encode()),
             ("error.message", error.message.encode()),
@@ -309,14 +328,13 @@ class StreamProcessor:
             ("source.partition", str(record.partition).encode()),
             ("source.offset", str(record.offset).encode()),
         ]
-        value = record.value if record.value is not None else b""
         try:
-            return self._send(producer, self.config.topics.dead_letters, record.key, value, headers)
+            return self._send(producer, self.config.topics.dead_letters, key, value, headers)
         except MessageSizeTooLargeError:
             # Too large to forward whole (its own headers pushed it over): the dead letter
             # keeps the headers and says how large the value was.
             headers.append(("dead_letter.value_bytes", str(len(value)).encode()))
-            return self._send(producer, self.config.topics.dead_letters, record.key, b"", headers)
+            return self._send(producer, self.config.topics.dead_letters, key, b"", headers)
 
     @staticmethod
     def _send(
@@ -354,3 +372,31 @@ class _PauseAssigned(ConsumerRebalanceListener):
     def on_partitions_assigned(self, assigned: Any) -> None:
         if self._processor.paused and assigned:
             self._consumer.pause(*assigned)
+
+
+REDACTED_HEADER = "dead_letter.redacted"
+TOKENISED_HEADER = "card_number.tokenised"
+
+
+def _redacted(
+    value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
+    """A dead letter without the card numbers of its record: a value, key or header that
+    holds one is dropped whole (its bytes are not a card holder's to keep), and a header
+    says what was dropped; the error headers added after this still say why it failed."""
+    dropped = []
+    if value and bytes_contain_card_number(value):
+        value = b""
+        dropped.append("value")
+    if key and bytes_contain_card_number(key):
+        key = None
+        dropped.append("key")
+    kept = []
+    for name, header in headers:
+        if bytes_contain_card_number(header) or bytes_contain_card_number(name.encode()):
+            dropped.append("header")
+        else:
+            kept.append((name, header))
+    if dropped:
+        kept.append((REDACTED_HEADER, ("card number in " + ", ".join(dropped)).encode()))
+    return value, key, kept

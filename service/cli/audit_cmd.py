@@ -25,6 +25,10 @@ instead).
            cutoff (a month is kept while any of it is inside the period).
            SQLite: a compaction in one transaction (decisions before the cutoff and
            their labels); run it when the service is quiet, it holds the write lock.
+  scan     where the store holds card numbers in clear (written before ids were
+           screened, or under RISKSCORE_PAN_POLICY=allow): table, column, how many,
+           first and last time — never a number itself. Exit status 1 when any is
+           found (README: Card numbers says what to do then).
   backup   SQLite: a consistent copy of the file, taken while the service runs
            (SQLite's online backup API). PostgreSQL: use pg_dump, or base backups with
            WAL archiving for point-in-time recovery (see the README).
@@ -32,6 +36,7 @@ instead).
 Examples:
   RISKSCORE_AUDIT_RETENTION_DAYS=400 riskscore audit prune
   riskscore audit prune --older-than 400
+  riskscore audit scan
   riskscore audit backup backups/audit-2024-06-01.sqlite3"""
 
 PG_BACKUP = (
@@ -44,7 +49,7 @@ PG_BACKUP = (
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "audit",
-        help="audit store retention (prune) and backup",
+        help="audit store retention (prune), card-number scan and backup",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -62,6 +67,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     audit_file_option(prune)
     prune.set_defaults(run=run_prune)
+    scan = commands.add_parser(
+        "scan",
+        help="report where the store holds card numbers (never the numbers)",
+        description="Report how many stored values hold a card number, by table and column, "
+        "with the first and last time; exit status 1 when any is found.",
+    )
+    audit_file_option(scan)
+    scan.set_defaults(run=run_scan)
     backup = commands.add_parser(
         "backup",
         help="copy the SQLite audit file while the service runs",
@@ -148,3 +161,42 @@ def run_backup(args: argparse.Namespace) -> int:
         store.close()
     print(f"audit store backed up -> {args.out}")
     return 0
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    from explain.audit.card_number_scan import scan_postgres, scan_sqlite
+
+    settings = load_settings()
+    try:
+        if args.audit_file is not None or settings.audit.url is None:
+            path = args.audit_file or settings.audit_path
+            if not path.is_file():
+                raise UserError(f"no audit store at {path} (see --audit-file)")
+            where, findings = str(path), scan_sqlite(path)
+        else:
+            from explain.audit.postgres_connect import connect
+            from features.url_redaction import redact
+
+            url = settings.audit.url.get_secret_value()
+            where = redact(url)
+            connection = connect(
+                url,
+                connect_timeout_s=settings.audit.connect_timeout_s,
+                statement_timeout_ms=settings.audit.statement_timeout_ms,
+                autocommit=False,
+            )
+            try:
+                findings = scan_postgres(connection)
+            finally:
+                connection.close()
+    except AuditStoreError as exc:
+        raise UserError(str(exc)) from exc
+    if not findings:
+        print(f"no card numbers found in {where}")
+        return 0
+    total = sum(f.count for f in findings)
+    print(f"{total} stored values hold a card number in {where}:")
+    for finding in findings:
+        print(f"  {finding.line()}")
+    print("see the README (Card numbers) for what to do")
+    return 1

@@ -20,6 +20,7 @@ from explain.reports.pdf import PdfUnavailable, to_pdf
 from explain.reports.period_page import summary_page
 from explain.reports.query import DecisionFilter, ListFilter, iter_pages
 from explain.reports.summary import summarize
+from features.card_numbers import REFUSAL, CardNumberRefused
 from features.schema import validation_problems
 from models.artifacts import load_manifest
 from models.errors import ArtifactError
@@ -119,6 +120,8 @@ def _selection(args: argparse.Namespace) -> DecisionFilter:
     fields: dict[str, Any] = {"from": args.start, "to": args.end}
     for name in ("action", "customer_id", "min_score", "stage", "fallback", "reason"):
         fields[name] = getattr(args, name, None)
+    if fields["customer_id"] is not None:
+        fields["customer_id"] = _screened(fields["customer_id"], "--customer-id")
     model = ListFilter if args.report_command == "export" else DecisionFilter
     try:
         return model.model_validate({k: v for k, v in fields.items() if v is not None})
@@ -190,7 +193,17 @@ def _write(args: argparse.Namespace, page: str) -> None:
         args.out.write_text(page, encoding="utf-8")
 
 
+def _screened(value: str, option: str) -> str:
+    """An id given on the command line, under the card-number policy as the API applies
+    it: refused, or its card number as the token the decisions are stored under."""
+    try:
+        return load_settings().card_numbers.card_number_policy().screen(value)
+    except CardNumberRefused:
+        raise UserError(f"{option}: {REFUSAL}") from None
+
+
 def run_decision(args: argparse.Namespace) -> int:
+    args.transaction_id = _screened(args.transaction_id, "TRANSACTION_ID")
     artifact = args.model_dir or load_settings().scoring.artifact_dir
     try:
         manifest = load_manifest(artifact)
