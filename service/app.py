@@ -12,7 +12,9 @@ from aiohttp.typedefs import Middleware
 
 from explain.explainer import make_explainer
 from features.online import OnlineFeatureEngine
+from features.redis_sequences import RedisSequences
 from features.redis_state import RedisFeatureState
+from features.sequence import SequenceStore
 from features.state import FeatureState, FeatureStateUnavailable
 from models.cascade import Cascade, FaultInjection
 from models.errors import ArtifactError
@@ -50,10 +52,12 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
     )
     cascade = build_cascade(settings, models.model.version)
     store = open_audit_store(settings)
+    engine = build_feature_state(settings)
     return Scorer(
         models,
         store,
-        engine=build_feature_state(settings),
+        engine=engine,
+        sequences=build_sequences(engine, cascade),
         reason_count=settings.scoring.reason_count,
         metrics=metrics,
         explainer_factory=lambda model: make_explainer(settings.scoring.explainer, model),
@@ -71,6 +75,14 @@ def build_feature_state(settings: Settings) -> FeatureState:
         return RedisFeatureState(url)
     except FeatureStateUnavailable as exc:
         raise FeatureStateUnavailable(f"RISKSCORE_FEATURE_STATE_URL: {exc}") from None
+
+
+def build_sequences(engine: FeatureState, cascade: Cascade | None) -> SequenceStore | None:
+    """The customers' sequences live where the feature state does: beside it in Redis,
+    or in the process (None: the scorer keeps them)."""
+    if cascade is None or not isinstance(engine, RedisFeatureState):
+        return None
+    return RedisSequences(engine, cascade.model.spec)
 
 
 def build_cascade(settings: Settings, fast_model_version: str) -> Cascade | None:

@@ -33,7 +33,7 @@ from explain.records import DecisionRecord, LabelOutcomeName
 from explain.sequence_attribution import complete_attributions
 from features.online import OnlineFeatureEngine
 from features.schema import Transaction
-from features.sequence import OnlineSequences, SequenceView
+from features.sequence import OnlineSequences, SequenceStore, SequenceView
 from features.state import FeatureState
 from models.cascade import DEFAULT_BUDGET_MS, Cascade
 from models.fast import FastModel, ModelSlot
@@ -76,13 +76,18 @@ class Scorer:
         explainer_factory: Callable[[FastModel], Explainer] | None = None,
         cascade: Cascade | None = None,
         budget_ms: float = DEFAULT_BUDGET_MS,
+        sequences: SequenceStore | None = None,
     ) -> None:
         self._models = models
         self._store = store
         self._engine: FeatureState = engine or OnlineFeatureEngine()
         self._metrics = metrics
         self._cascade = cascade
-        self._sequences = None if cascade is None else OnlineSequences(cascade.model.spec)
+        # The customers' sequences: given (beside an external feature state), else in here.
+        if cascade is None:
+            self._sequences: SequenceStore | None = None
+        else:
+            self._sequences = sequences or OnlineSequences(cascade.model.spec)
         self._fast_path = FastPath(
             models,
             self._engine,

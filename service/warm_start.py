@@ -10,7 +10,7 @@ import numpy as np
 
 from explain.audit.store import RebuildEvent, RebuildSource
 from features.online import OnlineFeatureEngine
-from features.sequence import OnlineSequences
+from features.sequence import SequenceStore
 from features.state import FeatureState
 from models.cascade import Cascade
 from service.fast_path import FastPath
@@ -22,20 +22,20 @@ REPLAY_CHUNK = 4096
 def rebuild(
     store: RebuildSource,
     engine: FeatureState,
-    sequences: OnlineSequences | None,
+    sequences: SequenceStore | None,
     progress: Callable[[int], object] | None = None,
 ) -> int:
     """Replay the stored transactions any window can still see (the longest window plus
     its delay back from the latest one), then their latest labels: the state a process
     that never stopped would hold. Returns the transactions replayed.
 
-    A persistent state (Redis) already holds the windows: only the customers' sequences,
-    still in the process, are refilled."""
+    A persistent state (Redis) already holds the windows and the customers' sequences:
+    nothing is replayed."""
     latest = store.latest_event_ms()
     if latest is None:
         return 0
     if engine.persistent:
-        if sequences is not None:
+        if sequences is not None and not sequences.persistent:
             _rebuild_sequences(store, sequences, latest)
         return 0
     since = latest - engine.plan.longest_horizon_ms
@@ -59,7 +59,7 @@ def _chunks(events: Iterator[RebuildEvent], size: int) -> Iterator[list[RebuildE
         yield chunk
 
 
-def _rebuild_sequences(store: RebuildSource, sequences: OnlineSequences, latest_ms: int) -> None:
+def _rebuild_sequences(store: RebuildSource, sequences: SequenceStore, latest_ms: int) -> None:
     """Refill the customers' sequences with the feature vectors as they were decided.
 
     Not from the replay above: it applies labels only at its end, so its vectors lack
@@ -67,9 +67,14 @@ def _rebuild_sequences(store: RebuildSource, sequences: OnlineSequences, latest_
     """
     spec = sequences.spec
     for stored in store.recent_feature_vectors(latest_ms - spec.max_age_ms, spec.length):
-        x = np.array([stored.features.get(name, np.nan) for name in spec.feature_names])
-        sequences.append(
-            stored.customer_id, stored.transaction_id, stored.epoch_ms, stored.amount, x
+        x = np.array([[stored.features.get(name, np.nan) for name in spec.feature_names]])
+        sequences.append_many(
+            [stored.customer_id],
+            [stored.transaction_id],
+            [stored.epoch_ms],
+            [stored.amount],
+            x,
+            [False],
         )
 
 
