@@ -52,7 +52,7 @@ class StreamRunner:
             servers = self.broker.bootstrap_servers
             log.info("embedded Kafka-protocol broker on %s", servers)
         config = kafka.stream_config(servers)
-        ensure_topics(servers, config.topics.all(), kafka.partitions)
+        ensure_topics(servers, config.topics.all(), kafka.partitions, config.client_options)
         bridge = ScorerBridge(self._scorer, self._loop)
         self.processor = StreamProcessor(config, bridge.score, bridge.labels)
         self._thread = threading.Thread(
