@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 
+from service.checkpointing import CHECKPOINT_FILE, Checkpointer
 from service.prometheus_metrics import ScoringMetrics, StreamCollector
 from service.scorer import Scorer
 from service.settings import Settings
@@ -34,6 +35,9 @@ class ScoringProcess:
         self.warm_start: asyncio.Task[int] | None = None
         self.stream: StreamRunner | None = None
         self._shut_down = False
+        self.checkpoints = Checkpointer(
+            scorer, settings.data_dir / CHECKPOINT_FILE, settings.scoring.checkpoint_interval_s
+        )
 
     async def start(self) -> None:
         """Begin the warm start; start the consumer when Kafka is on (blocks until it runs).
@@ -43,6 +47,7 @@ class ScoringProcess:
         is stopped before the error goes on: its threads would keep the process alive.
         """
         self.warm_start = asyncio.create_task(asyncio.to_thread(self._warm))
+        self.checkpoints.start()
         if self.settings.kafka != "on":
             return
         runner = StreamRunner(self.settings, self.scorer, asyncio.get_running_loop())
@@ -76,13 +81,18 @@ class ScoringProcess:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.warm_start), settings.shutdown_timeout_s)
         await self.scorer.drain(settings.shutdown_timeout_s)
+        await self.checkpoints.stop()
         await asyncio.to_thread(self.scorer.store.close, settings.shutdown_timeout_s)
         log.info("audit store flushed and closed")
         self.scorer.engine.close()
 
     def _warm(self) -> int:
         try:
-            rebuilt = self.scorer.warm_start(self.settings.scoring.warm_start, settle=settle_heap)
+            rebuilt = self.scorer.warm_start(
+                self.settings.scoring.warm_start,
+                settle=settle_heap,
+                checkpoint=self.checkpoints.path if self.checkpoints.enabled else None,
+            )
         except Exception as exc:
             # Scoring stays refused and the process says why; the operator must act.
             log.exception("rebuilding the feature state failed")

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from explain.audit.store import AuditStore, AuditStoreError
 from explain.decision import Decision
@@ -160,16 +161,20 @@ class Scorer:
         from_store: bool = True,
         progress: Callable[[int], object] | None = None,
         settle: Callable[[], object] | None = None,
+        checkpoint: Path | None = None,
     ) -> int:
         """Get ready to score: rebuild the feature state, then run the hot path once.
 
         With ``from_store``, replays the stored transactions any window can still see, then
-        their latest labels (``warm_start.rebuild``). ``settle`` runs last, before the
+        their latest labels (``warm_start.rebuild``); with a ``checkpoint`` file of the
+        in-process state, only what came after it. ``settle`` runs last, before the
         scorer says it is ready (the service settles its heap there: a full collection
         that would otherwise stall the first requests). Returns the transactions replayed.
         """
         replayed = (
-            rebuild(self._store, self._engine, self._sequences, progress) if from_store else 0
+            rebuild(self._store, self._engine, self._sequences, progress, checkpoint)
+            if from_store
+            else 0
         )
         self._covers_store = from_store or self._store.latest_event_ms() is None
         compile_hot_path(self._engine, self._fast_path, self._cascade)

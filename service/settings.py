@@ -134,6 +134,11 @@ class ScoringSettings(BaseSettings):
     warm_start: bool = True
     """Rebuild the online feature state from the audit store at start-up."""
 
+    checkpoint_interval_s: float = Field(default=300.0, ge=0, le=86_400)
+    """In-process feature state: write a checkpoint (feature-state.checkpoint in
+    RISKSCORE_DATA_DIR) this often and at shutdown, so a restart replays only the payments
+    after it; 0 writes none."""
+
     feature_state_url: str | None = Field(default=None, pattern=r"^(redis|rediss)://")
     """Where the online feature state lives: unset keeps it in the process (memory);
     redis://HOST:PORT/DB (rediss:// for TLS) shares it in Redis >= 7 or Valkey, where it
