@@ -36,6 +36,7 @@ def rebuild(
     sequences: SequenceStore | None,
     progress: Callable[[int], object] | None = None,
     checkpoint: Path | None = None,
+    refill: bool = False,
 ) -> int:
     """Replay the stored transactions any window can still see (the longest window plus
     its delay back from the latest one), then their latest labels: the state a process
@@ -45,11 +46,13 @@ def rebuild(
     nothing is replayed.
 
     With a usable ``checkpoint`` of the in-process state, only the payments after it (less
-    :data:`CHECKPOINT_OVERLAP_MS`) are replayed; labels are applied again (idempotent)."""
+    :data:`CHECKPOINT_OVERLAP_MS`) are replayed; labels are applied again (idempotent).
+    ``refill`` replays into a persistent state too (``riskscore state rebuild``: an empty
+    or lost Redis), sequences included; what it already holds is refused by id."""
     latest = store.latest_event_ms()
     if latest is None:
         return 0
-    if engine.persistent:
+    if engine.persistent and not refill:
         if sequences is not None and not sequences.persistent:
             _rebuild_sequences(store, sequences, latest)
         return 0
