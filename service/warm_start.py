@@ -54,7 +54,7 @@ def rebuild(
         return 0
     if engine.persistent and not refill:
         if sequences is not None and not sequences.persistent:
-            _rebuild_sequences(store, sequences, latest)
+            rebuild_sequences(store, sequences, latest)
         return 0
     since = latest - engine.plan.longest_horizon_ms
     labels_since = since
@@ -73,7 +73,7 @@ def rebuild(
     for transaction_id, is_fraud in store.latest_labels(labels_since):
         engine.record_label(transaction_id, is_fraud)
     if sequences is not None:
-        _rebuild_sequences(store, sequences, latest)
+        rebuild_sequences(store, sequences, latest)
     return replayed
 
 
@@ -96,7 +96,7 @@ def _chunks(events: Iterator[RebuildEvent], size: int) -> Iterator[list[RebuildE
         yield chunk
 
 
-def _rebuild_sequences(store: RebuildSource, sequences: SequenceStore, latest_ms: int) -> None:
+def rebuild_sequences(store: RebuildSource, sequences: SequenceStore, latest_ms: int) -> None:
     """Refill the customers' sequences with the feature vectors as they were decided.
 
     Not from the replay above: it applies labels only at its end, so its vectors lack
