@@ -10,8 +10,8 @@ hold on the event loop, and the file), then a warm start from the checkpoint int
 fresh engine (load, replay of the payments after it, labels again) — the two states
 compared feature by feature on the next payments. Last, the second stage's sequences
 refilled from the store once (both starts do it: the checkpoint holds the windows only).
-The checkpoint covers the latest stored payment, as one written at shutdown does; one written periodically leaves up to
-its interval of payments to replay as well.
+The checkpoint covers the latest stored payment, as one written at shutdown does; one
+written periodically leaves up to its interval of payments to replay as well.
 """
 
 from __future__ import annotations
