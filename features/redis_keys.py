@@ -10,6 +10,8 @@ windows), so a changed plan starts on fresh keys instead of misreading old ones.
 >>> keys = KeyNames("0123abcd")
 >>> keys.customer("c-42"), keys.customer_terminal("c-42", "t-9"), keys.terminal("t-9")
 (b'rs:0123abcd:{c:c-42}', b'rs:0123abcd:{c:c-42}:t:t-9', b'rs:0123abcd:{t:t-9}')
+>>> keys.customer_sequence("c-42")
+b'rs:0123abcd:{c:c-42}:seq'
 >>> keys.label_lookup("tx-1")
 b'rs:0123abcd:{x:tx-1}'
 """
@@ -43,6 +45,10 @@ class KeyNames:
 
     def customer_terminal(self, customer_id: Hashable, terminal_id: Hashable) -> bytes:
         return f"{self.prefix}{{c:{customer_id}}}:t:{terminal_id}".encode()
+
+    def customer_sequence(self, customer_id: Hashable) -> bytes:
+        """The second stage's sequence of the customer, under the customer's hash tag."""
+        return f"{self.prefix}{{c:{customer_id}}}:seq".encode()
 
     def terminal(self, terminal_id: Hashable) -> bytes:
         return f"{self.prefix}{{t:{terminal_id}}}".encode()

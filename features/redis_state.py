@@ -36,6 +36,7 @@ from features.state import BatchUpdate, FeatureState, FeatureStateUnavailable, L
 from features.url_redaction import redact
 
 LIBRARY = "riskscore_state"
+LIBRARY_FILES = ("redis_state.lua", "redis_sequences.lua")
 # The two hash tags: a customer's call also carries the customer-at-terminal entity.
 _CUSTOMER_TAG = (Entity.CUSTOMER, Entity.CUSTOMER_TERMINAL)
 _TERMINAL_TAG = (Entity.TERMINAL,)
@@ -43,15 +44,18 @@ _LABEL_OUTCOMES = {1: LabelOutcome.APPLIED, 0: LabelOutcome.UNCHANGED, -1: Label
 
 
 def library_code() -> str:
-    """The Lua library shipped beside this module."""
-    return importlib.resources.files("features").joinpath("redis_state.lua").read_text()
+    """The Lua library shipped beside this module: the feature state's functions and the
+    customers' sequences' (``redis_sequences.lua``), one library loaded and reloaded
+    together."""
+    files = importlib.resources.files("features")
+    return "\n".join(files.joinpath(name).read_text() for name in LIBRARY_FILES)
 
 
 def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
-def _command(*parts: bytes) -> bytes:
+def pack_command(*parts: bytes) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(_bulk(p) for p in parts)
 
 
@@ -269,6 +273,15 @@ class RedisFeatureState(FeatureState):
                 self._watermark = int(latest)
         return BatchUpdate(values, refused)
 
+    def round_trip(self, packed: bytes, expected: int) -> list[Any]:
+        """Send packed commands on the state's connection and read their replies (the
+        customers' sequences share it: :mod:`features.redis_sequences`)."""
+        return self._round_trip(packed, expected)
+
+    @property
+    def keys(self) -> KeyNames:
+        return self._keys
+
     def _round_trip(self, packed: bytes, expected: int) -> list[Any]:
         """Send the packed commands in one write and read every reply; reloads the
         library once if Redis lost it (a restart without persistence, FUNCTION FLUSH)."""
@@ -311,11 +324,13 @@ class RedisFeatureState(FeatureState):
         """Two round trips: the payment's entities, then ``FCALL rs_label`` on them."""
         if not self._label_kinds:
             return LabelOutcome.UNKNOWN
-        (found,) = self._round_trip(_command(b"GET", self._keys.label_lookup(transaction_id)), 1)
+        (found,) = self._round_trip(
+            pack_command(b"GET", self._keys.label_lookup(transaction_id)), 1
+        )
         if found is None:
             return LabelOutcome.UNKNOWN
         entity_keys = found.split(b"\n")
-        command = _command(
+        command = pack_command(
             b"FCALL",
             b"rs_label",
             str(len(entity_keys)).encode(),

@@ -26,8 +26,9 @@ earlier payments still in its customer's ring.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,7 +165,69 @@ class SequenceView:
     amounts: list[float]
 
 
-class OnlineSequences:
+_EMPTY_TIMES = np.zeros(0, dtype=np.int64)
+
+
+def view_of(
+    spec: SequenceSpec,
+    current_ms: int,
+    features: np.ndarray,
+    epoch_ms: np.ndarray,
+    transaction_ids: list[Hashable],
+    amounts: np.ndarray,
+) -> SequenceView:
+    """The sequence at ``current_ms`` from a customer's kept payments in arrival order
+    (oldest first): those inside the max age and not after ``current_ms``, in time
+    order, ties in arrival order. One function for every sequence store."""
+    values = np.zeros((spec.length, spec.width), dtype=np.float64)
+    keep = (epoch_ms > current_ms - spec.max_age_ms) & (epoch_ms <= current_ms)
+    # Time order, ties in arrival order (a stable sort of the arrival order).
+    slots = np.flatnonzero(keep)[np.argsort(epoch_ms[keep], kind="stable")]
+    if len(slots) == 0:
+        return SequenceView(values, [], [], [])
+    fill_positions(values, features[slots], epoch_ms[slots], current_ms)
+    return SequenceView(
+        values,
+        [transaction_ids[s] for s in slots.tolist()],
+        epoch_ms[slots].tolist(),
+        amounts[slots].tolist(),
+    )
+
+
+class SequenceStore(ABC):
+    """Where the customers' sequences live: ``memory`` (:class:`OnlineSequences`, in the
+    process, refilled from the audit store at start-up) or ``redis``
+    (:class:`features.redis_sequences.RedisSequences`, beside the feature state)."""
+
+    spec: SequenceSpec
+    #: Whether the sequences outlive the process (then nothing is refilled at start-up).
+    persistent: bool = False
+
+    @abstractmethod
+    def append_many(
+        self,
+        customer_ids: Sequence[Hashable],
+        transaction_ids: Sequence[Hashable],
+        epoch_ms: Sequence[int],
+        amounts: Sequence[float],
+        features: np.ndarray,
+        wanted: Sequence[bool],
+    ) -> list[SequenceView | None]:
+        """Append payments the feature state has just applied, in order; for each payment
+        ``wanted``, the view right after its own append (before a later payment of the
+        same customer in the batch joins). A store shared by processes also skips an id
+        its customer's sequence already holds (a retry racing the original)."""
+
+    @abstractmethod
+    def view(self, customer_id: Hashable, current_ms: int) -> SequenceView:
+        """The customer's sequence as the second stage would see it at ``current_ms``."""
+
+    def sequence(self, customer_id: Hashable, current_ms: int) -> np.ndarray:
+        """The customer's sequence ending with their latest transaction."""
+        return self.view(customer_id, current_ms).values
+
+
+class OnlineSequences(SequenceStore):
     """Each customer's recent transactions, kept as the fast path saw them (serving).
 
     Memory is bounded: customers idle for longer than ``spec.max_age_ms`` are dropped
@@ -206,32 +269,37 @@ class OnlineSequences:
         if self._appends % 4096 == 0:
             self.expire(ring.last_ms)
 
-    def sequence(self, customer_id: Hashable, current_ms: int) -> np.ndarray:
-        """The customer's sequence ending with their latest transaction."""
-        return self.view(customer_id, current_ms).values
+    def append_many(
+        self,
+        customer_ids: Sequence[Hashable],
+        transaction_ids: Sequence[Hashable],
+        epoch_ms: Sequence[int],
+        amounts: Sequence[float],
+        features: np.ndarray,
+        wanted: Sequence[bool],
+    ) -> list[SequenceView | None]:
+        views: list[SequenceView | None] = [None] * len(customer_ids)
+        for i, customer in enumerate(customer_ids):
+            self.append(customer, transaction_ids[i], epoch_ms[i], amounts[i], features[i])
+            if wanted[i]:
+                views[i] = self.view(customer, epoch_ms[i])
+        return views
 
     def view(self, customer_id: Hashable, current_ms: int) -> SequenceView:
         """The sequence and the transactions behind it (for attributions)."""
-        length = self.spec.length
-        values = np.zeros((length, self.spec.width), dtype=np.float64)
         ring = self._rings.get(customer_id)
         if ring is None:
-            return SequenceView(values, [], [], [])
+            return view_of(self.spec, current_ms, _EMPTY_TIMES, _EMPTY_TIMES, [], _EMPTY_TIMES)
+        length = self.spec.length
         kept = min(ring.count, length)
         arrival = (ring.count - kept + np.arange(kept)) % length
-        times = ring.epoch_ms[arrival]
-        keep = (times > current_ms - self.spec.max_age_ms) & (times <= current_ms)
-        # Time order, ties in arrival order (a stable sort of the arrival order).
-        slots = arrival[keep][np.argsort(times[keep], kind="stable")]
-        n = len(slots)
-        if n == 0:
-            return SequenceView(values, [], [], [])
-        fill_positions(values, ring.features[slots], ring.epoch_ms[slots], current_ms)
-        return SequenceView(
-            values,
-            [ring.ids[s] for s in slots.tolist()],
-            ring.epoch_ms[slots].tolist(),
-            ring.amounts[slots].tolist(),
+        return view_of(
+            self.spec,
+            current_ms,
+            ring.features[arrival],
+            ring.epoch_ms[arrival],
+            [ring.ids[s] for s in arrival.tolist()],
+            ring.amounts[arrival],
         )
 
     def expire(self, now_ms: int) -> None:

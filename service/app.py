@@ -12,7 +12,9 @@ from aiohttp.typedefs import Middleware
 
 from explain.explainer import make_explainer
 from features.online import OnlineFeatureEngine
+from features.redis_sequences import RedisSequences
 from features.redis_state import RedisFeatureState
+from features.sequence import SequenceSpec, SequenceStore
 from features.state import FeatureState, FeatureStateUnavailable
 from models.cascade import Cascade, FaultInjection
 from models.errors import ArtifactError
@@ -62,6 +64,7 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
         models,
         store,
         engine=engine,
+        sequences=build_sequences(engine, None if cascade is None else cascade.model.spec),
         reason_count=settings.scoring.reason_count,
         metrics=metrics,
         explainer_factory=lambda model: make_explainer(settings.scoring.explainer, model),
@@ -79,6 +82,14 @@ def build_feature_state(settings: Settings) -> FeatureState:
         return RedisFeatureState(url)
     except FeatureStateUnavailable as exc:
         raise FeatureStateUnavailable(f"RISKSCORE_FEATURE_STATE_URL: {exc}") from None
+
+
+def build_sequences(engine: FeatureState, spec: SequenceSpec | None) -> SequenceStore | None:
+    """The customers' sequences live where the feature state does: beside it in Redis,
+    or in the process (None: the scorer keeps them)."""
+    if spec is None or not isinstance(engine, RedisFeatureState):
+        return None
+    return RedisSequences(engine, spec)
 
 
 def build_cascade(settings: Settings, fast_model_version: str) -> Cascade | None:

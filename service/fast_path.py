@@ -19,7 +19,7 @@ from explain.decision import Reasons
 from explain.explainer import Explainer
 from explain.reasons import ReasonCoder
 from features.schema import Transaction
-from features.sequence import OnlineSequences, SequenceView
+from features.sequence import SequenceStore, SequenceView
 from features.state import FeatureState, FeatureStateUnavailable
 from models.cascade import Cascade
 from models.fast import FastModel, ModelSlot
@@ -66,7 +66,7 @@ class FastPath:
         explainer_factory: Callable[[FastModel], Explainer],
         reason_count: int,
         cascade: Cascade | None,
-        sequences: OnlineSequences | None,
+        sequences: SequenceStore | None,
     ) -> None:
         self._models = models
         self._engine = engine
@@ -152,15 +152,17 @@ class FastPath:
         A view (~50 µs) is built only for payments in the band, right after the payment's
         own append: before a later payment of the same customer in this batch joins the ring.
         """
-        views: list[SequenceView | None] = [None] * len(txs)
         sequences, cascade = self._sequences, self._cascade
         if sequences is None or cascade is None:
-            return views
-        for i, tx in enumerate(txs):
-            sequences.append(tx.customer_id, tx.transaction_id, tx.epoch_ms, tx.amount, x[i])
-            if cascade.wants(scores[i]):
-                views[i] = sequences.view(tx.customer_id, tx.epoch_ms)
-        return views
+            return [None] * len(txs)
+        return sequences.append_many(
+            [tx.customer_id for tx in txs],
+            [tx.transaction_id for tx in txs],
+            [tx.epoch_ms for tx in txs],
+            [tx.amount for tx in txs],
+            x,
+            [cascade.wants(score) for score in scores],
+        )
 
 
 def _applied_without_record(tx: Transaction) -> IdempotencyConflict:

@@ -1,14 +1,14 @@
 """One lifecycle for every process that scores: `riskscore serve` and `riskscore consume`.
 
 Start: the feature state is rebuilt from the audit store in a thread (the scorer refuses
-payments until it is whole: HTTP answers 503, the Kafka consumer retries its batch), and
-the Kafka consumer starts beside it when Kafka is on, and the drift and decline-precision
-gauges are recomputed periodically when switched on. Stop, in this order: those gauges'
-refresh (it reads the store), the consumer
-(it finishes and commits its batch through the scorer), the rebuild (given the shutdown
-time to finish if still running: it reads the store), the second stage's decisions in
-flight, then the audit store, flushed and closed — so nothing answered or committed on
-Kafka is missing from the audit trail.
+payments until it is whole: HTTP answers 503, the Kafka consumer retries its batch); the
+Kafka consumer starts beside it when Kafka is on; the in-process state is checkpointed
+periodically, and the drift and decline-precision gauges are recomputed periodically,
+when switched on. Stop, in this order: the gauges' refresh (it reads the store), the
+consumer (it finishes and commits its batch through the scorer), the rebuild (given the
+shutdown time to finish if still running: it reads the store), the second stage's
+decisions in flight, the last checkpoint, then the audit store, flushed and closed — so
+nothing answered or committed on Kafka is missing from the audit trail.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 
+from service.checkpointing import CHECKPOINT_FILE, Checkpointer
 from service.model_signals import ModelSignals, SignalsLoop
 from service.prometheus_metrics import ScoringMetrics, StreamCollector
 from service.scorer import Scorer
@@ -38,6 +39,9 @@ class ScoringProcess:
         self.stream: StreamRunner | None = None
         self.signals: SignalsLoop | None = None
         self._shut_down = False
+        self.checkpoints = Checkpointer(
+            scorer, settings.data_dir / CHECKPOINT_FILE, settings.scoring.checkpoint_interval_s
+        )
 
     async def start(self) -> None:
         """Begin the warm start; start the consumer when Kafka is on (blocks until it runs).
@@ -57,6 +61,7 @@ class ScoringProcess:
             )
             self.signals = SignalsLoop(signals, scoring.signals_interval_s)
             self.signals.start(after=self.warm_start)
+        self.checkpoints.start()
         if self.settings.kafka != "on":
             return
         runner = StreamRunner(self.settings, self.scorer, asyncio.get_running_loop())
@@ -92,13 +97,18 @@ class ScoringProcess:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.warm_start), settings.shutdown_timeout_s)
         await self.scorer.drain(settings.shutdown_timeout_s)
+        await self.checkpoints.stop()
         await asyncio.to_thread(self.scorer.store.close, settings.shutdown_timeout_s)
         log.info("audit store flushed and closed")
         self.scorer.engine.close()
 
     def _warm(self) -> int:
         try:
-            rebuilt = self.scorer.warm_start(self.settings.scoring.warm_start, settle=settle_heap)
+            rebuilt = self.scorer.warm_start(
+                self.settings.scoring.warm_start,
+                settle=settle_heap,
+                checkpoint=self.checkpoints.path if self.checkpoints.enabled else None,
+            )
         except Exception as exc:
             # Scoring stays refused and the process says why; the operator must act.
             log.exception("rebuilding the feature state failed")

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from explain.audit.store import AuditStore, AuditStoreError
 from explain.decision import Decision
@@ -33,7 +34,7 @@ from explain.records import DecisionRecord, LabelOutcomeName
 from explain.sequence_attribution import complete_attributions
 from features.online import OnlineFeatureEngine
 from features.schema import Transaction
-from features.sequence import OnlineSequences, SequenceView
+from features.sequence import OnlineSequences, SequenceStore, SequenceView
 from features.state import FeatureState
 from models.cascade import DEFAULT_BUDGET_MS, Cascade
 from models.fast import FastModel, ModelSlot
@@ -76,13 +77,18 @@ class Scorer:
         explainer_factory: Callable[[FastModel], Explainer] | None = None,
         cascade: Cascade | None = None,
         budget_ms: float = DEFAULT_BUDGET_MS,
+        sequences: SequenceStore | None = None,
     ) -> None:
         self._models = models
         self._store = store
         self._engine: FeatureState = engine or OnlineFeatureEngine()
         self._metrics = metrics
         self._cascade = cascade
-        self._sequences = None if cascade is None else OnlineSequences(cascade.model.spec)
+        # The customers' sequences: given (beside an external feature state), else in here.
+        if cascade is None:
+            self._sequences: SequenceStore | None = None
+        else:
+            self._sequences = sequences or OnlineSequences(cascade.model.spec)
         self._fast_path = FastPath(
             models,
             self._engine,
@@ -155,16 +161,20 @@ class Scorer:
         from_store: bool = True,
         progress: Callable[[int], object] | None = None,
         settle: Callable[[], object] | None = None,
+        checkpoint: Path | None = None,
     ) -> int:
         """Get ready to score: rebuild the feature state, then run the hot path once.
 
         With ``from_store``, replays the stored transactions any window can still see, then
-        their latest labels (``warm_start.rebuild``). ``settle`` runs last, before the
+        their latest labels (``warm_start.rebuild``); with a ``checkpoint`` file of the
+        in-process state, only what came after it. ``settle`` runs last, before the
         scorer says it is ready (the service settles its heap there: a full collection
         that would otherwise stall the first requests). Returns the transactions replayed.
         """
         replayed = (
-            rebuild(self._store, self._engine, self._sequences, progress) if from_store else 0
+            rebuild(self._store, self._engine, self._sequences, progress, checkpoint)
+            if from_store
+            else 0
         )
         self._covers_store = from_store or self._store.latest_event_ms() is None
         compile_hot_path(self._engine, self._fast_path, self._cascade)

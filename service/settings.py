@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -134,6 +134,11 @@ class ScoringSettings(BaseSettings):
 
     warm_start: bool = True
     """Rebuild the online feature state from the audit store at start-up."""
+
+    checkpoint_interval_s: float = Field(default=300.0, ge=0, le=86_400)
+    """In-process feature state: write a checkpoint (feature-state.checkpoint in
+    RISKSCORE_DATA_DIR) this often and at shutdown, so a restart replays only the payments
+    after it; 0 writes none."""
 
     feature_state_url: str | None = Field(default=None, pattern=r"^(redis|rediss)://")
     """Where the online feature state lives: unset keeps it in the process (memory);
@@ -471,8 +476,9 @@ def allowed_values(model: type[BaseSettings], name: str) -> str:
         return "a `postgresql://` URL"
     if model is ScoringSettings and name == "feature_state_url":
         return "a `redis://` or `rediss://` URL"
-    if get_origin(annotation) is Literal:
-        return ", ".join(f"`{value}`" for value in get_args(annotation))
+    choices = [a for a in (annotation, *get_args(annotation)) if get_origin(a) is Literal]
+    if choices:  # a Literal, or an optional one
+        return ", ".join(f"`{value}`" for value in get_args(choices[0]))
     if annotation is bool:
         return "`true`, `false`"
     # annotated_types' Ge(ge=0), Le(le=65535) ...: the bound is the attribute of its name.
@@ -488,6 +494,8 @@ def allowed_values(model: type[BaseSettings], name: str) -> str:
         return f"{number}, {' and '.join(parts)}"
     if annotation in (int, float):
         return number
+    if FilePath in get_args(annotation):
+        return "a file"
     return "a directory" if Path in (annotation, *get_args(annotation)) else "any text"
 
 

@@ -53,7 +53,7 @@ class StreamRunner:
             servers = self.broker.bootstrap_servers
             log.info("embedded Kafka-protocol broker on %s", servers)
         config = kafka.stream_config(servers)
-        ensure_topics(servers, config.topics.all(), kafka.partitions)
+        ensure_topics(servers, config.topics.all(), kafka.partitions, config.client_options)
         bridge = ScorerBridge(self._scorer, self._loop)
         # Deep queue (HTTP load shares the scorer): stop fetching rather than pile on.
         busy = DepthGate(

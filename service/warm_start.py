@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Callable, Iterator
 from itertools import islice
+from pathlib import Path
 
 import numpy as np
 
 from explain.audit.store import RebuildEvent, RebuildSource
+from features.checkpoint import CheckpointError, load_checkpoint
 from features.online import OnlineFeatureEngine
-from features.sequence import OnlineSequences
+from features.sequence import SequenceStore
 from features.state import FeatureState
 from models.cascade import Cascade
 from service.fast_path import FastPath
+
+log = logging.getLogger(__name__)
+
+# After a checkpoint, payments are replayed from this long before the latest one it
+# covers: a payment decided before the checkpoint but recorded after it (the audit
+# write follows the state update), or one that arrived that late, is still applied.
+# The replay refuses by id the ones the checkpoint already holds.
+CHECKPOINT_OVERLAP_MS = 3_600_000
 
 # Events per compiled call while replaying: large enough that per-call overhead vanishes.
 REPLAY_CHUNK = 4096
@@ -22,23 +33,35 @@ REPLAY_CHUNK = 4096
 def rebuild(
     store: RebuildSource,
     engine: FeatureState,
-    sequences: OnlineSequences | None,
+    sequences: SequenceStore | None,
     progress: Callable[[int], object] | None = None,
+    checkpoint: Path | None = None,
+    refill: bool = False,
 ) -> int:
     """Replay the stored transactions any window can still see (the longest window plus
     its delay back from the latest one), then their latest labels: the state a process
     that never stopped would hold. Returns the transactions replayed.
 
-    A persistent state (Redis) already holds the windows: only the customers' sequences,
-    still in the process, are refilled."""
+    A persistent state (Redis) already holds the windows and the customers' sequences:
+    nothing is replayed.
+
+    With a usable ``checkpoint`` of the in-process state, only the payments after it (less
+    :data:`CHECKPOINT_OVERLAP_MS`) are replayed; labels are applied again (idempotent).
+    ``refill`` replays into a persistent state too (``riskscore state rebuild``: an empty
+    or lost Redis), sequences included; what it already holds is refused by id."""
     latest = store.latest_event_ms()
     if latest is None:
         return 0
-    if engine.persistent:
-        if sequences is not None:
-            _rebuild_sequences(store, sequences, latest)
+    if engine.persistent and not refill:
+        if sequences is not None and not sequences.persistent:
+            rebuild_sequences(store, sequences, latest)
         return 0
     since = latest - engine.plan.longest_horizon_ms
+    labels_since = since
+    if checkpoint is not None and isinstance(engine, OnlineFeatureEngine):
+        covers = _load(checkpoint, engine)
+        if covers is not None:
+            since = max(since, covers - CHECKPOINT_OVERLAP_MS)
     replayed = 0
     events = store.rebuild_events(since)
     for chunk in _chunks(events, REPLAY_CHUNK):
@@ -47,11 +70,25 @@ def rebuild(
         replayed += len(chunk) - len(update.refused)
         if progress is not None:
             progress(len(chunk))
-    for transaction_id, is_fraud in store.latest_labels(since):
+    for transaction_id, is_fraud in store.latest_labels(labels_since):
         engine.record_label(transaction_id, is_fraud)
     if sequences is not None:
-        _rebuild_sequences(store, sequences, latest)
+        rebuild_sequences(store, sequences, latest)
     return replayed
+
+
+def _load(checkpoint: Path, engine: OnlineFeatureEngine) -> int | None:
+    """The event time a checkpoint covers, once loaded into ``engine``; None (and a
+    warning) when there is none or it cannot be used: then everything is replayed."""
+    if not checkpoint.exists():
+        return None
+    try:
+        info = load_checkpoint(checkpoint, engine)
+    except CheckpointError as exc:
+        log.warning("feature checkpoint not used, replaying the audit store: %s", exc)
+        return None
+    log.info("feature state loaded from %s (%d payments applied)", checkpoint, info.payments)
+    return info.covers_ms
 
 
 def _chunks(events: Iterator[RebuildEvent], size: int) -> Iterator[list[RebuildEvent]]:
@@ -59,7 +96,7 @@ def _chunks(events: Iterator[RebuildEvent], size: int) -> Iterator[list[RebuildE
         yield chunk
 
 
-def _rebuild_sequences(store: RebuildSource, sequences: OnlineSequences, latest_ms: int) -> None:
+def rebuild_sequences(store: RebuildSource, sequences: SequenceStore, latest_ms: int) -> None:
     """Refill the customers' sequences with the feature vectors as they were decided.
 
     Not from the replay above: it applies labels only at its end, so its vectors lack
@@ -67,9 +104,14 @@ def _rebuild_sequences(store: RebuildSource, sequences: OnlineSequences, latest_
     """
     spec = sequences.spec
     for stored in store.recent_feature_vectors(latest_ms - spec.max_age_ms, spec.length):
-        x = np.array([stored.features.get(name, np.nan) for name in spec.feature_names])
-        sequences.append(
-            stored.customer_id, stored.transaction_id, stored.epoch_ms, stored.amount, x
+        x = np.array([[stored.features.get(name, np.nan) for name in spec.feature_names]])
+        sequences.append_many(
+            [stored.customer_id],
+            [stored.transaction_id],
+            [stored.epoch_ms],
+            [stored.amount],
+            x,
+            [False],
         )
 
 

@@ -12,8 +12,10 @@ import importlib.util
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -74,9 +76,15 @@ def check_reachable(bootstrap_servers: str, timeout_s: float = REACH_TIMEOUT_S) 
     raise BrokerError(f"no Kafka broker answers at {bootstrap_servers}")
 
 
-def ensure_topics(bootstrap_servers: str, names: tuple[str, ...], partitions: int = 4) -> None:
-    """Create the topics that do not exist yet (idempotent)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers)
+def ensure_topics(
+    bootstrap_servers: str,
+    names: tuple[str, ...],
+    partitions: int = 4,
+    client_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Create the topics that do not exist yet (idempotent); ``client_options``: TLS and
+    credentials (``KafkaSettings.client_options``)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, **(client_options or {}))
     try:
         existing = set(admin.list_topics())
         missing = [NewTopic(n, partitions, 1) for n in names if n not in existing]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,6 +49,8 @@ class StreamConfig:
     retry_backoff_max_s: float = 5.0
     # Longest wait for the broker to acknowledge a batch's decisions before retrying it.
     flush_timeout_s: float = 30.0
+    # TLS and SASL options, passed as they are to every Kafka client (KafkaSettings).
+    client_options: dict[str, Any] = field(default_factory=dict)
 
 
 class KafkaSettings(BaseSettings):
@@ -95,6 +98,53 @@ class KafkaSettings(BaseSettings):
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     """Consumer-group session timeout; a group join takes about this long."""
 
+    # -- TLS and credentials: passed through to kafka-python's clients as they are.
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """How the Kafka clients talk to the brokers: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or
+    SASL_SSL (credentials over TLS)."""
+
+    ssl_cafile: FilePath | None = None
+    """PEM file of the certificate authority that signed the brokers' certificates (SSL,
+    SASL_SSL); unset: the system's trusted authorities."""
+
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    """SASL mechanism of the brokers (SASL_PLAINTEXT, SASL_SSL)."""
+
+    sasl_username: str | None = None
+    """SASL user name."""
+
+    sasl_password: SecretStr | None = None
+    """SASL password (never logged)."""
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        sasl = self.security_protocol.startswith("SASL_")
+        given = [self.sasl_mechanism, self.sasl_username, self.sasl_password]
+        if sasl and None in given:
+            raise ValueError(
+                f"RISKSCORE_KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs "
+                "RISKSCORE_KAFKA_SASL_MECHANISM, RISKSCORE_KAFKA_SASL_USERNAME and "
+                "RISKSCORE_KAFKA_SASL_PASSWORD"
+            )
+        if not sasl and any(v is not None for v in given):
+            raise ValueError(
+                "RISKSCORE_KAFKA_SASL_*: SASL credentials need "
+                "RISKSCORE_KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        return self
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments of every kafka-python client for TLS and credentials."""
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.ssl_cafile is not None:
+            options["ssl_cafile"] = str(self.ssl_cafile)
+        if self.sasl_mechanism is not None and self.sasl_password is not None:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        return options
+
     @property
     def advertised_host(self) -> str:
         """The host clients reach the embedded broker by."""
@@ -127,4 +177,5 @@ class KafkaSettings(BaseSettings):
             group_id=self.group_id,
             max_batch=self.max_batch,
             session_timeout_ms=self.session_timeout_ms,
+            client_options=self.client_options(),
         )

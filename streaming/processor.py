@@ -128,6 +128,7 @@ class StreamProcessor:
                 heartbeat_interval_ms=max(100, c.session_timeout_ms // 3),
                 max_poll_records=c.max_batch,
                 fetch_max_wait_ms=c.fetch_max_wait_ms,
+                **c.client_options,
             )
             producer = KafkaProducer(
                 bootstrap_servers=c.bootstrap_servers,
@@ -137,6 +138,7 @@ class StreamProcessor:
                 # A send waits this long for metadata (broker down) before failing the batch
                 # as retryable, instead of the client's default minute.
                 max_block_ms=int(c.flush_timeout_s * 1000),
+                **c.client_options,
             )
             consumer.subscribe(topics, listener=_PauseAssigned(self, consumer))
             poll_backoff = c.retry_backoff_s

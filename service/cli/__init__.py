@@ -18,6 +18,7 @@ from service.cli import (
     report_cmd,
     serve_cmd,
     simulate_cmd,
+    state_cmd,
     tail_cmd,
     train_cmd,
 )
@@ -37,6 +38,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     bench_cmd,
     report_cmd,
     audit_cmd,
+    state_cmd,
 )
 
 

@@ -1,0 +1,76 @@
+"""Checkpoints of the in-process feature state while the service runs, and at shutdown.
+
+The snapshot (copies of the engine's arrays and id maps) is taken on the event loop,
+where the state changes, so it is consistent without a lock; hashing and writing the
+file run in a thread. Only the ``memory`` backend has anything to write: Redis keeps its
+own state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from features.checkpoint import snapshot, write_snapshot
+from features.online import OnlineFeatureEngine
+from features.redis_keys import plan_digest
+from service.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "feature-state.checkpoint"
+
+
+class Checkpointer:
+    """Writes the scorer's in-process state to ``path`` every ``interval_s``."""
+
+    def __init__(self, scorer: Scorer, path: Path, interval_s: float) -> None:
+        self._scorer = scorer
+        self.path = path
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._interval_s > 0 and isinstance(self._scorer.engine, OnlineFeatureEngine)
+
+    def start(self) -> None:
+        if self.enabled:
+            self._task = asyncio.create_task(self._every_interval())
+
+    async def _every_interval(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)  # a period, not a wait for anything
+            try:
+                await self.write()
+            except Exception:
+                log.exception("writing the feature checkpoint failed; trying again later")
+
+    async def write(self) -> None:
+        """One checkpoint now, if the state is whole (after its warm start)."""
+        engine = self._scorer.engine
+        if not self.enabled or not self._scorer.warmed:
+            return
+        assert isinstance(engine, OnlineFeatureEngine)
+        began = time.perf_counter()
+        arrays = snapshot(engine)
+        held = time.perf_counter() - began
+        info = await asyncio.to_thread(write_snapshot, arrays, plan_digest(engine.plan), self.path)
+        log.info(
+            "feature checkpoint written: %d payments, %.1f MB, event loop held %.0f ms",
+            info.payments,
+            info.size_bytes / 1e6,
+            held * 1000,
+        )
+
+    async def stop(self) -> None:
+        """Stop the period and write a last checkpoint (call after the decisions drained)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            await self.write()
+        except Exception:
+            log.exception("writing the feature checkpoint at shutdown failed")
