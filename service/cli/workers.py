@@ -84,7 +84,7 @@ class Supervisor:
 
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
         process = await asyncio.create_subprocess_exec(
-            *self.command, "--worker-index", str(index), env=self.env
+            *self.command, "--worker-index", str(index), env=self.env, preexec_fn=_die_with_parent
         )
         log.info("worker %d started (pid %d)", index, process.pid)
         return process
@@ -160,6 +160,16 @@ class Supervisor:
                 returncode = await process.wait()
             code = code or (0 if returncode == 0 else 1)
         return code
+
+
+def _die_with_parent() -> None:
+    """In the worker, before it runs: SIGTERM when the parent dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG), so no orphan keeps serving on the port after its supervisor."""
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def worker_command(host: str, port: int) -> list[str]:

@@ -130,17 +130,18 @@ def _workers(
         yield f"http://127.0.0.1:{port}", process
     finally:
         if process.poll() is None:
-            process.kill()
+            process.kill()  # its workers get SIGTERM from the kernel (PR_SET_PDEATHSIG)
             process.wait()
         log.close()
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for an init that does not reap is not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_workers_share_the_port_the_store_and_the_state_and_are_supervised(
@@ -190,6 +191,24 @@ def test_workers_share_the_port_the_store_and_the_state_and_are_supervised(
     log = (tmp_path / "serve.log").read_text()
     assert f"(pid {victim}) exited with signal 9" in log
     assert not any(_alive(pid) for pid in first)
+
+
+def test_workers_stop_when_their_parent_is_killed(
+    tmp_path: Path, redis_server: RedisServer, postgres_url: str
+) -> None:
+    env = {
+        "RISKSCORE_KAFKA": "off",
+        "RISKSCORE_FEATURE_STATE_URL": redis_server.url(5),
+        "RISKSCORE_AUDIT_URL": postgres_url,
+    }
+    with _workers(tmp_path, 2, env) as (base, parent):
+        workers = _pids_answering(base, 2, time.monotonic() + STARTUP_S)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 60
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "workers outlived their parent"
+            time.sleep(0.1)  # their exit is the condition; this is the poll
 
 
 def test_the_supervisor_gives_up_when_workers_keep_dying() -> None:
