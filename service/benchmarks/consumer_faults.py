@@ -22,6 +22,7 @@ import json
 import tempfile
 import time
 import uuid
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ import redis
 from features.simulated_stream import payload_stream
 from service.benchmarks.consumer_fleet import (
     AuditCounts,
+    DeadLetters,
     Fleet,
     fresh_topics,
     produce,
@@ -53,7 +55,8 @@ class FaultReport:
     seconds: float  # publishing began → every payment recorded
     records: int  # rows in the audit store for the run's payments
     distinct_records: int
-    missing: int  # payments without a record
+    missing: int  # payments with neither a record nor a dead letter
+    dead_letters: dict[str, int]  # payments refused instead of decided, by error type
     published: int  # decision messages on the topic (re-deliveries publish again)
     distinct_published: int
     differing_republished: int  # payments published twice with different bytes
@@ -64,6 +67,7 @@ class FaultReport:
         return (
             self.records == self.distinct_records == self.payments
             and self.missing == 0
+            and not self.dead_letters
             and self.distinct_published == self.payments
             and self.differing_republished == 0
             and all(code == 0 for code in self.exit_codes)
@@ -91,6 +95,7 @@ def run_faults(
     with tempfile.TemporaryDirectory(prefix="riskscore-fleet-") as data_dir:
         fleet = Fleet(bootstrap_servers, topics, redis_url, postgres_url, Path(data_dir))
         counts = AuditCounts(postgres_url, prefix)
+        dead = DeadLetters(bootstrap_servers, topics.dead_letters)
         deadline = time.monotonic() + DEADLINE_S
         try:
             for index in range(consumers):
@@ -105,11 +110,13 @@ def run_faults(
                 victim = int(rng.integers(consumers))
                 fleet.kill(victim)
                 fleet.start(victim)
-            finished = wait_decided(counts, count, fleet, deadline)
+            finished = wait_decided(counts, count, fleet, deadline, dead=dead)
         finally:
             codes = fleet.stop()
         ids = counts.ids()
         counts.close()
+        dead.poll()
+        dead.close()
     out = published(bootstrap_servers, topics.decisions, count, wait_s=120)
     wanted = {p["transaction_id"] for p in payloads}
     return FaultReport(
@@ -119,7 +126,8 @@ def run_faults(
         seconds=round(finished - started, 1),
         records=len(ids),
         distinct_records=len(set(ids)),
-        missing=len(wanted - set(ids)),
+        missing=len(wanted - set(ids) - set(dead.errors)),
+        dead_letters=dict(Counter(dead.errors.values())),
         published=sum(len(v) for v in out.values()),
         distinct_published=len(wanted & set(out)),
         differing_republished=sum(1 for v in out.values() if len(set(v)) > 1),

@@ -157,11 +157,42 @@ class AuditCounts:
         self._db.close()
 
 
+class DeadLetters:
+    """The dead-letter topic, read as it fills: transaction id → the error type its
+    header names (a payment refused instead of decided is accounted for, not waited on)."""
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self._consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap_servers,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        self.errors: dict[str, str] = {}
+
+    def poll(self) -> int:
+        for batch in self._consumer.poll(timeout_ms=0).values():
+            for record in batch:
+                tid = json.loads(record.value).get("transaction_id", "?")
+                self.errors[str(tid)] = dict(record.headers).get("error.type", b"").decode()
+        return len(self.errors)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 def wait_decided(
-    counts: AuditCounts, target: int, fleet: Fleet, deadline: float, poll_s: float = 0.05
+    counts: AuditCounts,
+    target: int,
+    fleet: Fleet,
+    deadline: float,
+    poll_s: float = 0.05,
+    dead: DeadLetters | None = None,
 ) -> float:
-    """Until ``target`` of the run's decisions are stored; the monotonic time it held."""
-    while counts.decided() < target:
+    """Until ``target`` of the run's payments are stored (or, with ``dead``, stored or
+    dead-lettered); the monotonic time it held."""
+    while counts.decided() + (dead.poll() if dead else 0) < target:
         if time.monotonic() > deadline:
             raise TimeoutError(f"stuck at {counts.decided()} of {target} decisions")
         fleet.check_running()
