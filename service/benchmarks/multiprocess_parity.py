@@ -29,12 +29,14 @@ import numpy as np
 import redis
 
 from features.data import TransactionFrame, load_transactions
-from features.definitions import HANDBOOK_FEATURE_NAMES
 from features.offline import compute_features
+from features.online import OnlineFeatureEngine
 from features.rebuild import rebuild_state
 from features.redis_state import RedisFeatureState
 
 TOLERANCE = 1e-9
+# The 24 features both online engines and the offline one compute, in their order.
+NAMES = OnlineFeatureEngine().feature_names
 
 
 def partition_of(customers: np.ndarray, processes: int) -> np.ndarray:
@@ -57,7 +59,7 @@ def replay_in_processes(url: str, history: TransactionFrame, processes: int) -> 
     owner = partition_of(history.customer_id, processes)
     context = multiprocessing.get_context("fork")
     start = context.Barrier(processes)
-    values = np.empty((len(history), len(HANDBOOK_FEATURE_NAMES)))
+    values = np.empty((len(history), len(NAMES)))
     with tempfile.TemporaryDirectory() as tmp:
         outs = [f"{tmp}/p{k}.npy" for k in range(processes)]
         workers = [
@@ -80,7 +82,7 @@ def compare(online: np.ndarray, offline: np.ndarray) -> dict[str, Any]:
     delta = np.abs(online - offline)
     differs = delta > TOLERANCE
     per_feature = {}
-    for j, name in enumerate(HANDBOOK_FEATURE_NAMES):
+    for j, name in enumerate(NAMES):
         column = delta[differs[:, j], j]
         if column.size:
             per_feature[name] = {
@@ -92,7 +94,7 @@ def compare(online: np.ndarray, offline: np.ndarray) -> dict[str, Any]:
         "rows": len(online),
         "rows_differing": int(differs.any(axis=1).sum()),
         "customer_rows_differing": int(
-            differs[:, [n.startswith("CUSTOMER") for n in HANDBOOK_FEATURE_NAMES]].any(axis=1).sum()
+            differs[:, [n.startswith("CUSTOMER") for n in NAMES]].any(axis=1).sum()
         ),
         "per_feature": per_feature,
     }
