@@ -172,7 +172,8 @@ class DeadLetters:
         self.errors: dict[str, str] = {}
 
     def poll(self) -> int:
-        for batch in self._consumer.poll(timeout_ms=0).values():
+        # A zero timeout never completes a fetch: wait briefly for what is there.
+        for batch in self._consumer.poll(timeout_ms=200).values():
             for record in batch:
                 tid = json.loads(record.value).get("transaction_id", "?")
                 self.errors[str(tid)] = dict(record.headers).get("error.type", b"").decode()
