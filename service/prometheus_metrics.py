@@ -6,6 +6,7 @@ keeps third-party collectors out of the scrape unless asked for.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -90,6 +91,11 @@ class ScoringMetrics:
         self.ready = Gauge(
             "riskscore_ready", "1 when the service is ready to score, else 0.", registry=r
         )
+        # With `serve --workers N` every worker has its own counters and a scrape reaches
+        # one of them: the process id says which (and a restart shows as a new one).
+        Gauge(
+            "riskscore_process_id", "Operating-system id of the process that answered.", registry=r
+        ).set(os.getpid())
 
     def observe_decision(self, decision: Decision, store_seconds: float) -> None:
         """Count a newly recorded decision and its stage timings (replays are not counted)."""

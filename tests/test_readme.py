@@ -54,7 +54,8 @@ def _leaf_commands() -> list[tuple[str, list[str]]]:
             o
             for a in parser._actions
             for o in a.option_strings
-            if o.startswith("--") and o != "--help"
+            # Options hidden from --help are not for people (serve's --worker-index).
+            if o.startswith("--") and o != "--help" and a.help != argparse.SUPPRESS
         ]
         found.append((path, options))
 

@@ -11,6 +11,7 @@ from kafka.errors import KafkaError
 from explain.audit.store import AuditStoreError
 from features.state import FeatureStateUnavailable
 from models.errors import ArtifactError
+from service.cli.arguments import positive_int
 from service.cli.errors import UserError, load_settings
 from service.logs import setup_logging
 from service.settings import HttpSettings, Settings, settings_table
@@ -39,6 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--host", help="interface to listen on (default: RISKSCORE_HOST)")
     parser.add_argument("--port", type=int, help="TCP port (default: RISKSCORE_PORT)")
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help=(
+            "serving processes sharing the port (SO_REUSEPORT), supervised by this one; "
+            "more than 1 needs RISKSCORE_FEATURE_STATE_URL and RISKSCORE_AUDIT_URL "
+            "(default: 1)"
+        ),
+    )
+    # Set by the supervising parent on each worker it starts (not for people).
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(run=run)
 
 
@@ -49,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
     # The group is built (not given as a dict) so that its other variables are still read.
     settings = load_settings(lambda: Settings(http=HttpSettings(**overrides)))
     setup_logging(settings.log_level, settings.library_log_level, settings.log_format)
+    if args.workers > 1 and args.worker_index is None:
+        from service.cli.workers import supervise
+
+        return supervise(settings, args.workers)
     # Imported here so that `riskscore --help` does not pay for the service's imports.
     from service.app import create_app
     from service.audit_backend import describe
@@ -64,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"cannot reach the feature state: {exc}") from exc
     log = logging.getLogger("riskscore")
     log.info(
-        "serving model from %s on http://%s:%d (audit store %s)",
+        "%sserving model from %s on http://%s:%d (audit store %s)",
+        "" if args.worker_index is None else f"worker {args.worker_index}: ",
         settings.scoring.artifact_dir,
         settings.http.host,
         settings.http.port,
@@ -79,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
             access_log=None,
             print=lambda message: log.info("%s", message.strip()),
             loop=new_event_loop(settings.event_loop),
+            # A worker shares its port with its siblings; the kernel spreads connections.
+            reuse_port=args.worker_index is not None or None,
         )
     except (BrokerError, KafkaError) as exc:
         raise UserError(f"{KAFKA_HINT}: {exc}") from exc

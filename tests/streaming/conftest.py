@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
@@ -13,7 +12,8 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from features.data import frame_from_pandas
 from features.simulator import SimulationConfig, simulate
-from streaming.broker import EmbeddedBroker, ensure_topics
+from service.benchmarks.consumer_fleet import fresh_topics
+from streaming.broker import EmbeddedBroker
 from streaming.config import Topics
 
 WAIT_S = 60.0
@@ -27,15 +27,7 @@ def broker() -> Iterator[EmbeddedBroker]:
 
 @pytest.fixture
 def topics(broker: EmbeddedBroker) -> Topics:
-    suffix = uuid.uuid4().hex[:8]
-    names = Topics(
-        transactions=f"tx-{suffix}",
-        decisions=f"dec-{suffix}",
-        dead_letters=f"dlq-{suffix}",
-        labels=f"lab-{suffix}",
-    )
-    ensure_topics(broker.bootstrap_servers, names.all(), partitions=2)
-    return names
+    return fresh_topics(broker.bootstrap_servers, partitions=2)
 
 
 def payloads(n: int, customers: int = 50, seed: int = 9) -> list[dict[str, Any]]:
