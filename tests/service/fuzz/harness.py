@@ -184,12 +184,13 @@ def run_schemathesis(
         "FUZZ_COMPLIANCE_KEY": service.compliance_key,
     }
     started = time.monotonic()
-    # In the report directory: schemathesis keeps its cache (.schemathesis/) where it runs.
-    finished = subprocess.run(command, env=env, cwd=report_dir, capture_output=True, text=True)
+    output = report_dir / "schemathesis.out"
+    with output.open("w") as out:  # written as it goes: a long run shows its progress
+        # In the report directory: schemathesis keeps its cache (.schemathesis/) where it runs.
+        subprocess.run(command, env=env, cwd=report_dir, stdout=out, stderr=subprocess.STDOUT)
     seconds = time.monotonic() - started
-    (report_dir / "schemathesis.out").write_text(finished.stdout + finished.stderr)
     if not report.exists():
-        raise RuntimeError(f"schemathesis wrote no report:\n{finished.stdout}{finished.stderr}")
+        raise RuntimeError(f"schemathesis wrote no report:\n{output.read_text()}")
     data = json.loads(report.read_text())
     return Figures(
         cases=int(data["test_cases"]["generated"]),
