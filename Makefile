@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint screenshots install system-packages default-artifact sequence-artifact clean
+.PHONY: run demo test fuzz lint screenshots install system-packages default-artifact sequence-artifact clean
 
 $(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ system-packages:
 
 test: $(STAMP) system-packages
 	$(BIN)/pytest
+
+# The API conformance run at full size: schemathesis, every check, >= 10,000 generated
+# cases against a throwaway `riskscore serve` (the CI-sized run is part of `make test`).
+fuzz: $(STAMP)
+	nice -n 10 $(BIN)/python -m tests.service.fuzz.harness
 
 # The README's report screenshots, as the browser test renders them (headless Chromium).
 screenshots: $(STAMP)

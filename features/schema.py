@@ -63,7 +63,10 @@ class Transaction(BaseModel):
 
     transaction_id: Identifier
     timestamp: datetime = Field(
-        description="ISO 8601 instant; without an offset it is taken as UTC.",
+        description="ISO 8601 instant; without an offset it is taken as UTC. At most "
+        f"{MAX_FUTURE_SKEW.total_seconds() / 3600:.0f} hours ahead of the service's clock "
+        "(later is refused with 422: a payment cannot come from tomorrow); a UTC offset "
+        "is whole minutes.",
     )
     customer_id: Identifier
     terminal_id: Identifier

@@ -112,3 +112,12 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready"] = "ready"
     model_version: str
+
+
+class DecisionPage(BaseModel):
+    """One page of ``GET /decisions``."""
+
+    decisions: list[DecisionDetail] = Field(description="Newest first.")
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next page; null on the last page."
+    )

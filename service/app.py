@@ -31,7 +31,7 @@ from service.middleware import (
     metrics_middleware,
 )
 from service.prometheus_metrics import ScoringMetrics
-from service.report_handlers import ReportViews, setup_report_routes
+from service.report_handlers import ReportViews
 from service.routes import setup_routes
 from service.scorer import Scorer
 from service.settings import Settings
@@ -142,9 +142,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Applicat
     app[SCORER] = scorer
     app[SETTINGS] = settings
     app[METRICS] = metrics
-    setup_routes(app, Views(scorer, settings, metrics))
-    setup_report_routes(
-        app, ReportViews(scorer.store, settings.scoring.artifact_dir, scorer.complete)
+    setup_routes(
+        app,
+        Views(scorer, settings, metrics),
+        ReportViews(scorer.store, settings.scoring.artifact_dir, scorer.complete),
     )
     if owned:
         app.cleanup_ctx.append(_owned_scorer_lifecycle)

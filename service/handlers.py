@@ -26,6 +26,7 @@ from service.api_models import (
     LabelResponse,
     Readiness,
 )
+from service.api_routes import DEADLINE_HEADER, EXPLAIN_HEADER, EXPLAIN_VALUES, MAX_DEADLINE_MS
 from service.app_keys import STREAM
 from service.card_number_guard import tokenised_header
 from service.errors import (
@@ -48,9 +49,6 @@ M = TypeVar("M", bound=BaseModel)
 
 JSON_TYPE = "application/json"
 REPLAYED_HEADER = "Idempotent-Replayed"
-EXPLAIN_HEADER = "X-Explain"
-DEADLINE_HEADER = "X-Deadline-Ms"
-MAX_DEADLINE_MS = 60_000.0
 
 
 def json_response(model: BaseModel, headers: dict[str, str] | None = None) -> web.Response:
@@ -101,12 +99,24 @@ def decode_transaction(body: bytes, context: dict[str, Any] | None = None) -> Tr
 
 
 def _full_explanation(request: web.Request) -> bool:
-    wanted = request.query.get("explain") or request.headers.get(EXPLAIN_HEADER) or "reasons"
-    if wanted not in ("reasons", "full"):
-        raise InvalidInput(
-            "explain must be 'reasons' or 'full'",
-            [{"field": "explain", "message": f"expected 'reasons' or 'full', got {wanted!r}"}],
+    """?explain= or X-Explain: 'reasons' (the default) or 'full'. A value that is given is
+    checked even when empty (``explain=`` is not the default, as the schema's enum says)."""
+    given = {
+        name: values
+        for name, values in (
+            ("explain", request.query.getall("explain", [])),
+            (EXPLAIN_HEADER, request.headers.getall(EXPLAIN_HEADER, [])),
         )
+        if values
+    }
+    for name, values in given.items():
+        if len(values) > 1 or values[0] not in EXPLAIN_VALUES:
+            raise InvalidInput(
+                f"{name} must be 'reasons' or 'full', once",
+                [{"field": name, "message": f"expected 'reasons' or 'full', got {values!r}"}],
+            )
+    # The query wins over the header (a URL is the more deliberate of the two).
+    wanted = next(iter(given.values()), ["reasons"])[0]
     return wanted == "full"
 
 
@@ -327,9 +337,7 @@ class Views:
         return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            openapi_document(self._settings.http.api_key_header, bool(self._settings.http.api_keys))
-        )
+        return web.json_response(openapi_document(self._settings.http))
 
 
 def _validated(

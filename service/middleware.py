@@ -41,7 +41,7 @@ OPEN_PATHS = frozenset({"/healthz"})
 PROBE_PATHS = frozenset({"/readyz", "/metrics"})
 
 
-def error_response(error: ServiceError) -> web.Response:
+def error_response(error: ServiceError, headers: dict[str, str] | None = None) -> web.Response:
     body = ErrorResponse(
         error=ErrorBody(
             type=error.type,
@@ -53,7 +53,7 @@ def error_response(error: ServiceError) -> web.Response:
         status=error.status,
         body=body.model_dump_json(exclude_none=True),
         content_type="application/json",
-        headers=error.headers,
+        headers={**(error.headers or {}), **(headers or {})} or None,
     )
 
 
@@ -100,7 +100,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(_from_http_exception(exc))
+        # A 405 must say which methods the path takes (RFC 9110 §15.5.6): keep aiohttp's Allow.
+        allow = exc.headers.get("Allow")
+        return error_response(_from_http_exception(exc), {"Allow": allow} if allow else None)
     except Exception:
         # A bug, not bad input: log it whole, tell the client only that it happened.
         log.exception("unhandled error in %s %s", request.method, request.path)

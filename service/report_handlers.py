@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from explain.audit.store import AuditStore
 from explain.records import DecisionRecord, LabelRecord
-from explain.reports.export import CONTENT_TYPES, FORMATS, ExportFormat, export_lines
+from explain.reports.export import CONTENT_TYPES, ExportFormat, export_lines
 from explain.reports.html import decision_page
 from explain.reports.list_page import decision_list_page
 from explain.reports.pdf import PAGE_FORMATS, PDF_TYPE, PageFormat, PdfUnavailable, to_pdf
@@ -118,7 +118,8 @@ class ReportViews:
         return DecisionDetail(**dict(record), labels=labels).model_dump(mode="json")
 
     async def export(self, request: web.Request) -> web.StreamResponse:
-        fmt: ExportFormat = "csv" if request.match_info["format"] == "csv" else "jsonl"
+        # One view for /reports/decisions.csv and .jsonl: the path's extension decides.
+        fmt: ExportFormat = "csv" if request.path.endswith(".csv") else "jsonl"
         selection = query_model(ListFilter, request)
         chunks = export_lines(iter_pages(self._store, selection), fmt)
         # The first page is read before the status is sent: a store that cannot be read
@@ -202,13 +203,4 @@ async def _rendered(page: str, fmt: PageFormat, name: str) -> web.Response:
     )
 
 
-def setup_report_routes(app: web.Application, views: ReportViews) -> None:
-    app.router.add_get("/decisions", views.search)
-    formats = "|".join(FORMATS)
-    app.router.add_get(f"/reports/decisions.{{format:{formats}}}", views.export)
-    app.router.add_get("/reports/decisions.html", views.decision_list)
-    app.router.add_get("/reports/decisions/{transaction_id}.html", views.decision_report)
-    app.router.add_get("/reports/summary.html", views.summary_report)
-
-
-__all__ = ["ReportViews", "setup_report_routes"]
+__all__ = ["ReportViews"]

@@ -1,18 +1,19 @@
-"""The URL table, in one place."""
+"""The URL table: every route of ``service/api_routes.py``, answered by its view."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from service.api_routes import ROUTES
 from service.handlers import Views
+from service.report_handlers import ReportViews
 
 
-def setup_routes(app: web.Application, views: Views) -> None:
-    app.router.add_post("/score", views.score)
-    app.router.add_post("/score/batch", views.score_batch)
-    app.router.add_get("/decisions/{transaction_id}", views.decision)
-    app.router.add_post("/labels", views.labels)
-    app.router.add_get("/healthz", views.healthz)
-    app.router.add_get("/readyz", views.readyz)
-    app.router.add_get("/metrics", views.metrics)
-    app.router.add_get("/openapi.json", views.openapi)
+def setup_routes(app: web.Application, views: Views, reports: ReportViews) -> None:
+    owners = {"api": views, "reports": reports}
+    for route in ROUTES:
+        handler = getattr(owners[route.views], route.handler)
+        if route.method == "GET":
+            app.router.add_get(route.path, handler)  # and HEAD, as aiohttp adds it
+        else:
+            app.router.add_route(route.method, route.path, handler)

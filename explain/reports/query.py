@@ -45,6 +45,13 @@ def _instant(value: object, *, end: bool) -> object:
         except ValueError:
             return value  # the datetime validator explains what is wrong
         return datetime.combine(day + timedelta(days=1 if end else 0), time(0), tzinfo=UTC)
+    if isinstance(value, str):
+        # ISO 8601 only: pydantic would also read "0.5" or "1714521600" as seconds since
+        # 1970, which nobody writing a report period means (and the schema does not say).
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("expected a date (YYYY-MM-DD) or an ISO 8601 date-time") from None
     return value
 
 

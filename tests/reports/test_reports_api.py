@@ -263,7 +263,7 @@ async def test_a_client_that_leaves_mid_export_is_one_info_line(
         assert (await reader.readline()).startswith(b"HTTP/1.1 200")
         writer.close()
         # The export has ended when the metrics count its request (they do on its return).
-        counted = 'riskscore_http_requests_total{route="/reports/decisions.{format}",status="200"}'
+        counted = 'riskscore_http_requests_total{route="/reports/decisions.csv",status="200"}'
         deadline = asyncio.get_running_loop().time() + 30
         async with ClientSession(f"http://{host}:{port}") as session:
             while counted not in await (await session.get("/metrics")).text():

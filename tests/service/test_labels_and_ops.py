@@ -147,27 +147,3 @@ async def test_metrics_count_decisions_and_time_every_stage(client: Any, transac
     for reason in ("budget", "timeout", "error"):
         assert samples[f'riskscore_fallbacks_total{{reason="{reason}"}}'] == 0.0
     assert all(name.startswith("riskscore_") for name in samples)
-
-
-async def test_openapi_describes_every_route(client: Any) -> None:
-    document = await (await client.get("/openapi.json")).json()
-    assert document["openapi"].startswith("3.")
-    assert set(document["paths"]) == {
-        "/score",
-        "/score/batch",
-        "/decisions/{transaction_id}",
-        "/labels",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/openapi.json",
-    }
-    schemas = document["components"]["schemas"]
-    assert {"Transaction", "ScoreResponse", "DecisionDetail", "ErrorResponse"} <= set(schemas)
-    # Every reference points at a schema that is there.
-    import json
-    import re
-
-    for ref in set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(document))):
-        assert ref in schemas
-    assert "amount" in schemas["Transaction"]["properties"]
