@@ -27,6 +27,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from features.currency import (
+    CURRENCY_PATTERN,
+    DEFAULT_CURRENCY,
+    CurrencyRefused,
+    Pricing,
+    RateTable,
+)
 from models.artifact_paths import default_artifact_dir, default_sequence_artifact_dir
 from streaming.config import KafkaSettings
 
@@ -138,6 +145,27 @@ class ScoringSettings(BaseSettings):
     """Where the online feature state lives: unset keeps it in the process (memory);
     redis://HOST:PORT/DB (rediss:// for TLS) shares it in Redis >= 7 or Valkey, where it
     outlives the process and nothing is replayed at start-up."""
+
+    # -- currencies (features/currency.py) --
+    currency: str = Field(default=DEFAULT_CURRENCY, pattern=CURRENCY_PATTERN)
+    """Currency of a payment that names none; without a rate table, the only one accepted."""
+
+    currency_rates: Path | None = None
+    """Rate table (JSON or TOML: reference, version, rates): amounts are converted to its
+    reference currency before features; a currency without a rate gets 422."""
+
+    @model_validator(mode="after")
+    def _rates_usable(self) -> ScoringSettings:
+        self.pricing()  # a bad table stops start-up here, naming the file and the problem
+        return self
+
+    def pricing(self) -> Pricing:
+        """Prices payments in one currency, as these settings say."""
+        table = None if self.currency_rates is None else RateTable.load(self.currency_rates)
+        try:
+            return Pricing(self.currency, table)
+        except CurrencyRefused as exc:
+            raise ValueError(f"RISKSCORE_CURRENCY={self.currency}: {exc}") from None
 
     @property
     def artifact_dir(self) -> Path:
