@@ -380,6 +380,10 @@ def allowed_values(model: type[BaseSettings], name: str) -> str:
         return "a `postgresql://` URL"
     if model is ScoringSettings and name == "feature_state_url":
         return "a `redis://` or `rediss://` URL"
+    if model is ScoringSettings and name == "currency":
+        return "an ISO 4217 code (`EUR`, `USD`, ...)"
+    if model is ScoringSettings and name == "currency_rates":
+        return "a `.json` or `.toml` file"
     if get_origin(annotation) is Literal:
         return ", ".join(f"`{value}`" for value in get_args(annotation))
     if annotation is bool:

@@ -93,6 +93,12 @@ async def test_amounts_are_converted_before_features_and_the_record_keeps_both(
         ("tx-1", 100.0, 100.0, "EUR", "2026-12-01"),
         ("tx-2", 50.0, 100.0, "USD", "2026-12-01"),
     ]
+    # The warm start rebuilds the windows from the converted amounts, as they were online.
+    restarted = await make_client(currency_rates=rates)
+    third = _payment(transaction, 3, amount=30.0, currency="EUR")
+    assert (await restarted.post("/score", json=third)).status == 200
+    record = await (await restarted.get("/decisions/tx-3")).json()
+    assert _features(record)["CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"] == 60.0
 
 
 async def test_a_currency_without_a_rate_is_refused_naming_it(
