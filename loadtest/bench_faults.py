@@ -46,6 +46,9 @@ CUSTOMERS = 300
 TERMINALS = 600
 # SIGTERM must end the process within this (the issue's target; shutdown_timeout is 10 s).
 EXIT_LIMIT_S = 30.0
+# Twenty-one starts in a row on a busy machine: a start slower than the benchmarks' usual
+# limit is slow, not broken (it is reported, in restart_ready_s).
+READY_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -135,7 +138,7 @@ class Service:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        wait_ready(f"{self.url}/readyz", self.process, self.log)
+        wait_ready(f"{self.url}/readyz", self.process, self.log, READY_TIMEOUT_S)
         return time.monotonic() - started
 
     def kill(self) -> None:

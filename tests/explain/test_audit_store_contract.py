@@ -18,6 +18,7 @@ from explain.audit.sqlite_store import SQLiteAuditStore
 from explain.audit.store import AuditStore, AuditStoreError, DecisionQuery
 from explain.decision import to_record
 from explain.reports.query import page_key
+from features.currency import Pricing, RateTable
 from tests.explain.test_sqlite_audit_store import BASE, BASE_MS, make_label, make_record
 
 Opener = Callable[..., AuditStore]
@@ -309,3 +310,37 @@ def test_postgres_queries_are_served_by_indexes(postgres_url: str) -> None:
         for name, sql in shapes.items():
             plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {sql}").fetchall())
             assert "Seq Scan" not in plan, f"{name}:\n{plan}"
+
+
+def raw_fetch(backend: tuple[str, str], sql: str) -> list[tuple[object, ...]]:
+    kind, location = backend
+    if kind == "sqlite":
+        conn = sqlite3.connect(location)
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+    with psycopg.connect(location) as pg:
+        return [tuple(row) for row in pg.execute(sql).fetchall()]
+
+
+def test_a_converted_payment_keeps_what_was_received(
+    backend: tuple[str, str], store: AuditStore
+) -> None:
+    table = RateTable(reference="EUR", version="2026-12-01", rates={"USD": 0.5})
+    plain = make_record("tx-eur")
+    received = plain.transaction.model_copy(update={"transaction_id": "tx-usd", "currency": "USD"})
+    converted = msgspec.structs.replace(
+        make_record("tx-usd"), transaction=Pricing("EUR", table).price(received)
+    )
+    assert write_all(store, plain, converted) == [True, True]
+    rows = raw_fetch(
+        backend,
+        "SELECT transaction_id, amount, original_amount, original_currency, rate_version"
+        " FROM decisions ORDER BY transaction_id",
+    )
+    amount = plain.transaction.amount
+    assert rows == [
+        ("tx-eur", amount, None, None, None),
+        ("tx-usd", amount * 0.5, amount, "USD", "2026-12-01"),
+    ]
