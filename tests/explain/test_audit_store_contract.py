@@ -344,3 +344,27 @@ def test_a_converted_payment_keeps_what_was_received(
         ("tx-eur", amount, None, None, None),
         ("tx-usd", amount * 0.5, amount, "USD", "2026-12-01"),
     ]
+
+
+def test_a_postgres_database_of_schema_version_1_gains_the_currency_columns(
+    postgres_url: str,
+) -> None:
+    # Version 1 as it shipped: the tables without the three columns, version 1 recorded.
+    PostgresAuditStore(postgres_url).close(timeout=10)
+    with psycopg.connect(postgres_url, autocommit=True) as pg:
+        pg.execute(
+            "ALTER TABLE decisions DROP COLUMN original_amount,"
+            " DROP COLUMN original_currency, DROP COLUMN rate_version"
+        )
+        pg.execute("DELETE FROM riskscore_audit_schema")
+        pg.execute("INSERT INTO riskscore_audit_schema (version) VALUES (1)")
+    store = PostgresAuditStore(postgres_url)
+    try:
+        assert write_all(store, make_record("tx-1")) == [True]
+    finally:
+        store.close(timeout=10)
+    with psycopg.connect(postgres_url) as pg:
+        versions = [row[0] for row in pg.execute("SELECT version FROM riskscore_audit_schema")]
+        row = pg.execute("SELECT original_currency, rate_version FROM decisions").fetchone()
+    assert sorted(versions) == [1, 2]
+    assert row == (None, None)
