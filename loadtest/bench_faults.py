@@ -70,11 +70,14 @@ class CrashReport:
     changed: int = 0  # acknowledged, then replayed with another answer
     unanswered_recorded: int = 0  # no answer, yet recorded before the kill (a replay later)
     unanswered_decided_later: int = 0
+    unverified: int = 0  # the payment sent again after the runs got no decision either
     restart_ready_s: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.changed == 0 and self.acknowledged > 0
+        return (
+            self.lost == 0 and self.changed == 0 and self.unverified == 0 and self.acknowledged > 0
+        )
 
 
 @dataclass
@@ -224,9 +227,17 @@ async def _crash_rounds(
 
 
 async def _resend(url: str, bodies: list[bytes]) -> list[Answer]:
+    # At most one request per connection at a time: the client's timeout then measures
+    # the service, not thousands of requests queued in the client for a free connection.
     session = _session()
+    slots = asyncio.Semaphore(CONNECTIONS)
+
+    async def post(body: bytes) -> Answer:
+        async with slots:
+            return await _post(session, f"{url}/score", body)
+
     try:
-        return list(await asyncio.gather(*(_post(session, f"{url}/score", b) for b in bodies)))
+        return list(await asyncio.gather(*(post(b) for b in bodies)))
     finally:
         await session.close()
 
@@ -249,7 +260,8 @@ def crash(workdir: Path, kills: int = 20, rate: float = 200.0, seconds: float = 
     report.sent = len(bodies)
     for first, second in zip((answers[b] for b in bodies), again, strict=True):
         if second.status != 200:
-            raise BenchError(f"resending a payment got {second.status}: {second.body[:300]!r}")
+            report.unverified += 1  # sent again and not answered: cannot be classified
+            continue
         if first.status == 200:
             report.acknowledged += 1
             if not second.replayed:

@@ -15,6 +15,7 @@ def test_kill_9_under_load_loses_and_duplicates_no_acknowledged_decision(tmp_pat
     assert report.lost == 0  # acknowledged, then decided anew: the record was not durable
     assert report.changed == 0  # acknowledged, then replayed with another answer
     assert report.other_status == {}  # every answer was a decision or no answer at all
+    assert report.unverified == 0  # every payment sent again after the runs was answered
     assert report.unanswered_recorded + report.unanswered_decided_later == report.unanswered
     assert len(report.restart_ready_s) == 5  # each start after a kill became ready
 
