@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test fuzz lint screenshots install system-packages default-artifact sequence-artifact clean
+.PHONY: run demo test fuzz lint screenshots install system-packages default-artifact sequence-artifact faults clean
 
 $(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# Faults under HTTP load on loopback (README, "Reliability and security"): kill -9 of
+# serve 20 times, then SIGTERM with requests in flight. A few minutes; each exits 1 when
+# its target is missed.
+faults: $(STAMP)
+	$(BIN)/riskscore bench crash --kills 20 --rate 200
+	$(BIN)/riskscore bench sigterm --concurrency 32 --seconds 3
 
 default-artifact: $(STAMP)
 	$(BIN)/python -m models.train.build_default_artifact

@@ -15,7 +15,7 @@ import json
 import math
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -23,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
 )
@@ -56,10 +57,23 @@ Identifier = Annotated[
 ]
 
 
+class Conversion(NamedTuple):
+    """What a payment was before its amount was converted to the reference currency
+    (``features/currency.py``): kept with its decision."""
+
+    amount: float
+    currency: str
+    rate_version: str
+
+
 class Transaction(BaseModel):
     """One payment to score."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    # Set on the copy whose amount is in the reference currency (features/currency.py);
+    # None for a payment taken as it came (no rate table configured).
+    _conversion: Conversion | None = PrivateAttr(default=None)
 
     transaction_id: Identifier
     timestamp: datetime = Field(
@@ -71,7 +85,13 @@ class Transaction(BaseModel):
     customer_id: Identifier
     terminal_id: Identifier
     amount: float = Field(gt=0, le=MAX_AMOUNT, description="Amount in major currency units.")
-    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    currency: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 code; absent means RISKSCORE_CURRENCY. Accepted: that currency,"
+        " or one with a rate in RISKSCORE_CURRENCY_RATES (others are refused with 422"
+        " unsupported_currency).",
+    )
 
     @field_validator("timestamp", mode="before")
     @classmethod
@@ -122,6 +142,11 @@ class Transaction(BaseModel):
         """The transaction as canonical JSON: equal for equal content, whatever the key
         order or spacing of the request that carried it. Stored with every decision."""
         return self.model_dump_json().encode()
+
+    @property
+    def conversion(self) -> Conversion | None:
+        """The payment as received, when this is its converted copy."""
+        return self._conversion
 
     @cached_property
     def digest(self) -> str:

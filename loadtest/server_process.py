@@ -43,8 +43,10 @@ def riskscore_env(**settings: str) -> dict[str, str]:
     return {**os.environ, **{f"RISKSCORE_{k.upper()}": v for k, v in settings.items()}}
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = READY_TIMEOUT_S
+) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise BenchError(f"server exited with {process.returncode}; log tail:\n{tail(log)}")
@@ -55,7 +57,7 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.25)  # polling a starting server, bounded by the deadline
-    raise BenchError(f"{url} not ready after {READY_TIMEOUT_S:.0f} s (log: {log})")
+    raise BenchError(f"{url} not ready after {timeout_s:.0f} s (log: {log})")
 
 
 def tail(log: Path, chars: int = 2000) -> str:

@@ -70,6 +70,7 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
         explainer_factory=lambda model: make_explainer(settings.scoring.explainer, model),
         cascade=cascade,
         budget_ms=settings.second_stage.budget_ms,
+        pricing=settings.scoring.pricing(),
     )
 
 

@@ -126,3 +126,13 @@ class AuditUnavailable(ServiceError):
 
     status = 503
     type = "audit_unavailable"
+
+
+class UnsupportedCurrency(InvalidInput):
+    """A payment in a currency riskscore cannot put on the same scale as the others (no
+    rate for it, or no rate table and not the configured currency): 422 naming it."""
+
+    type = "unsupported_currency"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, [{"field": "currency", "message": message}])

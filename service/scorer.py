@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from explain.explainer import Explainer, make_explainer
 from explain.reasons import DEFAULT_REASON_COUNT
 from explain.records import DecisionRecord, LabelOutcomeName
 from explain.sequence_attribution import complete_attributions
+from features.currency import CurrencyRefused, Pricing
 from features.online import OnlineFeatureEngine
 from features.schema import Transaction
 from features.sequence import OnlineSequences, SequenceStore, SequenceView
@@ -39,7 +40,7 @@ from features.state import FeatureState
 from models.cascade import DEFAULT_BUDGET_MS, Cascade
 from models.fast import FastModel, ModelSlot
 from service.decisions import build_decision
-from service.errors import AuditUnavailable, IdempotencyConflict, NotFound
+from service.errors import AuditUnavailable, IdempotencyConflict, NotFound, UnsupportedCurrency
 from service.fast_path import Draft, FastPath
 from service.in_flight import InFlight, Scored, as_replay, check_same, settled
 from service.label_intake import LabelIntake
@@ -78,8 +79,10 @@ class Scorer:
         cascade: Cascade | None = None,
         budget_ms: float = DEFAULT_BUDGET_MS,
         sequences: SequenceStore | None = None,
+        pricing: Pricing | None = None,
     ) -> None:
         self._models = models
+        self._pricing = pricing or Pricing()
         self._store = store
         self._engine: FeatureState = engine or OnlineFeatureEngine()
         self._metrics = metrics
@@ -212,20 +215,21 @@ class Scorer:
         items: list[Transaction],
         received: float | None = None,
         budget_ms: float | None = None,
-    ) -> list[Scored | IdempotencyConflict]:
+    ) -> list[Scored | IdempotencyConflict | UnsupportedCurrency]:
         """Decide many transactions together (one model call, one explainer call).
 
         Items are applied to the feature state in the order given. Each gets its own
-        result: a decision, or the conflict that refused it; the rest still score. Raises
+        result: a decision, or the conflict (or currency) that refused it; the rest still
+        score. Raises
         :class:`AuditUnavailable` if any decision could not be recorded: then nothing of
         the batch is answered (a retry of the batch gets the decisions made).
         """
         started = time.perf_counter() if received is None else received
         futures = self.submit([ScoreRequest(tx, started, budget_ms) for tx in items])
         outcomes = await asyncio.shield(asyncio.gather(*futures, return_exceptions=True))
-        results: list[Scored | IdempotencyConflict] = []
+        results: list[Scored | IdempotencyConflict | UnsupportedCurrency] = []
         for outcome in outcomes:
-            if isinstance(outcome, IdempotencyConflict | Scored):
+            if isinstance(outcome, IdempotencyConflict | UnsupportedCurrency | Scored):
                 results.append(outcome)
             else:
                 raise outcome
@@ -244,6 +248,7 @@ class Scorer:
         after it — in this call and in later ones — then wait behind that lookup, in
         order, rather than overtake it.
         """
+        requests = list(requests)  # converted payments replace their request below
         n = len(requests)
         futures: list[asyncio.Future[Scored] | None] = [None] * n
         new: list[int] = []
@@ -251,7 +256,14 @@ class Scorer:
         first: dict[str, int] = {}
         repeats: list[tuple[int, int]] = []
         for i, request in enumerate(requests):
-            tx = request.tx
+            try:
+                # Amounts in the reference currency from here on: features add them up.
+                tx = self._pricing.price(request.tx)
+            except CurrencyRefused as exc:
+                futures[i] = settled(UnsupportedCurrency(str(exc)))
+                continue
+            if tx is not request.tx:
+                request = requests[i] = replace(request, tx=tx)
             tid = tx.transaction_id
             try:
                 j = first.get(tid)

@@ -28,6 +28,13 @@ from pydantic_settings import (
 )
 
 from features.card_numbers import CardNumberPolicy, PanPolicyName
+from features.currency import (
+    CURRENCY_PATTERN,
+    DEFAULT_CURRENCY,
+    CurrencyRefused,
+    Pricing,
+    RateTable,
+)
 from models.artifact_paths import default_artifact_dir, default_sequence_artifact_dir
 from streaming.config import KafkaSettings
 
@@ -151,6 +158,27 @@ class ScoringSettings(BaseSettings):
 
     signals_window_days: int = Field(default=7, ge=1, le=366)
     """The days of decisions those gauges cover, ending at the latest stored event time."""
+
+    # -- currencies (features/currency.py) --
+    currency: str = Field(default=DEFAULT_CURRENCY, pattern=CURRENCY_PATTERN)
+    """Currency of a payment that names none; without a rate table, the only one accepted."""
+
+    currency_rates: Path | None = None
+    """Rate table (JSON or TOML: reference, version, rates): amounts are converted to its
+    reference currency before features; a currency without a rate gets 422."""
+
+    @model_validator(mode="after")
+    def _rates_usable(self) -> ScoringSettings:
+        self.pricing()  # a bad table stops start-up here, naming the file and the problem
+        return self
+
+    def pricing(self) -> Pricing:
+        """Prices payments in one currency, as these settings say."""
+        table = None if self.currency_rates is None else RateTable.load(self.currency_rates)
+        try:
+            return Pricing(self.currency, table)
+        except CurrencyRefused as exc:
+            raise ValueError(f"RISKSCORE_CURRENCY={self.currency}: {exc}") from None
 
     @property
     def artifact_dir(self) -> Path:
@@ -476,6 +504,10 @@ def allowed_values(model: type[BaseSettings], name: str) -> str:
         return "a `postgresql://` URL"
     if model is ScoringSettings and name == "feature_state_url":
         return "a `redis://` or `rediss://` URL"
+    if model is ScoringSettings and name == "currency":
+        return "an ISO 4217 code (`EUR`, `USD`, ...)"
+    if model is ScoringSettings and name == "currency_rates":
+        return "a `.json` or `.toml` file"
     choices = [a for a in (annotation, *get_args(annotation)) if get_origin(a) is Literal]
     if choices:  # a Literal, or an optional one
         return ", ".join(f"`{value}`" for value in get_args(choices[0]))

@@ -23,6 +23,7 @@ from service.errors import (
     IdempotencyConflict,
     NotFound,
     NotReady,
+    UnsupportedCurrency,
 )
 from service.scorer import Scorer
 from streaming.codec import RecordError
@@ -63,7 +64,7 @@ class ScorerBridge:
         outcomes = self._call(self._scorer.score_batch(txs))
         out: list[EncodedDecision | RecordError] = []
         for outcome in outcomes:
-            if isinstance(outcome, IdempotencyConflict):
+            if isinstance(outcome, IdempotencyConflict | UnsupportedCurrency):
                 out.append(RecordError(outcome.type, outcome.message))
             else:
                 # The message is the /score answer, from the one encoder of that view.

@@ -86,6 +86,8 @@ def decision_row(decision: Decision, schema_id: int) -> tuple[Any, ...]:
         round(decision.latency_ms * 1000),
         ",".join(map(str, decision.reasons.indices)),
         decision.fallback_reason,
+        # The payment as received, when its amount was converted (schema version 5).
+        *(tx.conversion or (None, None, None)),
     )
 
 

@@ -28,7 +28,7 @@ from explain.audit.store import AuditStoreError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final[int] = 1
+SCHEMA_VERSION: Final[int] = 2
 # pg_advisory_xact_lock key for schema changes and partition creation ("rsaudit").
 DDL_LOCK: Final[int] = 0x7273617564697400
 PARTITIONED: Final[tuple[str, ...]] = ("decisions", "labels")
@@ -95,6 +95,15 @@ CREATE TABLE IF NOT EXISTS labels (
     PRIMARY KEY (id, received_at_ms)
 ) PARTITION BY RANGE (received_at_ms)
 """,
+)
+
+# Version 2: the payment as received when its amount was converted to the reference
+# currency (features/currency.py), as in the SQLite store's schema version 5; NULL for
+# rows written before and for payments taken as they came (no rate table).
+_CURRENCY_COLUMNS = (
+    "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS original_amount double precision",
+    "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS original_currency text",
+    "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS rate_version text",
 )
 
 # Each search, export, report and warm-start query is served by one of these (they are
@@ -178,7 +187,7 @@ def migrate(conn: Any) -> None:
             )
         if found == SCHEMA_VERSION:
             return
-        for statement in (*_INDEXES, *_IMMUTABLE):
+        for statement in (*_CURRENCY_COLUMNS, *_INDEXES, *_IMMUTABLE):
             conn.execute(statement)
         conn.execute("INSERT INTO riskscore_audit_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
 

@@ -28,7 +28,7 @@ from features.url_redaction import redact
 _DECISION_COLUMNS = (
     "transaction_id, request_sha256, event_time_ms, local_time_ms, decided_at_ms, customer_id,"
     " terminal_id, amount, action, stage, score, model_version, fallback, record, latency_us,"
-    " reason_positions, fallback_reason"
+    " reason_positions, fallback_reason, original_amount, original_currency, rate_version"
 )
 _LABEL_COLUMNS = "transaction_id, is_fraud, labelled_at_ms, received_at_ms, record_json"
 # One lock per id, taken in hash order (the same in every process: no deadlock).

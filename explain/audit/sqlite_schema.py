@@ -158,11 +158,23 @@ _REPORT_COLUMNS = (
     " fallback, fallback_reason, model_version, latency_us, reason_positions)",
 )
 
+# Version 5: the payment as received when its amount was converted to the reference
+# currency before features (features/currency.py): ``amount`` (and the compact record)
+# hold the converted amount the features saw, these the original amount and currency and
+# the rate table's version. NULL for rows written before and for payments taken as they
+# came (no rate table configured).
+_CURRENCY_COLUMNS = (
+    "ALTER TABLE decisions ADD COLUMN original_amount REAL CHECK (original_amount > 0)",
+    "ALTER TABLE decisions ADD COLUMN original_currency TEXT",
+    "ALTER TABLE decisions ADD COLUMN rate_version TEXT",
+)
+
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (_DECISIONS, _LABELS, *_INDICES, *_IMMUTABLE),
     _COMPACT,
     _RETENTION,
     _REPORT_COLUMNS,
+    _CURRENCY_COLUMNS,
 )
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
 

@@ -21,8 +21,9 @@ __all__ = ["WRITER_THREAD_NAME", "SQLiteWriter", "WriterStats"]
 _INSERT_DECISION = """
 INSERT INTO decisions (transaction_id, request_sha256, event_time_ms, local_time_ms,
     decided_at_ms, customer_id, terminal_id, amount, action, stage, score, model_version,
-    record_json, fallback, record, latency_us, reason_positions, fallback_reason)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)
+    record_json, fallback, record, latency_us, reason_positions, fallback_reason,
+    original_amount, original_currency, rate_version)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _INSERT_LABEL = """
 INSERT INTO labels (transaction_id, is_fraud, labelled_at_ms, received_at_ms, record_json)

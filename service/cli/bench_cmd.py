@@ -141,6 +141,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     audit.add_argument("--postgres-url", metavar="URL", help="a scratch PostgreSQL database")
     audit.add_argument("--json", type=Path, help="also write the figures as JSON")
     audit.set_defaults(run=run_audit)
+    crash = kinds.add_parser(
+        "crash",
+        help="kill -9 of `riskscore serve` under HTTP load: acknowledged means durable",
+        description=(
+            "Starts `riskscore serve` (Kafka off) on a fresh data directory --kills times; "
+            "each time sends payments at --rate per second for about --seconds and kills it "
+            "with SIGKILL while requests are in flight. Then starts it once more and sends "
+            "every payment again: each one answered 200 before must come back as a replay "
+            "with the same answer (lost: decided anew; changed: another answer)."
+        ),
+    )
+    crash.add_argument("--kills", type=positive_int, default=20, help="SIGKILLs")
+    crash.add_argument("--rate", type=positive_int, default=200, help="payments per second")
+    crash.add_argument("--seconds", type=float, default=1.5, help="load per round (mean)")
+    crash.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
+    crash.set_defaults(run=run_crash)
+    sigterm = kinds.add_parser(
+        "sigterm",
+        help="SIGTERM of `riskscore serve` under HTTP load: no failed in-flight request",
+        description=(
+            "Starts `riskscore serve` (Kafka off); --concurrency clients each send their next "
+            "payment once answered, for --seconds; then SIGTERM with each client's request "
+            "in flight and no more sent: every one "
+            "must be answered 200, the process must exit 0 within 30 s, and after a restart "
+            "every acknowledged payment is a replay."
+        ),
+    )
+    sigterm.add_argument("--concurrency", type=positive_int, default=32, help="clients")
+    sigterm.add_argument("--seconds", type=float, default=3.0, help="load before the signal")
+    sigterm.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
+    sigterm.set_defaults(run=run_sigterm)
 
 
 def run_scorer(args: argparse.Namespace) -> int:
@@ -296,3 +327,29 @@ def run_audit(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0
+
+
+def run_crash(args: argparse.Namespace) -> int:
+    return _fault_run(args, "crash", kills=args.kills, rate=args.rate, seconds=args.seconds)
+
+
+def run_sigterm(args: argparse.Namespace) -> int:
+    return _fault_run(args, "sigterm", concurrency=args.concurrency, seconds=args.seconds)
+
+
+def _fault_run(args: argparse.Namespace, which: str, **options: Any) -> int:
+    """One of ``loadtest.bench_faults``' runs; exit status 1 when its target is missed."""
+    import tempfile
+
+    from loadtest import bench_faults
+    from loadtest.server_process import BenchError
+
+    with tempfile.TemporaryDirectory(prefix=f"riskscore-{which}-") as scratch:
+        workdir = args.dir or Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            report = getattr(bench_faults, which)(workdir, **options)
+        except BenchError as exc:
+            raise UserError(f"{exc}\n{bench_faults.log_tail(workdir)}") from None
+    print(bench_faults.describe(report))
+    return 0 if report.ok else 1

@@ -18,6 +18,7 @@ from explain.audit.sqlite_store import SQLiteAuditStore
 from explain.audit.store import AuditStore, AuditStoreError, DecisionQuery
 from explain.decision import to_record
 from explain.reports.query import page_key
+from features.currency import Pricing, RateTable
 from tests.explain.test_sqlite_audit_store import BASE, BASE_MS, make_label, make_record
 
 Opener = Callable[..., AuditStore]
@@ -311,3 +312,61 @@ def test_postgres_queries_are_served_by_indexes(postgres_url: str) -> None:
         for name, sql in shapes.items():
             plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {sql}").fetchall())
             assert "Seq Scan" not in plan, f"{name}:\n{plan}"
+
+
+def raw_fetch(backend: tuple[str, str], sql: str) -> list[tuple[object, ...]]:
+    kind, location = backend
+    if kind == "sqlite":
+        conn = sqlite3.connect(location)
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+    with psycopg.connect(location) as pg:
+        return [tuple(row) for row in pg.execute(sql).fetchall()]
+
+
+def test_a_converted_payment_keeps_what_was_received(
+    backend: tuple[str, str], store: AuditStore
+) -> None:
+    table = RateTable(reference="EUR", version="2026-12-01", rates={"USD": 0.5})
+    plain = make_record("tx-eur")
+    received = plain.transaction.model_copy(update={"transaction_id": "tx-usd", "currency": "USD"})
+    converted = msgspec.structs.replace(
+        make_record("tx-usd"), transaction=Pricing("EUR", table).price(received)
+    )
+    assert write_all(store, plain, converted) == [True, True]
+    rows = raw_fetch(
+        backend,
+        "SELECT transaction_id, amount, original_amount, original_currency, rate_version"
+        " FROM decisions ORDER BY transaction_id",
+    )
+    amount = plain.transaction.amount
+    assert rows == [
+        ("tx-eur", amount, None, None, None),
+        ("tx-usd", amount * 0.5, amount, "USD", "2026-12-01"),
+    ]
+
+
+def test_a_postgres_database_of_schema_version_1_gains_the_currency_columns(
+    postgres_url: str,
+) -> None:
+    # Version 1 as it shipped: the tables without the three columns, version 1 recorded.
+    PostgresAuditStore(postgres_url).close(timeout=10)
+    with psycopg.connect(postgres_url, autocommit=True) as pg:
+        pg.execute(
+            "ALTER TABLE decisions DROP COLUMN original_amount,"
+            " DROP COLUMN original_currency, DROP COLUMN rate_version"
+        )
+        pg.execute("DELETE FROM riskscore_audit_schema")
+        pg.execute("INSERT INTO riskscore_audit_schema (version) VALUES (1)")
+    store = PostgresAuditStore(postgres_url)
+    try:
+        assert write_all(store, make_record("tx-1")) == [True]
+    finally:
+        store.close(timeout=10)
+    with psycopg.connect(postgres_url) as pg:
+        versions = [row[0] for row in pg.execute("SELECT version FROM riskscore_audit_schema")]
+        row = pg.execute("SELECT original_currency, rate_version FROM decisions").fetchone()
+    assert sorted(versions) == [1, 2]
+    assert row == (None, None)

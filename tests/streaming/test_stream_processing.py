@@ -108,6 +108,30 @@ def test_every_transaction_gets_one_decision_and_bad_records_go_to_the_dlq(
     assert all(h["source.topic"] == topics.transactions.encode() for h in headers)
 
 
+def test_a_payment_in_another_currency_is_a_dead_letter_saying_why(
+    broker: EmbeddedBroker, topics: Topics, scorer_on_loop: tuple[Scorer, Any]
+) -> None:
+    # No rate table: only the configured currency (EUR) can go on the features' scale.
+    scorer, loop = scorer_on_loop
+    payloads = _payloads(3)
+    dollars = {**payloads[1], "currency": "USD"}
+    values = [json.dumps(p).encode() for p in (payloads[0], dollars, payloads[2])]
+    _produce(broker, topics.transactions, [(b"c", v) for v in values])
+
+    with Running(_processor(broker, topics, scorer, loop)):
+        decisions = _read(broker, topics.decisions, 2)
+        dead = _read(broker, topics.dead_letters, 1)
+
+    assert sorted(r.key.decode() for r in decisions) == sorted(
+        p["transaction_id"] for p in (payloads[0], payloads[2])
+    )
+    assert [r.value for r in dead] == [values[1]]
+    headers = dict(dead[0].headers)
+    assert headers["error.type"] == b"unsupported_currency"
+    assert b"'USD'" in headers["error.message"]
+    assert scorer.store.get(dollars["transaction_id"]) is None
+
+
 def test_redelivered_transactions_are_not_decided_twice(
     broker: EmbeddedBroker, topics: Topics, scorer_on_loop: tuple[Scorer, Any]
 ) -> None:

@@ -27,6 +27,13 @@ UNSTATED_RULES: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
     # A card number (Luhn-valid, with a card network's prefix) where an id is expected:
     # a checksum is beyond what a pattern can say.
     "card_number": (re.compile(r".*"), re.compile(r"card number", re.IGNORECASE)),
+    # A currency other than the configured one (or one without a rate in the configured
+    # table): which codes are accepted is configuration, and the document is generated
+    # from the models (the currency's description states the rule).
+    "unsupported_currency": (
+        re.compile(r"^(transactions\.\d+\.)?currency$"),
+        re.compile(r"is not accepted|no rate for currency"),
+    ),
     # 'from' must be before 'to': a rule across two parameters, which OpenAPI cannot state.
     "period_order": (re.compile(r"^from$"), re.compile(r"must be before 'to'")),
     # A cursor must be one this API handed out: only the service knows which those are.
