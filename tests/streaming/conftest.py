@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,10 +16,28 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from features.data import frame_from_pandas
 from features.simulator import SimulationConfig, simulate
+from service.app import build_scorer
+from service.scorer import Scorer
+from service.settings import Settings
 from streaming.broker import EmbeddedBroker, ensure_topics
 from streaming.config import Topics
 
 WAIT_S = 60.0
+
+
+@pytest.fixture
+def scorer_on_loop(tmp_path: Path) -> Iterator[tuple[Scorer, asyncio.AbstractEventLoop]]:
+    """A real scorer whose event loop runs in a thread, as under `riskscore serve`."""
+    scorer = build_scorer(Settings.of(data_dir=tmp_path / "var", kafka="off"))
+    scorer.warm_start(from_store=False)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield scorer, loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+    scorer.store.close()
 
 
 @pytest.fixture(scope="module")
