@@ -62,11 +62,14 @@ def main(command: list[str]) -> int:
     sys.stdout.write(f"{broker.pid}\n")
     sys.stdout.flush()
     owner = sys.stdin.fileno()
-    ended = os.pidfd_open(broker.pid)
+    # Linux: a descriptor that becomes readable when the broker ends; elsewhere, a poll.
+    ended = [os.pidfd_open(broker.pid)] if hasattr(os, "pidfd_open") else []
     while True:
-        ready, _, _ = select.select([owner, ended], [], [])
-        if ended in ready:
-            return broker.wait()
+        ready, _, _ = select.select([owner, *ended], [], [], None if ended else 0.5)
+        if broker.poll() is not None:
+            return broker.returncode
+        if owner not in ready:
+            continue
         if not os.read(owner, 512):
             # The owner closed the pipe or died. Memory storage: nothing to flush, and its
             # clients are gone or going, so no grace period.

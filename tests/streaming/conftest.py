@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,31 @@ from streaming.broker import EmbeddedBroker, ensure_topics
 from streaming.config import Topics
 
 WAIT_S = 60.0
+
+
+@pytest.fixture
+def collect_leaked_sockets() -> Iterator[None]:
+    """Collect at teardown what kafka-python (3.0) leaves to the garbage collector after a
+    connection fails (sockets, selector keys), so that its warnings come out in the test
+    that cut connections — where :data:`BROKER_FAULTS` expects them — and not in whichever
+    test happens to run next."""
+    yield
+    gc.collect()
+
+
+# For tests that cut broker connections on purpose.
+BROKER_FAULTS = [
+    pytest.mark.usefixtures("collect_leaked_sockets"),
+    pytest.mark.filterwarnings("ignore:unclosed <socket:ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+
+
+def broker_faults(test: Callable[..., None]) -> Callable[..., None]:
+    """Marks one test with :data:`BROKER_FAULTS`."""
+    for mark in BROKER_FAULTS:
+        test = mark(test)
+    return test
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from kafka.errors import KafkaConnectionError, UnknownMemberIdError
 from service.scorer import Scorer
 from streaming.broker import EmbeddedBroker, ensure_topics
 from streaming.config import Topics
-from tests.streaming.conftest import payloads, produce, read_topic
+from tests.streaming.conftest import BROKER_FAULTS, payloads, produce, read_topic
 from tests.streaming.tcp_proxy import (
     API_VERSIONS,
     FETCH,
@@ -31,6 +31,7 @@ from tests.streaming.tcp_proxy import (
 )
 from tests.streaming.test_stream_processing import Running, _failing, _processor
 
+pytestmark = BROKER_FAULTS
 RESETS = 2
 WAIT_S = 60.0
 PHASES = {

@@ -18,6 +18,7 @@ from service.stream_bridge import ScorerBridge
 from streaming.broker import EmbeddedBroker, ensure_topics
 from streaming.config import StreamConfig, Topics
 from streaming.processor import StreamProcessor
+from tests.streaming.conftest import broker_faults
 from tests.streaming.conftest import payloads as _payloads
 from tests.streaming.conftest import produce as _produce
 from tests.streaming.conftest import read_topic as _read
@@ -145,6 +146,7 @@ def test_labels_reach_the_feature_state_and_unknown_ones_are_dead_letters(
     assert dict(dead[0].headers)["error.type"] == b"not_found"
 
 
+@broker_faults
 def test_a_broker_outage_mid_run_loses_nothing(
     scorer_on_loop: tuple[Scorer, Any], tmp_path: Path
 ) -> None:
