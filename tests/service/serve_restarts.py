@@ -65,8 +65,12 @@ def kill_and_restart(data_dir: Path, runs: int) -> list[float]:
         try:
             # Readiness is the condition waited on; the loop ends when it holds.
             while not _ready(base):
-                if process.poll() is not None or time.monotonic() - started > READY_TIMEOUT_S:
-                    raise AssertionError(f"start {run + 1} failed:\n{log.read_text()}")
+                waited = time.monotonic() - started
+                if process.poll() is not None or waited > READY_TIMEOUT_S:
+                    raise AssertionError(
+                        f"start {run + 1} failed (exit code {process.poll()}, after "
+                        f"{waited:.0f} s):\n{log.read_text()}"
+                    )
                 time.sleep(0.05)
             startup.append(time.monotonic() - started)
         finally:
