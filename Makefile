@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test fuzz lint screenshots install system-packages default-artifact sequence-artifact faults clean
+.PHONY: run demo test fuzz lint outage-soak restart-soak screenshots install system-packages default-artifact sequence-artifact faults clean
 
 $(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,22 @@ test: $(STAMP) system-packages
 # cases against a throwaway `riskscore serve` (the CI-sized run is part of `make test`).
 fuzz: $(STAMP)
 	nice -n 10 $(BIN)/python -m tests.service.fuzz.harness
+
+# Broker faults, repeated (not part of `make test`; see the README's "Broker faults"): the
+# broker-outage test OUTAGE_RUNS times in a row, each in a fresh session; then `kill -9` of
+# `riskscore serve` and a new start on the same ports, RESTART_RUNS times.
+OUTAGE_RUNS ?= 50
+RESTART_RUNS ?= 20
+OUTAGE_TEST := tests/streaming/test_stream_processing.py::test_a_broker_outage_mid_run_loses_nothing
+
+outage-soak: $(STAMP)
+	@passed=0; for i in $$(seq $(OUTAGE_RUNS)); do \
+		if $(BIN)/pytest -q -p no:cacheprovider $(OUTAGE_TEST) > outage-soak.log 2>&1; \
+		then passed=$$((passed + 1)); else echo "run $$i failed:"; tail -40 outage-soak.log; fi; \
+	done; echo "$$passed/$(OUTAGE_RUNS) outage runs passed"; test $$passed -eq $(OUTAGE_RUNS)
+
+restart-soak: $(STAMP)
+	$(BIN)/python -m tests.service.serve_restarts --runs $(RESTART_RUNS)
 
 # The README's report screenshots, as the browser test renders them (headless Chromium).
 screenshots: $(STAMP)

@@ -7,6 +7,7 @@ keeps third-party collectors out of the scrape unless asked for.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -139,8 +140,19 @@ class StreamCollector(Collector):
             ),
             ("riskscore_kafka_batch_retries", "Batches retried after a failure.", stats.retries),
             ("riskscore_kafka_batches", "Batches processed and committed.", stats.batches),
+            (
+                "riskscore_kafka_reconnects",
+                "Consumer sessions restarted after a transient broker fault.",
+                stats.reconnects,
+            ),
         ):
             yield CounterMetricFamily(name, help_text, value=value)
+        since = stats.retrying_since
+        yield GaugeMetricFamily(
+            "riskscore_kafka_retrying_seconds",
+            "How long the consumer has been retrying after a broker or store fault (0: not).",
+            value=0.0 if since is None else time.monotonic() - since,
+        )
         yield GaugeMetricFamily(
             "riskscore_kafka_last_batch_size", "Records in the last batch.", value=stats.last_batch
         )

@@ -23,6 +23,7 @@ from streaming.processor import StreamProcessor
 log = logging.getLogger(__name__)
 # A batch retried for longer than this makes the service unready (store or broker down).
 RETRYING_UNREADY_S = 10.0
+BROKER_PID_FILE = "kafka-broker.pid"
 
 
 class StreamRunner:
@@ -49,6 +50,9 @@ class StreamRunner:
                 kafka.embedded_port,
                 host=kafka.embedded_host,
                 advertised_host=kafka.embedded_advertised_host,
+                # Names the broker for the next start, should this process die without
+                # stopping it: a broker left on the port is then recognised and replaced.
+                pid_file=self._settings.data_dir / BROKER_PID_FILE,
             ).start()
             servers = self.broker.bootstrap_servers
             log.info("embedded Kafka-protocol broker on %s", servers)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
+import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +24,12 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from streaming import broker_guard
+from streaming.broker_record import RELEASE_TIMEOUT_S, BrokerRecord, remove_if_names
 from streaming.config import local_address
+from streaming.port_holder import command_line, listening_pid, start_time
+
+log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_S = 15.0
 # How long a command waits for a broker's TCP port before saying that none answers.
@@ -46,6 +54,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` now."""
+    with socket.socket() as probe:
+        # As a server binds: connections of a previous run in TIME_WAIT do not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def broker_addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
@@ -95,8 +115,21 @@ def ensure_topics(
         admin.close()
 
 
+def _holder_text(port: int) -> str:
+    pid = listening_pid(port)
+    if pid is None:
+        return ""
+    command = " ".join(command_line(pid) or [])[:200]
+    return f" by pid {pid}" + (f" ({command})" if command else "")
+
+
 class EmbeddedBroker:
-    """Start Tansu on ``host`` (127.0.0.1; a free port unless given); stop it on close."""
+    """Start Tansu on ``host`` (127.0.0.1; a free port unless given); stop it on close.
+
+    The broker runs under :mod:`streaming.broker_guard`, so it ends with this process
+    however this process ends. With ``pid_file``, a broker this file names, left on the port
+    by an earlier run whose process is gone, is stopped and replaced.
+    """
 
     def __init__(
         self,
@@ -104,8 +137,10 @@ class EmbeddedBroker:
         advertised_port: int | None = None,
         host: str = "127.0.0.1",
         advertised_host: str | None = None,
+        pid_file: Path | None = None,
     ) -> None:
         self.host = host
+        self.pid_file = pid_file
         self.port = port or free_port()
         self._local_host = local_address(host)
         # Clients connect to the advertised address after bootstrap: a proxy in front of the
@@ -114,31 +149,75 @@ class EmbeddedBroker:
         self.advertised_port = advertised_port or self.port
         self.bootstrap_servers = f"{self.advertised_host}:{self.advertised_port}"
         self._process: subprocess.Popen[bytes] | None = None
+        self.broker_pid: int | None = None
+
+    def _claim_port(self) -> None:
+        """Return once the port is free, stopping a stale broker of ours on it; BrokerError
+        naming the holder otherwise. Another listener would answer the readiness probe in
+        the broker's place: refuse at once instead of timing out later."""
+        deadline = time.monotonic() + RELEASE_TIMEOUT_S
+        while not port_free(self.port, self.host):
+            record = BrokerRecord.read(self.pid_file) if self.pid_file else None
+            named = record is not None and record.port == self.port
+            if record is not None and named and record.broker_running():
+                if record.owner_running():
+                    raise BrokerError(
+                        f"port {self.port} is held by the embedded broker (pid "
+                        f"{record.broker_pid}) of riskscore pid {record.owner_pid}, which is "
+                        "still running on this data directory: stop it first, or give this "
+                        "one another RISKSCORE_DATA_DIR and RISKSCORE_KAFKA_EMBEDDED_PORT"
+                    )
+                log.warning(
+                    "stopping the embedded broker (pid %d) left on port %d by an earlier run",
+                    record.broker_pid,
+                    self.port,
+                )
+                record.stop_broker()
+            elif not named or time.monotonic() > deadline:
+                raise BrokerError(
+                    f"port {self.port} is already in use{_holder_text(self.port)}: stop that "
+                    "process, or set RISKSCORE_KAFKA_EMBEDDED_PORT to a free port (0 picks "
+                    "one), or RISKSCORE_KAFKA_BOOTSTRAP_SERVERS to brokers already running"
+                )
+            # A broker of ours that just ended (its parent was killed) frees the port.
+            time.sleep(0.02)
 
     def start(self) -> EmbeddedBroker:
-        # Another listener on the port would answer the readiness probe below in the
-        # broker's place: refuse at once instead of timing out later.
-        with socket.socket() as probe:
-            # As a server binds: connections of a previous run in TIME_WAIT do not count.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((self.host, self.port))
-            except OSError:
-                raise BrokerError(f"port {self.port} is already in use") from None
+        self._claim_port()
+        command = [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            f"tcp://{self.host}:{self.port}",
+            "--advertised-listener-url",
+            f"tcp://{self.advertised_host}:{self.advertised_port}",
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        # The guard's stdin is the pipe whose end tells it this process is gone; its own
+        # session keeps the terminal's Ctrl-C from the broker (this process stops it).
         self._process = subprocess.Popen(
-            [
-                str(tansu_binary()),
-                "broker",
-                "--listener-url",
-                f"tcp://{self.host}:{self.port}",
-                "--advertised-listener-url",
-                f"tcp://{self.advertised_host}:{self.advertised_port}",
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=subprocess.DEVNULL,
+            [sys.executable, "-I", broker_guard.__file__, *command],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
+        assert self._process.stdout is not None
+        with self._process.stdout:
+            line = self._process.stdout.readline()
+        if not line.strip().isdigit():
+            self.close()
+            raise BrokerError("the embedded broker's guard process did not start it")
+        self.broker_pid = int(line)
+        if self.pid_file is not None:
+            BrokerRecord(
+                port=self.port,
+                broker_pid=self.broker_pid,
+                command=command,
+                owner_pid=os.getpid(),
+                owner_started=start_time(os.getpid()),
+            ).write(self.pid_file)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
             if self._process.poll() is not None:
@@ -157,15 +236,17 @@ class EmbeddedBroker:
 
     def close(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                # It waits for open client connections on SIGTERM; with memory storage there
-                # is nothing to flush, so a short grace is enough before killing it.
-                process.wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()  # the guard kills the broker and exits
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()  # the broker gets SIGKILL from the kernel as the guard dies
+            process.wait()
+        if self.pid_file is not None and self.broker_pid is not None:
+            remove_if_names(self.pid_file, self.broker_pid)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

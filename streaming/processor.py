@@ -26,6 +26,7 @@ Kafka path never refuses or drops a payment, it only takes it later.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -35,7 +36,14 @@ from datetime import datetime
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from features.card_numbers import (
@@ -52,6 +60,24 @@ log = logging.getLogger(__name__)
 
 class RetryableError(RuntimeError):
     """Processing failed for a reason that is not the records' (store, broker): retry."""
+
+
+def transient(exc: BaseException) -> bool:
+    """A broker fault that waiting can cure: retriable by the client's own account, the
+    group rebalanced or forgot this member (after a coordinator loss), or a socket error.
+    Authorisation and request errors are not."""
+    if isinstance(exc, OSError):
+        return True
+    return isinstance(exc, KafkaError) and (
+        bool(exc.retriable)
+        or isinstance(
+            exc,
+            CommitFailedError
+            | RebalanceInProgressError
+            | UnknownMemberIdError
+            | IllegalGenerationError,
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -81,6 +107,7 @@ class StreamStats:
     commit_failures: int = 0
     pauses: int = 0  # times fetching was paused because the scorer was busy
     paused_polls: int = 0  # polls made while paused (membership kept, nothing fetched)
+    reconnects: int = 0  # sessions of clients ended by a transient broker fault
     last_batch: int = 0
     last_commit_s: float = 0.0
     # Seconds spent per step, summed over batches: where the time goes.
@@ -89,6 +116,7 @@ class StreamStats:
     publish_s: float = 0.0
     commit_s: float = 0.0
     lag: dict[str, int] = field(default_factory=dict)
+    retrying_since: float | None = None  # see StreamProcessor.retrying_since
 
 
 class StreamProcessor:
@@ -110,10 +138,46 @@ class StreamProcessor:
         self.paused = False
         self.stats = StreamStats()
         self.error: str | None = None
-        # When the current batch first failed (monotonic), None while batches succeed.
-        self.retrying_since: float | None = None
+
+    @property
+    def retrying_since(self) -> float | None:
+        """When the current poll, batch or session first failed (monotonic), None while
+        they succeed."""
+        return self.stats.retrying_since
+
+    @retrying_since.setter
+    def retrying_since(self, value: float | None) -> None:
+        self.stats.retrying_since = value
 
     def run(self, stop: threading.Event) -> None:
+        """Until ``stop``: one session of clients after another. A transient broker fault
+        that escapes a session (a connection reset, a timeout, a lost coordinator, in any
+        phase) ends it and, after a backoff, starts a new one: the uncommitted batch is
+        delivered again and its decisions, already durable, are re-published unchanged."""
+        backoff = self.config.retry_backoff_s
+        try:
+            while not stop.is_set():
+                try:
+                    self._session(stop)
+                    return
+                except (KafkaError, OSError) as exc:
+                    if not transient(exc):
+                        raise
+                    self.stats.reconnects += 1
+                    if self.retrying_since is None:
+                        self.retrying_since = time.monotonic()
+                    log.warning(
+                        "the broker connection failed (%s: %s); reconnecting in %.1f s",
+                        *(type(exc).__name__, exc, backoff),
+                    )
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, self.config.retry_backoff_max_s)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("stream processing stopped")
+            raise
+
+    def _session(self, stop: threading.Event) -> None:
         c = self.config
         topics = [c.topics.transactions] + ([c.topics.labels] if self._labels else [])
         consumer: KafkaConsumer | None = None
@@ -182,15 +246,15 @@ class StreamProcessor:
                 self.stats.last_commit_s = time.perf_counter() - started
                 self.stats.commit_s += self.stats.last_commit_s
                 self._update_lag(consumer, batch)
-        except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.exception("stream processing stopped")
-            raise
         finally:
+            # Closing clients of a broken connection may fail too; the error that ended the
+            # session is the one to report.
             if producer is not None:
-                producer.close(timeout=5)
+                with contextlib.suppress(KafkaError, OSError):
+                    producer.close(timeout=5)
             if consumer is not None:
-                consumer.close(autocommit=False)
+                with contextlib.suppress(KafkaError, OSError):
+                    consumer.close(autocommit=False)
 
     def _apply_backpressure(self, consumer: KafkaConsumer) -> None:
         """Pause every assigned partition while the scorer is busy, resume when it is not.
@@ -348,7 +412,9 @@ class StreamProcessor:
     ) -> Any:
         try:
             return producer.send(topic, key=key, value=value, headers=headers)
-        except KafkaTimeoutError as exc:
+        except KafkaError as exc:
+            if not transient(exc):
+                raise
             raise RetryableError(f"the broker is not reachable: {exc}") from exc
 
     def _update_lag(self, consumer: KafkaConsumer, batch: dict[TopicPartition, list[Any]]) -> None:

@@ -269,6 +269,7 @@ def test_serve_explains_a_busy_kafka_port(tmp_path: Path) -> None:
         )
     assert result.returncode == 2
     assert "already in use" in result.stderr and "RISKSCORE_KAFKA=off" in result.stderr
+    assert f"by pid {os.getpid()}" in result.stderr  # who holds it: this test
     assert "Traceback" not in result.stderr
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,11 +16,54 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from features.data import frame_from_pandas
 from features.simulator import SimulationConfig, simulate
+from service.app import build_scorer
 from service.benchmarks.consumer_fleet import fresh_topics
+from service.scorer import Scorer
+from service.settings import Settings
 from streaming.broker import EmbeddedBroker
 from streaming.config import Topics
 
 WAIT_S = 60.0
+
+
+@pytest.fixture
+def collect_leaked_sockets() -> Iterator[None]:
+    """Collect at teardown what kafka-python (3.0) leaves to the garbage collector after a
+    connection fails (sockets, selector keys), so that its warnings come out in the test
+    that cut connections — where :data:`BROKER_FAULTS` expects them — and not in whichever
+    test happens to run next."""
+    yield
+    gc.collect()
+
+
+# For tests that cut broker connections on purpose.
+BROKER_FAULTS = [
+    pytest.mark.usefixtures("collect_leaked_sockets"),
+    pytest.mark.filterwarnings("ignore:unclosed <socket:ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+
+
+def broker_faults(test: Callable[..., None]) -> Callable[..., None]:
+    """Marks one test with :data:`BROKER_FAULTS`."""
+    for mark in BROKER_FAULTS:
+        test = mark(test)
+    return test
+
+
+@pytest.fixture
+def scorer_on_loop(tmp_path: Path) -> Iterator[tuple[Scorer, asyncio.AbstractEventLoop]]:
+    """A real scorer whose event loop runs in a thread, as under `riskscore serve`."""
+    scorer = build_scorer(Settings.of(data_dir=tmp_path / "var", kafka="off"))
+    scorer.warm_start(from_store=False)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield scorer, loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+    scorer.store.close()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,34 +13,18 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 
-from service.app import build_scorer
 from service.scorer import Scorer
-from service.settings import Settings
 from service.stream_bridge import ScorerBridge
-from streaming.broker import EmbeddedBroker, ensure_topics, free_port
+from streaming.broker import EmbeddedBroker, ensure_topics
 from streaming.config import StreamConfig, Topics
 from streaming.processor import StreamProcessor
+from tests.streaming.conftest import broker_faults
 from tests.streaming.conftest import payloads as _payloads
 from tests.streaming.conftest import produce as _produce
 from tests.streaming.conftest import read_topic as _read
-from tests.streaming.tcp_proxy import OutageProxy
+from tests.streaming.tcp_proxy import behind_proxy
 
 WAIT_S = 60.0
-
-
-@pytest.fixture
-def scorer_on_loop(tmp_path: Path) -> Iterator[tuple[Scorer, asyncio.AbstractEventLoop]]:
-    """A real scorer whose event loop runs in a thread, as under `riskscore serve`."""
-    scorer = build_scorer(Settings.of(data_dir=tmp_path / "var", kafka="off"))
-    scorer.warm_start(from_store=False)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield scorer, loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
-    scorer.store.close()
 
 
 class Running:
@@ -187,43 +170,40 @@ def test_labels_reach_the_feature_state_and_unknown_ones_are_dead_letters(
     assert dict(dead[0].headers)["error.type"] == b"not_found"
 
 
+@broker_faults
 def test_a_broker_outage_mid_run_loses_nothing(
     scorer_on_loop: tuple[Scorer, Any], tmp_path: Path
 ) -> None:
     scorer, loop = scorer_on_loop
-    proxy_port = free_port()
-    with EmbeddedBroker(advertised_port=proxy_port) as broker:
-        proxy = OutageProxy(proxy_port, broker.port)
-        try:
-            names = Topics("tx-o", "dec-o", "dlq-o", "lab-o")
-            ensure_topics(broker.bootstrap_servers, names.all(), partitions=2)
-            sent = _payloads(2000, customers=300, seed=3)
-            _produce(
-                broker,
-                names.transactions,
-                [(p["customer_id"].encode(), json.dumps(p).encode()) for p in sent],
-            )
-            # Acknowledgements are awaited 1 s, so the 3 s outage fails batches for real.
-            running = Running(_processor(broker, names, scorer, loop, flush_timeout_s=1.0))
-            with running:
-                while scorer.store.counts()["decisions"] < 300:  # type: ignore[attr-defined]
-                    assert running.thread.is_alive()
-                    time.sleep(0.02)  # waiting for the condition above, not for time
-                proxy.cut()
-                # The outage itself: the scenario is "unreachable for a few seconds".
-                running.stop.wait(3.0)
-                during_outage = scorer.store.counts()["decisions"]  # type: ignore[attr-defined]
-                proxy.restore()
-                decisions = _read(broker, names.decisions, len(sent), distinct_keys=True)
-            assert running.processor.error is None
-            assert during_outage < len(sent), "the outage did not interrupt the run"
-            stats = running.processor.stats
-            assert stats.retries + stats.commit_failures > 0, "no failure path was exercised"
-            stored = scorer.store.counts()["decisions"]  # type: ignore[attr-defined]
-            assert stored == len(sent)
-            assert {r.key.decode() for r in decisions} == {p["transaction_id"] for p in sent}
-        finally:
-            proxy.close()
+    with behind_proxy() as (broker, proxy):
+        names = Topics("tx-o", "dec-o", "dlq-o", "lab-o")
+        ensure_topics(broker.bootstrap_servers, names.all(), partitions=2)
+        sent = _payloads(2000, customers=300, seed=3)
+        _produce(
+            broker,
+            names.transactions,
+            [(p["customer_id"].encode(), json.dumps(p).encode()) for p in sent],
+        )
+        # Acknowledgements are awaited 1 s, so the 3 s outage fails batches for real.
+        running = Running(_processor(broker, names, scorer, loop, flush_timeout_s=1.0))
+        with running:
+            while scorer.store.counts()["decisions"] < 300:  # type: ignore[attr-defined]
+                assert running.thread.is_alive()
+                time.sleep(0.02)  # waiting for the condition above, not for time
+            proxy.cut()
+            # The outage itself: the scenario is "unreachable for a few seconds".
+            running.stop.wait(3.0)
+            during_outage = scorer.store.counts()["decisions"]  # type: ignore[attr-defined]
+            proxy.restore()
+            decisions = _read(broker, names.decisions, len(sent), distinct_keys=True)
+        assert running.processor.error is None
+        assert during_outage < len(sent), "the outage did not interrupt the run"
+        stats = running.processor.stats
+        failures = stats.retries + stats.commit_failures + stats.reconnects
+        assert failures > 0, "no failure path was exercised"
+        stored = scorer.store.counts()["decisions"]  # type: ignore[attr-defined]
+        assert stored == len(sent)
+        assert {r.key.decode() for r in decisions} == {p["transaction_id"] for p in sent}
 
 
 def test_records_that_cannot_be_forwarded_whole_still_reach_the_dlq(
@@ -252,21 +232,25 @@ def test_records_that_cannot_be_forwarded_whole_still_reach_the_dlq(
     assert second["error.type"] == b"invalid_json" and dead[1].value == b""
 
 
-def _failing_polls(
-    monkeypatch: pytest.MonkeyPatch, errors: list[Exception], thread: threading.Thread
+def _failing(
+    monkeypatch: pytest.MonkeyPatch,
+    errors: list[Exception],
+    thread: threading.Thread,
+    cls: type = KafkaConsumer,
+    method: str = "poll",
 ) -> list[Exception]:
-    """The real consumer's poll, raising ``errors`` first in ``thread`` (faults of a broker
-    outage that a short proxy cut does not produce on cue)."""
-    real = KafkaConsumer.poll
+    """The real client's ``method``, raising ``errors`` first in ``thread`` (faults of a
+    broker outage that a short proxy cut does not produce on cue)."""
+    real = getattr(cls, method)
     raised: list[Exception] = []
 
-    def poll(self: KafkaConsumer, *args: Any, **kwargs: Any) -> Any:
+    def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
         if errors and threading.current_thread() is thread:
             raised.append(errors.pop(0))
             raise raised[-1]
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(KafkaConsumer, "poll", poll)
+    monkeypatch.setattr(cls, method, failing)
     return raised
 
 
@@ -281,7 +265,7 @@ def test_a_poll_that_fails_for_a_while_is_retried(
     _produce(broker, topics.transactions, [(b"c", json.dumps(p).encode()) for p in payloads])
     running = Running(_processor(broker, topics, scorer, loop))
     outage = [KafkaConnectionError("socket disconnected") for _ in range(3)]
-    raised = _failing_polls(monkeypatch, outage, running.thread)
+    raised = _failing(monkeypatch, outage, running.thread)
     with running:
         decisions = _read(broker, topics.decisions, len(payloads))
     assert len(raised) == 3
@@ -300,7 +284,7 @@ def test_a_poll_that_cannot_succeed_stops_the_consumer(
     scorer, loop = scorer_on_loop
     processor = _processor(broker, topics, scorer, loop)
     refused = [TopicAuthorizationFailedError("not authorised")]
-    _failing_polls(monkeypatch, refused, threading.current_thread())
+    _failing(monkeypatch, refused, threading.current_thread())
     with pytest.raises(TopicAuthorizationFailedError):
         processor.run(threading.Event())  # returns only by raising: no retry helps
     assert processor.error is not None
