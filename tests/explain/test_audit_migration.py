@@ -36,6 +36,7 @@ from models.fast import ModelSlot
 from service.app import build_cascade
 from service.scorer import Scored, Scorer
 from service.settings import Settings
+from tests.pinned_stage import pinned_stage
 
 # How version 1 wrote a decision and a label (its writer, verbatim but for the names).
 V1_INSERT_DECISION = """
@@ -114,8 +115,11 @@ def decisions(tmp_path_factory: pytest.TempPathFactory) -> list[Decision]:
     scratch = tmp_path_factory.mktemp("scratch")
     models = ModelSlot()
     models.swap(default_artifact_dir())
+    # The pinned band: a wide one, so both sides hold second-stage decisions and fallbacks.
+    stage = pinned_stage(scratch / "pinned-sequence-stage")
     cascade = build_cascade(
-        Settings.of(data_dir=scratch / "var", kafka="off"), models.model.version
+        Settings.of(data_dir=scratch / "var", kafka="off", sequence_model_dir=stage),
+        models.model.version,
     )
     with SQLiteAuditStore(scratch / "audit.sqlite3") as store:
         scorer = Scorer(models, store, cascade=cascade, budget_ms=5000.0)

@@ -35,7 +35,6 @@ import io
 import json
 import math
 import re
-import shutil
 from collections import Counter
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -46,14 +45,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from features.data import frame_from_pandas
 from features.schema import Transaction
 from features.simulator import SimulationConfig, simulate
-from models.artifact_paths import default_sequence_artifact_dir
-from models.artifacts import MANIFEST_FILE
 from service.app import WARM_START, create_app
 from service.app_keys import SCORER
 from service.scorer import Scorer
 from service.settings import Settings
 from service.stream_bridge import ScorerBridge
 from streaming.codec import RecordError
+from tests.pinned_stage import pinned_stage
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "data" / "golden"
 GOLDEN_FILES = ("history", "score", "errors", "batch", "labels", "decisions", "kafka")
@@ -118,30 +116,6 @@ BATCH_FULL = payment("gb-explain-full", "23:05:00", "12", "45", 58.0)
 KAFKA_APPROVE = payment("gk-approve", "23:20:00", "7", "77", 38.0)
 KAFKA_DECLINE = payment("gk-decline", "23:21:00", "37", "5", 420.0)
 KAFKA_LATER = payment("gk-later", "23:25:00", "25", "78", 26.5)
-
-
-# The band and rule the scenario pins around the shipped student (an earlier build's, served
-# as sigmoid, without a quantile map). The golden bodies pin what the decision path answers;
-# refitting the policy (``python -m models.train.refit_cascade``) is a model change that
-# would otherwise move which crafted payments reach the second stage.
-PINNED_BAND = {"low": 0.002, "high": 0.9}
-PINNED_COMBINATION = {
-    "intercept": -1.2931374603432633,
-    "fast_weight": 1.1165372572695043,
-    "sequence_weight": 0.6275669624699767,
-}
-
-
-def pinned_stage(target: Path) -> Path:
-    """A copy of the shipped sequence stage with :data:`PINNED_BAND` and its rule.
-
-    The manifest does not checksum itself, so editing it keeps the ONNX files verified.
-    """
-    shutil.copytree(default_sequence_artifact_dir(), target, dirs_exist_ok=True)
-    manifest = json.loads((target / MANIFEST_FILE).read_text())
-    manifest["band"], manifest["combination"] = PINNED_BAND, PINNED_COMBINATION
-    (target / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-    return target
 
 
 def settings(data_dir: Path) -> Settings:
