@@ -28,7 +28,7 @@ from pydantic import (
     field_validator,
 )
 
-from features.card_numbers import screen_id
+from features.card_numbers import redact, screen_id
 
 # Larger than any single card payment we expect; beyond it the value is almost surely a
 # unit error (cents sent as units) and scoring it would only produce a confident nonsense.
@@ -246,8 +246,13 @@ def validation_problems(
     ...     validation_problems(exc, prefix="labels.0.")
     [('labels.0.transaction_id', 'String should have at least 1 character')]
     """
+    # A path or message may quote what was sent (an unknown field's name): never a card
+    # number, which would otherwise travel in a 422 body or a dead letter's headers.
     return [
-        ((prefix + ".".join(str(p) for p in err["loc"])).rstrip(".") or whole, _plain(err["msg"]))
+        (
+            redact((prefix + ".".join(str(p) for p in err["loc"])).rstrip(".") or whole),
+            redact(_plain(err["msg"])),
+        )
         for err in exc.errors(include_url=False)
     ]
 

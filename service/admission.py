@@ -41,6 +41,10 @@ ALPHA = 0.01
 
 # Below this many payments queued nothing is shed and no gap is sampled (see above).
 MIN_QUEUE = 8
+# A gap between answers longer than this many estimates is a stall (a checkpoint's snapshot,
+# a collection of the garbage collector, the process descheduled), not the pace of
+# service: it counts as this many, so one stall cannot set the estimate and shed for a while.
+STALL_FACTOR = 8.0
 
 DEADLINE, RATE_LIMIT = "deadline", "rate_limit"
 
@@ -113,7 +117,7 @@ class AdmissionControl:
         over them, is a sample of the service time."""
         now = self._clock()
         if self.queued >= self.min_queue:
-            sample_ms = (now - self._mark) * 1000.0 / payments
+            sample_ms = min((now - self._mark) * 1000.0 / payments, STALL_FACTOR * self.service_ms)
             weight = 1.0 - (1.0 - ALPHA) ** payments
             self.service_ms += weight * (sample_ms - self.service_ms)
         self._mark = now

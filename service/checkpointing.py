@@ -16,11 +16,18 @@ from pathlib import Path
 from features.checkpoint import snapshot, write_snapshot
 from features.online import OnlineFeatureEngine
 from features.redis_keys import plan_digest
+from service.in_flight import Scored
 from service.scorer import Scorer
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "feature-state.checkpoint"
+# How long a checkpoint waits for the records of the payments it holds to become durable.
+DURABLE_WAIT_S = 30.0
+
+
+def _durable(future: asyncio.Future[Scored]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 class Checkpointer:
@@ -55,8 +62,21 @@ class Checkpointer:
             return
         assert isinstance(engine, OnlineFeatureEngine)
         began = time.perf_counter()
+        # In the same step as the snapshot (no await between): the payments it may hold
+        # whose records are not durable yet. It is written only once they all are — a
+        # checkpoint must never know a payment the audit store could lose, or a retry
+        # of it after a crash would be refused as already applied.
+        registered = self._scorer.registered_decisions()
         arrays = snapshot(engine)
         held = time.perf_counter() - began
+        if registered:
+            await asyncio.wait(registered, timeout=DURABLE_WAIT_S)
+            if not all(_durable(future) for future in registered):
+                log.warning(
+                    "feature checkpoint skipped: it holds payments whose records are not"
+                    " durable (the audit store is failing or slow); the next one will try"
+                )
+                return
         info = await asyncio.to_thread(write_snapshot, arrays, plan_digest(engine.plan), self.path)
         log.info(
             "feature checkpoint written: %d payments, %.1f MB, event loop held %.0f ms",

@@ -119,3 +119,12 @@ class InFlight:
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    def futures(self) -> list[asyncio.Future[Scored]]:
+        """The future of every registered id (settled or not)."""
+        return [pending.future for pending in self._pending.values()]
+
+    def unsettled(self) -> int:
+        """Ids still being decided or written. A decision whose audit write failed stays
+        registered (settled with the error) until its id is sent again: it is no work."""
+        return sum(1 for pending in self._pending.values() if not pending.future.done())

@@ -131,8 +131,14 @@ class Scorer:
 
     @property
     def in_flight(self) -> int:
-        """Payments being decided or written right now."""
-        return len(self._in_flight)
+        """Payments being decided or written right now (not those whose write failed and
+        that wait for a retry: they would hold Kafka's backpressure gate shut forever)."""
+        return self._in_flight.unsettled()
+
+    def registered_decisions(self) -> list[asyncio.Future[Scored]]:
+        """Futures of the payments being decided, written, or whose write failed (the
+        feature state may hold them while the audit store does not, yet)."""
+        return self._in_flight.futures()
 
     def sequence_view(self, customer_id: str, at_ms: int) -> SequenceView | None:
         """The customer's sequence as the second stage would see it at ``at_ms``."""

@@ -50,7 +50,7 @@ class StreamConfig:
     # Longest wait for the broker to acknowledge a batch's decisions before retrying it.
     flush_timeout_s: float = 30.0
     # TLS and SASL options, passed as they are to every Kafka client (KafkaSettings).
-    client_options: dict[str, Any] = field(default_factory=dict)
+    client_options: dict[str, Any] = field(default_factory=dict, repr=False)  # a password
 
 
 class KafkaSettings(BaseSettings):

@@ -157,12 +157,17 @@ class StreamProcessor:
         backoff = self.config.retry_backoff_s
         try:
             while not stop.is_set():
+                started = time.monotonic()
                 try:
                     self._session(stop)
                     return
                 except (KafkaError, OSError) as exc:
                     if not transient(exc):
                         raise
+                    if time.monotonic() - started > self.config.retry_backoff_max_s:
+                        # A session that ran a while was healthy: a fault days later
+                        # starts the backoff again from its shortest wait.
+                        backoff = self.config.retry_backoff_s
                     self.stats.reconnects += 1
                     if self.retrying_since is None:
                         self.retrying_since = time.monotonic()

@@ -28,8 +28,12 @@ from service.settings import Settings
 log = logging.getLogger("riskscore.workers")
 
 # A worker that exits with this code failed to start (cli.main's code for a UserError):
-# its siblings would fail the same way, so nothing is restarted.
+# its siblings would fail the same way, so nothing is restarted. Only a worker's first run,
+# and only within START_GRACE_S of its start, counts so: the same code later (a backend
+# that became unreachable while serving) is a death like any other, restarted within the
+# restart budget, so a passing Redis or PostgreSQL fault does not stop every worker.
 START_FAILURE = 2
+START_GRACE_S = 300.0
 # More restarts than this within the window and the parent gives up (exit 1): a worker
 # that dies again and again (out of memory, a crash on every request) must reach an
 # operator rather than loop for ever.
@@ -78,6 +82,8 @@ class Supervisor:
     max_restarts: int = MAX_RESTARTS
     window_s: float = RESTART_WINDOW_S
     _restarts: deque[float] = field(default_factory=deque)
+    # When each worker's first run started; a restarted worker is no longer in it.
+    _first_runs: dict[int, float] = field(default_factory=dict)
 
     def run(self) -> int:
         return asyncio.run(self._supervise())
@@ -95,6 +101,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         workers = {i: await self._spawn(i) for i in range(self.count)}
+        self._first_runs = {i: time.monotonic() for i in workers}
         exits = {asyncio.create_task(p.wait()): i for i, p in workers.items()}
         stopping = asyncio.ensure_future(stop.wait())
         code = 0
@@ -108,6 +115,7 @@ class Supervisor:
                 break
             for ended in done:
                 index = exits.pop(ended)
+                self._first_runs.pop(index, None)
                 workers[index] = await self._spawn(index)
                 exits[asyncio.create_task(workers[index].wait())] = index
         stopping.cancel()
@@ -129,7 +137,12 @@ class Supervisor:
                 workers[index].pid,
                 f"signal {-returncode}" if returncode < 0 else f"code {returncode}",
             )
-            if returncode == START_FAILURE:
+            started = self._first_runs.get(index)
+            if (
+                returncode == START_FAILURE
+                and started is not None
+                and now - started < START_GRACE_S
+            ):
                 log.error("worker %d could not start; stopping the others", index)
                 return START_FAILURE
             self._restarts.append(now)

@@ -4,6 +4,7 @@ written, ordinary ids are rarely taken for one, tokens are stable and never card
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from features.card_numbers import (
     CardNumberPolicy,
@@ -13,6 +14,7 @@ from features.card_numbers import (
     contains_card_number,
     redact,
 )
+from features.schema import Transaction, validation_problems
 from service.benchmarks.card_number_false_positives import measure
 
 # The networks' published test numbers.
@@ -100,3 +102,21 @@ def test_redaction_and_raw_bytes() -> None:
     assert bytes_contain_card_number(b'{"customer_id": "5555555555554444", "amount": ')
     # A score's digits are no card (0.5396366516698426 passes Luhn and a prefix).
     assert not bytes_contain_card_number(b'{"score": 0.5396366516698426}')
+
+
+def test_a_card_number_quoted_by_a_validation_error_is_redacted() -> None:
+    # An unknown field named by a card number: the error names the field, never the card.
+    body = {
+        "transaction_id": "t-1",
+        "timestamp": "2025-06-02T14:03:27Z",
+        "customer_id": "c-1",
+        "terminal_id": "t-1",
+        "amount": 10.0,
+        "4111111111111111": 1,
+    }
+    with pytest.raises(ValidationError) as caught:
+        Transaction.model_validate(body)
+    problems = validation_problems(caught.value)
+    assert problems, "an unknown field is refused"
+    assert all(not contains_card_number(path + message) for path, message in problems)
+    assert any("[card number]" in path for path, _ in problems)

@@ -135,3 +135,19 @@ def test_a_rate_for_an_unknown_key_is_refused(monkeypatch: pytest.MonkeyPatch) -
         load_settings()
     monkeypatch.setenv("RISKSCORE_API_KEY_RATES", f"{KEY}:50,")
     assert load_settings().admission.rates == {KEY: 50.0}
+
+
+def test_one_stall_does_not_set_the_service_time() -> None:
+    # The event loop held for 20 s (a large checkpoint's snapshot) while 10 payments were
+    # queued: the answer after it is no sample of the pace of service.
+    clock = Clock()
+    control = AdmissionControl(50.0, initial_service_ms=1.0, min_queue=1, clock=clock)
+    for _ in range(10):
+        control.admit(1, clock.now)
+    clock.now += 20.0
+    control.done(1)
+    assert control.service_ms <= 1.0 + 0.01 * 7.0  # one sample, counted as 8 ms at most
+    for _ in range(9):
+        clock.now += 0.001
+        control.done(1)
+    assert control.service_ms < 1.1

@@ -3,9 +3,13 @@ shutdown and replays only what came after it; a damaged one is passed over."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from explain.audit.sqlite_writer import SQLiteWriter
 from service.app_keys import WARM_START
 from service.checkpointing import CHECKPOINT_FILE
 from tests.service.conftest import ClientFactory
@@ -76,3 +80,29 @@ async def test_no_checkpoint_is_written_when_switched_off(
     assert (await first.post("/score", json=tx(0))).status == 200
     await first.close()
     assert not (tmp_path / "var" / CHECKPOINT_FILE).exists()
+
+
+async def test_a_payment_whose_record_failed_is_not_checkpointed(
+    make_client: ClientFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkpoint must never hold a payment the audit store lost: after a restart its
+    # retry would be refused as already applied, and its decision would be gone.
+    first = await make_client()
+    for i in range(2):
+        assert (await first.post("/score", json=tx(i))).status == 200
+    real = SQLiteWriter._commit_transaction
+
+    def full_disk(writer: SQLiteWriter) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(SQLiteWriter, "_commit_transaction", full_disk)
+    refused = await first.post("/score", json=tx(2))
+    assert refused.status == 503  # decided, applied to the state, its record not durable
+    await first.close()  # the shutdown's checkpoint would hold tx 2: it is not written
+    assert not (tmp_path / "var" / CHECKPOINT_FILE).exists()
+    monkeypatch.setattr(SQLiteWriter, "_commit_transaction", real)
+    second = await make_client()
+    assert await second.app[WARM_START] == 2  # a full replay of what is stored
+    retried = await second.post("/score", json=tx(2))
+    assert retried.status == 200, await retried.json()
+    await second.close()

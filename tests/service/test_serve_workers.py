@@ -232,3 +232,20 @@ def test_the_supervisor_stops_at_a_start_failure(code: int) -> None:
         max_restarts=2,
     )  # fmt: skip
     assert supervisor.run() == (2 if code == 2 else 1)
+
+
+def test_a_restarted_worker_failing_like_a_start_failure_is_restarted(tmp_path: Path) -> None:
+    # The first run dies (3); every later run exits 2, as a worker does when a backend is
+    # unreachable. After a first run, 2 is a death like any other: restarted until the
+    # restart budget is spent (exit 1), not every worker stopped as for a bad setting (2).
+    marker = tmp_path / "ran-once"
+    script = (
+        "import pathlib, sys; m = pathlib.Path(sys.argv[1]);"
+        " sys.exit(2 if m.exists() else (m.touch() or 3))"
+    )
+    supervisor = Supervisor(
+        [sys.executable, "-c", script, str(marker)], count=1, env=dict(os.environ),
+        stop_timeout_s=5, max_restarts=2,
+    )  # fmt: skip
+    assert supervisor.run() == 1
+    assert len(supervisor._restarts) == 3
