@@ -109,11 +109,18 @@ def _full_explanation(request: web.Request) -> bool:
         )
         if values
     }
-    for name, values in given.items():
-        if len(values) > 1 or values[0] not in EXPLAIN_VALUES:
+    # Both are named "explain" in an error, as they always were (one choice, two ways).
+    for values in given.values():
+        name = "explain"
+        if len(values) > 1:
             raise InvalidInput(
-                f"{name} must be 'reasons' or 'full', once",
-                [{"field": name, "message": f"expected 'reasons' or 'full', got {values!r}"}],
+                f"{name} must be given once",
+                [{"field": name, "message": f"given {len(values)} times"}],
+            )
+        if values[0] not in EXPLAIN_VALUES:
+            raise InvalidInput(
+                f"{name} must be 'reasons' or 'full'",
+                [{"field": name, "message": f"expected 'reasons' or 'full', got {values[0]!r}"}],
             )
     # The query wins over the header (a URL is the more deliberate of the two).
     wanted = next(iter(given.values()), ["reasons"])[0]
