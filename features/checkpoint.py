@@ -173,6 +173,11 @@ def read_checkpoint(
     return engine, load_checkpoint(path, engine)
 
 
+HEADER_FIELDS = frozenset(
+    {"payload_bytes", "sha256", "plan", "covers_ms", "written_at", "payments"}
+)
+
+
 def load_checkpoint(path: Path, engine: OnlineFeatureEngine) -> CheckpointInfo:
     """Fill ``engine`` (fresh) from a checkpoint; :class:`CheckpointError` saying why it
     cannot be used (then rebuild from the audit store), leaving ``engine`` untouched."""
@@ -186,6 +191,16 @@ def load_checkpoint(path: Path, engine: OnlineFeatureEngine) -> CheckpointInfo:
     try:
         header = json.loads(data[len(MAGIC) : end])
     except ValueError:
+        raise CheckpointError(f"{path}: damaged header") from None
+    # The checksum covers the payload, not the header: its shape is checked here, so a
+    # damaged one is passed over (a full replay) rather than stopping the warm start.
+    if not isinstance(header, dict) or not header.keys() >= HEADER_FIELDS:
+        raise CheckpointError(f"{path}: damaged header")
+    try:
+        for name in ("payload_bytes", "covers_ms", "payments"):
+            int(header[name])
+        float(header["written_at"])
+    except (TypeError, ValueError):
         raise CheckpointError(f"{path}: damaged header") from None
     payload = data[end + 1 :]
     if len(payload) != header["payload_bytes"]:

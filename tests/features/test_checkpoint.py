@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from features.checkpoint import MAGIC, CheckpointError, read_checkpoint, write_checkpoint
 from features.data import TransactionFrame, frame_from_pandas
 from features.definitions import DEFAULT_FEATURES
 from features.online import OnlineFeatureEngine
@@ -79,6 +79,12 @@ def test_a_damaged_truncated_or_foreign_checkpoint_is_refused(
         read_checkpoint(path, DEFAULT_FEATURES[:5])
     with pytest.raises(CheckpointError, match="cannot read"):
         read_checkpoint(tmp_path / "missing")
+    # A header that is JSON of the wrong shape (the checksum covers the payload only).
+    end = good.index(b"\n", len(MAGIC))
+    for header in (b"[]", b"{}", b'{"payload_bytes": "many"}'):
+        path.write_bytes(MAGIC + header + good[end:])
+        with pytest.raises(CheckpointError, match="damaged header"):
+            read_checkpoint(path)
 
 
 def test_writing_replaces_the_file_whole_and_leaves_nothing_behind(
