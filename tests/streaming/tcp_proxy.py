@@ -61,6 +61,11 @@ class OutageProxy:
             else:
                 self._after.discard(api_key)
 
+    def disarm(self, api_key: int) -> None:
+        """Forget the resets of ``api_key`` not spent yet."""
+        with self._lock:
+            self._faults[api_key] = 0
+
     def _requests(self, client: socket.socket, upstream: socket.socket) -> None:
         """Client to broker, one whole request at a time, so that its key can be read."""
         with contextlib.suppress(OSError):

@@ -62,10 +62,18 @@ def test_a_connection_reset_at_each_phase_loses_and_doubles_nothing(
         running = Running(_processor(broker, names, scorer, loop, flush_timeout_s=5.0))
         with running:
             deadline = time.monotonic() + WAIT_S
-            while proxy.resets[api_key] < RESETS:  # the condition waited on
+            # At least one cut at this phase. A client whose answer was lost does not
+            # always ask again (a coordinator found through the next metadata answer), so
+            # the second armed reset may never come: it is disarmed rather than left for
+            # the clients that read the result.
+            while proxy.resets[api_key] < 1:  # the condition waited on
                 assert running.thread.is_alive(), running.processor.error
                 assert time.monotonic() < deadline, f"only {proxy.resets} resets"
                 time.sleep(0.02)
+            settle = time.monotonic() + 2.0
+            while proxy.resets[api_key] < RESETS and time.monotonic() < settle:
+                time.sleep(0.02)  # a moment for the second reset, not a synchronisation
+            proxy.disarm(api_key)
             decisions = read_topic(broker, names.decisions, len(sent), distinct_keys=True)
             assert running.thread.is_alive(), running.processor.error
         assert running.processor.error is None
