@@ -14,7 +14,7 @@ default), the request is refused with ``429`` and ``Retry-After``; nothing of it
 scored or recorded, so a retry is safe. The estimate starts at ``initial_service_ms``
 until answers have measured it.
 
-Gaps are sampled only while at least ``MIN_QUEUE`` payments are queued, and below that
+Gaps are counted only while at least ``MIN_QUEUE`` payments are queued, and below that
 depth nothing is shed. With a payment or two in flight, the gap between answers is one
 payment's *latency* (an fsync, a thread hand-off), not the process's throughput: measured
 there, the estimate came out at ~20 ms a decision on a machine deciding 300/s in
@@ -22,6 +22,16 @@ micro-batches, so only two payments fit a 50 ms budget, which kept the queue sha
 gaps long and the estimate high — admission control itself collapsed throughput to about
 one payment a second (``riskscore bench overload``, shared 2-core machine). From
 ``MIN_QUEUE`` on, micro-batches and group commits fill and the gaps measure throughput.
+
+The busy time is summed over a window of ``WINDOW`` answers before it becomes one sample
+(busy time / answers). Answers come in micro-batches: one long gap, then up to 63 gaps of
+~0. Capping each gap against a stall (below) therefore cut every batch's one real gap and
+drove the estimate towards zero, so that nothing was shed at 3x capacity (every admitted
+payment waited ~5.5 s). A window spans several batches, so it is the window's sample that
+is capped.
+
+The wait before the handler — in the socket, while the event loop is saturated — is added to
+the prediction as the loop's measured lateness (``loop_lag.py``).
 
 Per-API-key rates (``rate_limit.py``) are checked first: a key over its rate is refused
 the same way, with its own reason. Both count in ``riskscore_shed_total{reason}``.
@@ -35,15 +45,18 @@ from collections.abc import Callable
 from service.errors import Overloaded, RateLimited
 from service.rate_limit import RateLimits
 
-# Weight of one payment's sample in the mean: ~1/ALPHA payments make the estimate, more
-# than one micro-batch (64), whose answers arrive together (one long gap, then ~0 gaps).
-ALPHA = 0.01
+# Answers summed into one sample of the service time: several micro-batches (64 each), whose
+# answers arrive together (one long gap, then ~0 gaps).
+WINDOW = 256
+# Weight of one window's sample in the mean: a few windows (~1,000 payments) make the estimate.
+ALPHA = 0.25
 
 # Below this many payments queued nothing is shed and no gap is sampled (see above).
 MIN_QUEUE = 8
-# A gap between answers longer than this many estimates is a stall (a checkpoint's snapshot,
-# a collection of the garbage collector, the process descheduled), not the pace of
-# service: it counts as this many, so one stall cannot set the estimate and shed for a while.
+# A window whose time per answer is longer than this many estimates held a stall (a
+# checkpoint's snapshot, a collection of the garbage collector, the process descheduled),
+# not the pace of service: it counts as this many, so one stall cannot set the estimate and
+# shed for a while.
 STALL_FACTOR = 8.0
 
 DEADLINE, RATE_LIMIT = "deadline", "rate_limit"
@@ -62,6 +75,7 @@ class AdmissionControl:
         rates: RateLimits | None = None,
         on_shed: Callable[[str], object] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        loop_lag_ms: Callable[[], float] | None = None,
     ) -> None:
         self.default_budget_ms = default_budget_ms
         self.service_ms = initial_service_ms
@@ -71,7 +85,10 @@ class AdmissionControl:
         self._rates = rates or RateLimits({})
         self._on_shed = on_shed
         self._clock = clock
+        self._loop_lag_ms = loop_lag_ms or (lambda: 0.0)
         self._mark = 0.0  # the last answer, or when the queue last stopped being empty
+        self._busy_s = 0.0  # busy time of the window so far
+        self._answered = 0  # answers in the window so far
 
     def admit(
         self,
@@ -95,7 +112,8 @@ class AdmissionControl:
                 retry_after_s=wait_s,
             )
         if self.enabled:
-            left_ms = (budget_ms or self.default_budget_ms) - (now - received) * 1000.0
+            waited_ms = (now - received) * 1000.0 + self._loop_lag_ms()
+            left_ms = (budget_ms or self.default_budget_ms) - waited_ms
             predicted_ms = (self.queued + payments) * self.service_ms
             # A process with (almost) nothing queued admits any request, even a batch larger
             # than its budget would fit: it could not be answered any sooner.
@@ -113,13 +131,17 @@ class AdmissionControl:
         self.queued += payments
 
     def done(self, payments: int) -> None:
-        """``payments`` admitted earlier are answered: the gap since the last answer, spread
-        over them, is a sample of the service time."""
+        """``payments`` admitted earlier are answered: the gap since the last answer counts
+        towards the window's busy time (see the module)."""
         now = self._clock()
         if self.queued >= self.min_queue:
-            sample_ms = min((now - self._mark) * 1000.0 / payments, STALL_FACTOR * self.service_ms)
-            weight = 1.0 - (1.0 - ALPHA) ** payments
-            self.service_ms += weight * (sample_ms - self.service_ms)
+            self._busy_s += now - self._mark
+            self._answered += payments
+            if self._answered >= WINDOW:
+                sample_ms = self._busy_s * 1000.0 / self._answered
+                sample_ms = min(sample_ms, STALL_FACTOR * self.service_ms)
+                self.service_ms += ALPHA * (sample_ms - self.service_ms)
+                self._busy_s, self._answered = 0.0, 0
         self._mark = now
         self.queued -= payments
 

@@ -38,6 +38,7 @@ from service.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
+from service.loop_lag import LoopLag
 from service.micro_batch import MicroBatcher
 from service.openapi import openapi_document
 from service.prometheus_metrics import CONTENT_TYPE, ScoringMetrics
@@ -188,6 +189,7 @@ class Views:
             enabled=settings.admission.admission_control,
             rates=RateLimits(settings.admission.rates),
             on_shed=lambda reason: metrics.shed.labels(reason).inc(),
+            loop_lag_ms=LoopLag().current_ms,
         )
         self._card_numbers = settings.card_numbers.card_number_policy()
 
@@ -206,12 +208,14 @@ class Views:
         received = time.perf_counter()  # the budget counts from here
         full = _full_explanation(request)
         budget = _budget_ms(request)
-        body = await read_body(request, self._settings.http.max_body_bytes)
-        context = self._card_numbers.context()
-        tx = decode_transaction(body, context)
         self._require_ready()
+        # Weighed before the body is read or decoded: under overload a refusal must cost
+        # far less than a decision, or refusing takes the time deciding needs.
         self._admit(request, 1, received, budget)
         try:
+            body = await read_body(request, self._settings.http.max_body_bytes)
+            context = self._card_numbers.context()
+            tx = decode_transaction(body, context)
             scored = await self._batcher.submit(ScoreRequest(tx, received, budget))
         finally:
             self.admission.done(1)

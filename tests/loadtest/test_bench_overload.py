@@ -32,9 +32,20 @@ def test_admitted_and_refused_are_summarised_apart_and_other_outcomes_are_errors
     assert round(summary["refused_latency"]["max_ms"]) == 3
     assert summary["other_errors"] == {"503": 1, "timeout": 1}
     assert summary["admitted_per_s"] == 1.0
+    assert summary["completed_per_s"] == 1.0  # every answer within the phase's 2 s
     # Second 0 had both admitted answers; second 1 none (only refusals and an error).
     first, second = summary["p99_by_second_ms"]
     assert round(first) == 40 and second is None
+
+
+def test_the_probes_capacity_counts_the_drain_after_the_phase() -> None:
+    # 4 payments offered in 1 s, answered only by 4 s: the service completes 1 a second,
+    # whatever the rate it was offered.
+    recorder = Recorder(measure_from=10.0)
+    answers = [(10.0 + i / 4, 11.0 + i, 200, _body(str(i))) for i in range(4)]
+    summary = _summarise(answers, recorder, {"sent": 4, "errors": {}}, 4.0, 1.0, [])
+    assert summary["admitted_per_s"] == 4.0
+    assert summary["completed_per_s"] == 1.0
 
 
 def test_recovery_is_the_first_second_from_which_every_second_holds() -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from service.admission import AdmissionControl
 from service.cli.errors import UserError, load_settings
 from service.errors import Overloaded, RateLimited
+from service.loop_lag import PERIOD_S, LoopLag
 from service.rate_limit import RateLimits
 
 KEY = "k" * 20
@@ -23,7 +26,7 @@ class Clock:
 def test_the_service_time_is_measured_from_the_gaps_between_answers() -> None:
     clock = Clock()
     control = AdmissionControl(50.0, initial_service_ms=10.0, min_queue=1, clock=clock)
-    for _ in range(2000):  # answers 2 ms apart while busy
+    for _ in range(6000):  # answers 2 ms apart while busy
         control.admit(1, clock.now)
         clock.now += 0.002
         control.done(1)
@@ -80,7 +83,7 @@ def test_a_lone_payments_latency_is_not_taken_for_the_time_per_decision() -> Non
     assert control.service_ms == 1.0
     for _ in range(8):  # a deep queue: answers 0.5 ms apart measure the throughput
         control.admit(1, clock.now)
-    for _ in range(3000):
+    for _ in range(6000):
         control.admit(1, clock.now)
         clock.now += 0.0005
         control.done(1)
@@ -137,17 +140,75 @@ def test_a_rate_for_an_unknown_key_is_refused(monkeypatch: pytest.MonkeyPatch) -
     assert load_settings().admission.rates == {KEY: 50.0}
 
 
+def test_micro_batched_answers_measure_the_time_per_decision() -> None:
+    # A deep queue answered 64 at a time every 32 ms: one long gap, then 63 of nothing.
+    # The process decides a payment every 0.5 ms; capping each gap against stalls took
+    # only the long gaps' capped part and drove the estimate towards zero (nothing shed).
+    clock = Clock()
+    control = AdmissionControl(50.0, initial_service_ms=1.0, clock=clock)
+    control.admit(64, clock.now, budget_ms=1e6)
+    for _ in range(200):
+        control.admit(64, clock.now, budget_ms=1e6)
+        clock.now += 0.032
+        for _ in range(64):
+            control.done(1)
+    assert control.service_ms == pytest.approx(0.5, rel=0.01)
+
+
+def _answer_at_pace(control: AdmissionControl, clock: Clock, answers: int, gap_s: float) -> None:
+    for _ in range(answers):
+        control.admit(1, clock.now)
+        clock.now += gap_s
+        control.done(1)
+
+
 def test_one_stall_does_not_set_the_service_time() -> None:
-    # The event loop held for 20 s (a large checkpoint's snapshot) while 10 payments were
-    # queued: the answer after it is no sample of the pace of service.
+    # The event loop held for 20 s (a large checkpoint's snapshot) while payments were
+    # queued: the window holding it is no sample of the pace of service.
     clock = Clock()
     control = AdmissionControl(50.0, initial_service_ms=1.0, min_queue=1, clock=clock)
     for _ in range(10):
         control.admit(1, clock.now)
     clock.now += 20.0
     control.done(1)
-    assert control.service_ms <= 1.0 + 0.01 * 7.0  # one sample, counted as 8 ms at most
-    for _ in range(9):
-        clock.now += 0.001
-        control.done(1)
+    _answer_at_pace(control, clock, 255, 0.001)  # the rest of that window
+    assert control.service_ms <= 1.0 + 0.25 * 7.0  # one window, counted as 8 ms at most
+    _answer_at_pace(control, clock, 12 * 256, 0.001)  # a dozen windows at the real pace
     assert control.service_ms < 1.1
+
+
+def test_a_wait_before_the_handler_counts_against_the_budget() -> None:
+    # A saturated loop leaves requests in their sockets: the handler's clock starts late.
+    lag = [0.0]
+    clock = Clock()
+    control = AdmissionControl(
+        50.0, initial_service_ms=1.0, clock=clock, loop_lag_ms=lambda: lag[0]
+    )
+    for _ in range(10):
+        control.admit(1, clock.now)  # 11 ms predicted: well within 50 ms
+    lag[0] = 45.0  # the loop runs its callbacks 45 ms late
+    with pytest.raises(Overloaded):
+        control.admit(1, clock.now)
+    lag[0] = 0.0
+    control.admit(1, clock.now)
+
+
+async def test_the_loop_lag_is_how_late_its_timer_ran() -> None:
+    clock = Clock()
+    lag = LoopLag(clock)
+    assert lag.current_ms() == 0.0  # starts the timer
+    fired = asyncio.get_running_loop().create_future()
+    original = lag._tick
+
+    def tick(loop: asyncio.AbstractEventLoop) -> None:
+        clock.now += PERIOD_S + 0.030  # the loop came round 30 ms after the tick was due
+        original(loop)
+        if not fired.done():
+            fired.set_result(None)
+
+    lag._tick = tick  # type: ignore[method-assign]
+    lag.stop()
+    lag.current_ms()  # rescheduled with the wrapped tick
+    await fired
+    lag.stop()
+    assert lag.lag_ms == pytest.approx(30.0)
