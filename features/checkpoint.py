@@ -5,7 +5,9 @@ any window can still see (37 days). A checkpoint is the engine's arrays and id m
 one file: written atomically (a temporary file, fsync, rename, fsync of the directory),
 checked on load (SHA-256 of the payload, and the feature plan's digest: a changed plan
 never reads an old checkpoint), and it says up to which event time it covers the stream
-(``covers_ms``, the latest payment applied). The payload is NumPy's ``.npz`` of plain
+(``covers_ms``, the latest payment applied) and up to where in the audit store's order of
+writing it holds every payment (``written_mark``: a restart replays what was written after
+it, however old its event time). The payload is NumPy's ``.npz`` of plain
 arrays, loaded with ``allow_pickle=False``; ids travel as JSON. Nothing is unpickled.
 
 This module reads the engine's private fields on purpose: it is the engine's own
@@ -42,12 +44,14 @@ class CheckpointError(ValueError):
 @dataclass(frozen=True)
 class CheckpointInfo:
     """What a checkpoint covers: payments up to ``covers_ms`` (event time), written at
-    ``written_at`` (Unix seconds)."""
+    ``written_at`` (Unix seconds); every payment the audit store had written up to
+    ``written_mark`` (None: not known, a checkpoint of an older version)."""
 
     covers_ms: int
     written_at: float
     payments: int
     size_bytes: int
+    written_mark: int | None = None
 
 
 def _json_array(value: Any) -> np.ndarray:
@@ -127,13 +131,18 @@ def restore(arrays: dict[str, np.ndarray], e: OnlineFeatureEngine) -> None:
     )
 
 
-def write_checkpoint(engine: OnlineFeatureEngine, path: Path) -> CheckpointInfo:
+def write_checkpoint(
+    engine: OnlineFeatureEngine, path: Path, written_mark: int | None = None
+) -> CheckpointInfo:
     """Snapshot ``engine`` and write it to ``path`` atomically; the old file stays whole
-    until the new one is on disk."""
-    return write_snapshot(snapshot(engine), plan_digest(engine.plan), path)
+    until the new one is on disk. ``written_mark``: the audit store's, read before the
+    snapshot (every payment written up to it is in the engine)."""
+    return write_snapshot(snapshot(engine), plan_digest(engine.plan), path, written_mark)
 
 
-def write_snapshot(arrays: dict[str, np.ndarray], digest: str, path: Path) -> CheckpointInfo:
+def write_snapshot(
+    arrays: dict[str, np.ndarray], digest: str, path: Path, written_mark: int | None = None
+) -> CheckpointInfo:
     """The file part of :func:`write_checkpoint` (may run off the event loop: it touches
     only the copies)."""
     buffer = io.BytesIO()
@@ -148,6 +157,7 @@ def write_snapshot(arrays: dict[str, np.ndarray], digest: str, path: Path) -> Ch
         "payments": updates,
         "written_at": written_at,
         "payload_bytes": len(payload),
+        "written_mark": written_mark,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -162,7 +172,7 @@ def write_snapshot(arrays: dict[str, np.ndarray], digest: str, path: Path) -> Ch
         os.fsync(directory)  # the rename itself survives a crash
     finally:
         os.close(directory)
-    return CheckpointInfo(watermark, written_at, updates, len(payload))
+    return CheckpointInfo(watermark, written_at, updates, len(payload), written_mark)
 
 
 def read_checkpoint(
@@ -200,6 +210,8 @@ def load_checkpoint(path: Path, engine: OnlineFeatureEngine) -> CheckpointInfo:
         for name in ("payload_bytes", "covers_ms", "payments"):
             int(header[name])
         float(header["written_at"])
+        mark = header.get("written_mark")
+        written_mark = None if mark is None else int(mark)
     except (TypeError, ValueError):
         raise CheckpointError(f"{path}: damaged header") from None
     payload = data[end + 1 :]
@@ -214,7 +226,11 @@ def load_checkpoint(path: Path, engine: OnlineFeatureEngine) -> CheckpointInfo:
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
         arrays = {name: npz[name] for name in npz.files}
     info = CheckpointInfo(
-        int(header["covers_ms"]), float(header["written_at"]), int(header["payments"]), len(payload)
+        int(header["covers_ms"]),
+        float(header["written_at"]),
+        int(header["payments"]),
+        len(payload),
+        written_mark,
     )
     restore(arrays, engine)
     return info

@@ -61,6 +61,11 @@ class Checkpointer:
         if not self.enabled or not self._scorer.warmed:
             return
         assert isinstance(engine, OnlineFeatureEngine)
+        # Read before the snapshot: every payment written up to the mark was applied before
+        # it (a record follows its payment's update), so a restart replays what was
+        # written after the mark — however old its event time — and the state refuses by
+        # id the ones it already holds.
+        written_mark = await asyncio.to_thread(self._scorer.store.written_mark)
         began = time.perf_counter()
         # In the same step as the snapshot (no await between): the payments it may hold
         # whose records are not durable yet. It is written only once they all are — a
@@ -77,7 +82,9 @@ class Checkpointer:
                     " durable (the audit store is failing or slow); the next one will try"
                 )
                 return
-        info = await asyncio.to_thread(write_snapshot, arrays, plan_digest(engine.plan), self.path)
+        info = await asyncio.to_thread(
+            write_snapshot, arrays, plan_digest(engine.plan), self.path, written_mark
+        )
         log.info(
             "feature checkpoint written: %d payments, %.1f MB, event loop held %.0f ms",
             info.payments,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from explain.audit.store import RebuildEvent, RebuildSource
-from features.checkpoint import CheckpointError, load_checkpoint
+from features.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
 from features.online import OnlineFeatureEngine
 from features.sequence import SequenceStore
 from features.state import FeatureState
@@ -20,10 +20,12 @@ from service.fast_path import FastPath
 
 log = logging.getLogger(__name__)
 
-# After a checkpoint, payments are replayed from this long before the latest one it
-# covers: a payment decided before the checkpoint but recorded after it (the audit
-# write follows the state update), or one that arrived that late, is still applied.
-# The replay refuses by id the ones the checkpoint already holds.
+# After a checkpoint of an older version (no write-order mark in it), payments are
+# replayed from this long before the latest one it covers: one decided before the
+# checkpoint but recorded after it (the audit write follows the state update), or one
+# that arrived up to that late, is still applied. A checkpoint with its mark replays
+# exactly what the store wrote after it, whatever its event time. Either way the replay
+# refuses by id the ones the checkpoint already holds.
 CHECKPOINT_OVERLAP_MS = 3_600_000
 
 # Events per compiled call while replaying: large enough that per-call overhead vanishes.
@@ -45,8 +47,9 @@ def rebuild(
     A persistent state (Redis) already holds the windows and the customers' sequences:
     nothing is replayed.
 
-    With a usable ``checkpoint`` of the in-process state, only the payments after it (less
-    :data:`CHECKPOINT_OVERLAP_MS`) are replayed; labels are applied again (idempotent).
+    With a usable ``checkpoint`` of the in-process state, only the payments the store
+    wrote after it are replayed (after its event time less :data:`CHECKPOINT_OVERLAP_MS`,
+    for a checkpoint without a write-order mark); labels are applied again (idempotent).
     ``refill`` replays into a persistent state too (``riskscore state rebuild``: an empty
     or lost Redis), sequences included; what it already holds is refused by id."""
     latest = store.latest_event_ms()
@@ -58,12 +61,15 @@ def rebuild(
         return 0
     since = latest - engine.plan.longest_horizon_ms
     labels_since = since
+    written_after = None
     if checkpoint is not None and isinstance(engine, OnlineFeatureEngine):
-        covers = _load(checkpoint, engine)
-        if covers is not None:
-            since = max(since, covers - CHECKPOINT_OVERLAP_MS)
+        info = _load(checkpoint, engine)
+        if info is not None and info.written_mark is not None:
+            written_after = info.written_mark
+        elif info is not None:
+            since = max(since, info.covers_ms - CHECKPOINT_OVERLAP_MS)
     replayed = 0
-    events = store.rebuild_events(since)
+    events = store.rebuild_events(since, written_after)
     for chunk in _chunks(events, REPLAY_CHUNK):
         update = engine.update_all(chunk)
         # Refused ids were applied by an earlier warm start of this engine.
@@ -77,9 +83,9 @@ def rebuild(
     return replayed
 
 
-def _load(checkpoint: Path, engine: OnlineFeatureEngine) -> int | None:
-    """The event time a checkpoint covers, once loaded into ``engine``; None (and a
-    warning) when there is none or it cannot be used: then everything is replayed."""
+def _load(checkpoint: Path, engine: OnlineFeatureEngine) -> CheckpointInfo | None:
+    """What a checkpoint covers, once loaded into ``engine``; None (and a warning) when
+    there is none or it cannot be used: then everything is replayed."""
     if not checkpoint.exists():
         return None
     try:
@@ -88,7 +94,7 @@ def _load(checkpoint: Path, engine: OnlineFeatureEngine) -> int | None:
         log.warning("feature checkpoint not used, replaying the audit store: %s", exc)
         return None
     log.info("feature state loaded from %s (%d payments applied)", checkpoint, info.payments)
-    return info.covers_ms
+    return info
 
 
 def _chunks(events: Iterator[RebuildEvent], size: int) -> Iterator[list[RebuildEvent]]:

@@ -103,15 +103,18 @@ class SqlReads(RecordRows):
                 found[tid].append(LabelRecord.model_validate_json(record_json))
         return found
 
-    def rebuild_events(self, since_epoch_ms: int) -> Iterator[RebuildEvent]:
+    def rebuild_events(
+        self, since_epoch_ms: int, written_after: int | None = None
+    ) -> Iterator[RebuildEvent]:
+        where, params = f"event_time_ms >= {self.mark}", [since_epoch_ms]
+        if written_after is not None:
+            where += f" AND {self.written} > {self.mark}"
+            params.append(written_after)
         sql = (
             "SELECT transaction_id, customer_id, terminal_id, event_time_ms, local_time_ms, amount"
-            f" FROM decisions WHERE event_time_ms >= {self.mark}"
-            f" ORDER BY event_time_ms, {self.written}"
+            f" FROM decisions WHERE {where} ORDER BY event_time_ms, {self.written}"
         )
-        for tid, customer, terminal, epoch_ms, local_ms, amount in self._stream(
-            sql, (since_epoch_ms,)
-        ):
+        for tid, customer, terminal, epoch_ms, local_ms, amount in self._stream(sql, params):
             yield RebuildEvent(tid, customer, terminal, int(epoch_ms), int(local_ms), amount)
 
     def recent_feature_vectors(
@@ -141,6 +144,10 @@ ORDER BY event_time_ms, written
         tid, customer, epoch_ms, amount, record_json, record = row
         values = self._feature_values(record_json, record)
         return StoredVector(tid, customer, int(epoch_ms), float(amount), values)
+
+    def written_mark(self) -> int | None:
+        rows = self._fetchall(f"SELECT max({self.written}) FROM decisions")
+        return None if rows[0][0] is None else int(rows[0][0])
 
     def latest_event_ms(self) -> int | None:
         rows = self._fetchall("SELECT max(event_time_ms) FROM decisions")

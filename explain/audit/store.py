@@ -143,9 +143,19 @@ class RebuildSource(ABC):
     """What rebuilding the online state after a restart reads (the warm start)."""
 
     @abstractmethod
-    def rebuild_events(self, since_epoch_ms: int) -> Iterator[RebuildEvent]:
+    def rebuild_events(
+        self, since_epoch_ms: int, written_after: int | None = None
+    ) -> Iterator[RebuildEvent]:
         """Stored transactions with event time >= ``since_epoch_ms``, in event-time order
-        (ties in decision order): for rebuilding the online feature state after a restart."""
+        (ties in decision order): for rebuilding the online feature state after a restart.
+        With ``written_after`` (a :meth:`written_mark`), only those written after it."""
+
+    @abstractmethod
+    def written_mark(self) -> int | None:
+        """Where the order of writing stands (the latest committed decision's place in it),
+        or None for an empty store: what a checkpoint of the state says it holds. Exact
+        for one writer (this process), whose decisions commit in the order they are
+        written."""
 
     @abstractmethod
     def recent_feature_vectors(

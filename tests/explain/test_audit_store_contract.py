@@ -186,6 +186,21 @@ def test_labels_and_warm_start_reads(store: AuditStore) -> None:
     assert store.get("c") is not None
 
 
+def test_a_replay_after_a_write_mark_has_what_was_written_after_it(store: AuditStore) -> None:
+    assert store.written_mark() is None  # empty
+    write_all(store, make_record("a", minutes=1), make_record("b", minutes=2))
+    mark = store.written_mark()
+    assert mark is not None
+    # Written after the mark: one later in event time, one days earlier (a late payment).
+    write_all(store, make_record("late", minutes=-3000), make_record("c", minutes=3))
+    after = store.written_mark()
+    assert after is not None and after > mark
+    events = [e.transaction_id for e in store.rebuild_events(BASE_MS - 10**10, mark)]
+    assert events == ["late", "c"]  # in event-time order
+    assert [e.transaction_id for e in store.rebuild_events(BASE_MS, mark)] == ["c"]
+    assert list(store.rebuild_events(0, after)) == []
+
+
 def test_history_cannot_be_rewritten_by_hand(store: AuditStore, backend: tuple[str, str]) -> None:
     write_all(store, make_record("tx-1", score=0.2))
     store.submit_label(make_label("tx-1", False, 0)).result(timeout=20)

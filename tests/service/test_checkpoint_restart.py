@@ -40,14 +40,19 @@ async def _restart_and_score(make_client: ClientFactory) -> tuple[int, dict[str,
     return replayed, _features(record)
 
 
-async def test_a_restart_loads_the_checkpoint_and_replays_nothing_before_it(
-    make_client: ClientFactory, tmp_path: Path
-) -> None:
+async def _three_payments_then_stop(make_client: ClientFactory, tmp_path: Path) -> Path:
+    """Three payments on a fresh service, stopped cleanly: the checkpoint it wrote."""
     first = await make_client()
     for i in range(3):
         assert (await first.post("/score", json=tx(i))).status == 200
     await first.close()  # writes the checkpoint at shutdown
-    checkpoint = tmp_path / "var" / CHECKPOINT_FILE
+    return tmp_path / "var" / CHECKPOINT_FILE
+
+
+async def test_a_restart_loads_the_checkpoint_and_replays_nothing_before_it(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    checkpoint = await _three_payments_then_stop(make_client, tmp_path)
     assert checkpoint.exists()
     replayed, features = await _restart_and_score(make_client)
     # The three stored payments were in the checkpoint: none was applied again...
@@ -60,11 +65,7 @@ async def test_a_restart_loads_the_checkpoint_and_replays_nothing_before_it(
 async def test_a_damaged_checkpoint_is_passed_over_for_a_full_replay(
     make_client: ClientFactory, tmp_path: Path
 ) -> None:
-    first = await make_client()
-    for i in range(3):
-        assert (await first.post("/score", json=tx(i))).status == 200
-    await first.close()
-    checkpoint = tmp_path / "var" / CHECKPOINT_FILE
+    checkpoint = await _three_payments_then_stop(make_client, tmp_path)
     data = bytearray(checkpoint.read_bytes())
     data[-50] ^= 0xFF
     checkpoint.write_bytes(bytes(data))
@@ -106,3 +107,22 @@ async def test_a_payment_whose_record_failed_is_not_checkpointed(
     retried = await second.post("/score", json=tx(2))
     assert retried.status == 200, await retried.json()
     await second.close()
+
+
+async def test_a_late_payment_written_after_the_checkpoint_is_replayed(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    # A payment days older than the checkpoint's latest, decided after it was written;
+    # then a crash before the next checkpoint. The restart must still apply it: a replay
+    # chosen by event time (the latest less an hour) left it out of every window.
+    checkpoint = await _three_payments_then_stop(make_client, tmp_path)
+    before_the_late_one = checkpoint.read_bytes()
+    second = await make_client()
+    await second.app[WARM_START]
+    late = {**tx(0), "transaction_id": "ck-late", "timestamp": "2025-06-01T13:00:00+00:00"}
+    assert (await second.post("/score", json=late)).status == 200
+    await second.close()
+    checkpoint.write_bytes(before_the_late_one)  # the crash: its checkpoint never written
+    replayed, features = await _restart_and_score(make_client)
+    assert replayed == 1
+    assert features["CUSTOMER_ID_NB_TX_7DAY_WINDOW"] == 5.0
