@@ -35,13 +35,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Until the event loop's handlers are in place (after seconds of imports and loading
+    # the model), a SIGTERM or SIGINT is remembered instead of killing the process: a
+    # supervisor stopping a consumer that is still starting gets a clean exit.
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
     settings = load_settings(lambda: Settings(kafka="on"))
     setup_logging(settings.log_level, settings.library_log_level, settings.log_format)
     from service.event_loop import new_event_loop
 
     try:
         with asyncio.Runner(loop_factory=lambda: new_event_loop(settings.event_loop)) as loop:
-            loop.run(_consume(settings))
+            loop.run(_consume(settings, early))
     except ArtifactError as exc:
         raise UserError(f"cannot load the model: {exc}") from exc
     except AuditStoreError as exc:
@@ -59,7 +65,7 @@ class ConsumerFailed(RuntimeError):
     """The consumer thread ended without being asked to."""
 
 
-async def _consume(settings: Settings) -> None:
+async def _consume(settings: Settings, early: list[int]) -> None:
     from service.app import build_scorer
     from service.lifecycle import ScoringProcess
     from service.prometheus_metrics import ScoringMetrics
@@ -71,6 +77,8 @@ async def _consume(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
+        if early:
+            return  # signalled while starting: nothing began, nothing to finish
         await process.start()
         runner, warming = process.stream, process.warm_start
         assert runner is not None and warming is not None
