@@ -55,13 +55,17 @@ class ScoringProcess:
         if scoring.signals_interval_s > 0:
             signals = ModelSignals(
                 self.scorer.store,
-                scoring.artifact_dir,
+                scoring.artifact_dir
+                if self.scorer.promotion is None
+                else self.scorer.promotion.champion.fast_dir,
                 self.metrics.registry,
                 scoring.signals_window_days,
             )
             self.signals = SignalsLoop(signals, scoring.signals_interval_s)
             self.signals.start(after=self.warm_start)
         self.checkpoints.start()
+        if self.scorer.promotion is not None:
+            self.scorer.promotion.start_polling(scoring.model_poll_s)
         if self.settings.kafka != "on":
             return
         runner = StreamRunner(self.settings, self.scorer, asyncio.get_running_loop())
@@ -87,6 +91,8 @@ class ScoringProcess:
             return
         self._shut_down = True
         settings = self.settings
+        if self.scorer.promotion is not None:
+            await self.scorer.promotion.stop_polling()
         if self.signals is not None:
             await self.signals.stop(settings.shutdown_timeout_s)
         if self.stream is not None:
