@@ -41,7 +41,7 @@ from models.errors import ArtifactError
 from models.fast import FastModel
 from models.sequence import SequenceModel
 from models.sequence_artifacts import SequenceManifest
-from models.versions import ModelDirectory, ModelVersion
+from models.versions import POINTER_FILE, ModelDirectory, ModelVersion
 from service.errors import NotFound
 from service.settings import Settings
 
@@ -177,6 +177,7 @@ class ModelPromotion:
         self._settings = settings
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
+        self._failed: tuple[str, int] | None = None  # the pointer's writing that failed
         registry = registry or CollectorRegistry()
         self._promotions = Counter(
             "riskscore_model_promotions",
@@ -185,6 +186,8 @@ class ModelPromotion:
             ["outcome"],
             registry=registry,
         )
+        for outcome in ("promoted", "refused"):
+            self._promotions.labels(outcome)  # on /metrics at 0 from the start
         self._unpaired = Gauge(
             "riskscore_second_stage_unpaired",
             "1 while the served fast model has no sequence artifact fitted for it, so the "
@@ -222,35 +225,36 @@ class ModelPromotion:
         if version is None:
             raise NotFound(f"no model version {key!r} in {self.directory.root.name}")
         async with self._lock:
-            if (
-                version.version == self.champion.version
-                and version.fast_dir == self.champion.fast_dir
-            ):
-                if persist and self.directory.versioned:
-                    await asyncio.to_thread(self.directory.write_pointer, version.version)
-                return version
-            try:
-                loaded, bundle = await asyncio.to_thread(self._load, version)
-            except ArtifactError:
-                self._promotions.labels("refused").inc()
-                raise
-            if persist:
+            return await self._promote(version, persist)
+
+    async def _promote(self, version: ModelVersion, persist: bool) -> ModelVersion:
+        """Load, persist, swap; the caller holds the lock."""
+        if version.version == self.champion.version and version.fast_dir == self.champion.fast_dir:
+            if persist and self.directory.versioned:
                 await asyncio.to_thread(self.directory.write_pointer, version.version)
-            old = self._scorer.install(bundle)
-            previous = self.champion
-            self.champion = version
-            self._promotions.labels("promoted").inc()
-            self._served.clear()
-            self._note(loaded)
-            log.info(
-                "model version %s (%s) promoted, replacing %s",
-                version.version,
-                version.name,
-                previous.version,
-            )
-            if old.cascade is not None and old.cascade is not bundle.cascade:
-                asyncio.get_running_loop().call_later(RETIRE_AFTER_S, old.cascade.close)
             return version
+        try:
+            loaded, bundle = await asyncio.to_thread(self._load, version)
+        except ArtifactError:
+            self._promotions.labels("refused").inc()
+            raise
+        if persist:
+            await asyncio.to_thread(self.directory.write_pointer, version.version)
+        old = self._scorer.install(bundle)
+        previous = self.champion
+        self.champion = version
+        self._promotions.labels("promoted").inc()
+        self._served.clear()
+        self._note(loaded)
+        log.info(
+            "model version %s (%s) promoted, replacing %s",
+            version.version,
+            version.name,
+            previous.version,
+        )
+        if old.cascade is not None and old.cascade is not bundle.cascade:
+            asyncio.get_running_loop().call_later(RETIRE_AFTER_S, old.cascade.close)
+        return version
 
     def _load(self, version: ModelVersion) -> tuple[LoadedVersion, ModelBundle]:
         with _short_gil_turns():
@@ -282,10 +286,36 @@ class ModelPromotion:
             self._poller = None
 
     async def follow(self) -> None:
-        """Promote what the pointer names, if this process serves another version."""
-        pointed = await asyncio.to_thread(self.directory.read_pointer)
-        if pointed is not None and pointed != self.champion.version:
-            await self.promote(pointed, persist=False)
+        """Promote what the pointer names, if this process serves another version.
+
+        The pointer is read under the lock: read before a promotion in this process and
+        acted on after it, it would install the version that promotion replaced.
+        """
+        async with self._lock:
+            pointed, stamp = await asyncio.to_thread(self._read_pointer)
+            if pointed is None or pointed == self.champion.version or stamp == self._failed:
+                return
+            try:
+                version = await asyncio.to_thread(self.directory.find, pointed)
+                if version is None:
+                    raise ArtifactError(f"the champion file names {pointed!r}, not a version")
+                await self._promote(version, persist=False)
+            except ArtifactError:
+                # Not loaded again until the file changes: a load costs ~0.7 s of CPU,
+                # which every process would otherwise spend at every poll.
+                self._failed = stamp
+                raise
+
+    def _read_pointer(self) -> tuple[str | None, tuple[str, int] | None]:
+        """The pointer and what identifies this writing of it (its text and mtime)."""
+        pointed = self.directory.read_pointer()
+        if pointed is None:
+            return None, None
+        try:
+            mtime = (self.directory.root / POINTER_FILE).stat().st_mtime_ns
+        except FileNotFoundError:
+            return None, None
+        return pointed, (pointed, mtime)
 
     async def _poll(self, interval_s: float) -> None:
         while True:

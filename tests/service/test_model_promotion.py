@@ -287,6 +287,19 @@ def test_another_process_follows_a_promotion(model_root: Path, tmp_path: Path) -
             time.sleep(POLL_S / 2)
         assert _call(f"{b.base}/models", key=ADMIN_KEY)[1]["champion"]["version"] == V2
 
+        # A champion file naming a version that fails its checks (edited by hand): B keeps
+        # serving V2, and tries that writing of the file once, not at every poll.
+        (model_root / POINTER_FILE).write_text(BROKEN + "\n")
+        refused = 'riskscore_model_promotions_total{outcome="refused"}'
+        tried = time.monotonic()
+        while _metric(b.base, refused) < 1:
+            assert time.monotonic() - tried < 10 * POLL_S + 5, "B never read the pointer"
+            time.sleep(POLL_S / 2)
+        time.sleep(10 * POLL_S)  # ten more polls: an absence is what is checked here
+        assert _metric(b.base, refused) == 1
+        assert _score(b.base)[1]["model_version"] == V2
+        assert "cannot follow the model pointer" in b.log.read_text()
+
 
 def test_a_directory_without_pointer_serves_its_newest_version_and_pins_it(
     tmp_path: Path,
