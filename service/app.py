@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -34,7 +33,13 @@ from service.middleware import (
     metrics_middleware,
 )
 from service.model_handlers import ModelViews
-from service.model_promotion import ModelPromotion, cascade_for, kept_spec, load_version
+from service.model_promotion import (
+    ModelPromotion,
+    cascade_for,
+    kept_spec,
+    load_version,
+    served_artifact_dir,
+)
 from service.prometheus_metrics import ScoringMetrics
 from service.report_handlers import ReportViews
 from service.routes import setup_routes
@@ -54,6 +59,12 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
     # Load before anything else opens: a bad artifact should fail start-up with its reason.
     champion = directory.champion()
     if directory.versioned:
+        if settings.second_stage.model_dir is not None:
+            # Each version brings its own sequence artifact: say so rather than ignore it.
+            log.warning(
+                "RISKSCORE_SEQUENCE_MODEL_DIR is not used with a directory of model versions "
+                "(each version's sequence artifact is in its sequence/ subdirectory)"
+            )
         loaded = load_version(champion, settings, None)
         spec = None if settings.sequence == "off" else kept_spec(directory, loaded)
         cascade = loaded.cascade
@@ -93,13 +104,6 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
         None if metrics is None else metrics.registry,
     )
     return scorer
-
-
-def served_artifact_dir(settings: Settings, scorer: Scorer) -> Path:
-    """The fast-model artifact served at start-up, whose manifest the reports and drift
-    gauges compare with (with a directory of versions: the champion's)."""
-    promotion = scorer.promotion
-    return settings.scoring.artifact_dir if promotion is None else promotion.champion.fast_dir
 
 
 def build_feature_state(settings: Settings) -> FeatureState:

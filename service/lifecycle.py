@@ -18,6 +18,7 @@ import contextlib
 import logging
 
 from service.checkpointing import CHECKPOINT_FILE, Checkpointer
+from service.model_promotion import served_artifact_dir
 from service.model_signals import ModelSignals, SignalsLoop
 from service.prometheus_metrics import ScoringMetrics, StreamCollector
 from service.scorer import Scorer
@@ -55,9 +56,7 @@ class ScoringProcess:
         if scoring.signals_interval_s > 0:
             signals = ModelSignals(
                 self.scorer.store,
-                scoring.artifact_dir
-                if self.scorer.promotion is None
-                else self.scorer.promotion.champion.fast_dir,
+                served_artifact_dir(self.settings, self.scorer),
                 self.metrics.registry,
                 scoring.signals_window_days,
             )

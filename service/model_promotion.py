@@ -26,8 +26,9 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -325,3 +326,12 @@ class ModelPromotion:
             except Exception as exc:
                 # The process keeps serving its version; the next poll tries again.
                 log.error("cannot follow the model pointer: %s", exc)
+
+
+def served_artifact_dir(settings: Settings, scorer: Scorer) -> Callable[[], Path]:
+    """The fast-model artifact served now, whose manifest the reports and drift gauges
+    compare with (with a directory of versions: the champion's, as promotions change it)."""
+    promotion = scorer.promotion
+    if promotion is None:
+        return lambda: settings.scoring.artifact_dir
+    return lambda: promotion.champion.fast_dir
