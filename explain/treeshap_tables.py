@@ -42,6 +42,10 @@ import numpy as np
 
 from models.forest import MISSING_NAN, MISSING_NONE, MISSING_ZERO
 
+# The kernels below build the tables (never per request) and release the GIL (nogil): a
+# model version promoted while serving is built in a thread, and fill_blocks alone held
+# the GIL ~95 ms, stalling every request of the event loop for as long.
+
 # At most 8 decisions index one block table (256 rows): a depth-4 tree is then mostly two
 # blocks, one under each child of its root. Measured on the shipped model (batches, kernel
 # time against the compiled predictor's): 8 bits, 317 blocks, 2.5 MB, 1.3x; 5 bits, 625
@@ -79,7 +83,7 @@ def decision_variant(missing_type: np.ndarray, default_left: np.ndarray) -> np.n
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def tree_paths(
     tree_start: np.ndarray,
     feature: np.ndarray,
@@ -122,7 +126,7 @@ def tree_paths(
     return prev, z, depth, distinct, is_left, internal_below
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def leaf_contributions(value: float, z: np.ndarray, d: int, out: np.ndarray) -> None:
     """``out[pattern, i]``: feature i's contribution from a leaf of value ``value`` whose
     path features have merged zero fractions ``z[:d]``, when bit j of ``pattern`` says the
@@ -164,7 +168,7 @@ def block_roots(
     return np.flatnonzero(fits & ~parent_fits).astype(np.int64)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def block_shapes(
     roots: np.ndarray,
     feature: np.ndarray,
@@ -191,7 +195,7 @@ def block_shapes(
     return bits, width
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _block_nodes(j: int, feature: np.ndarray, parent: np.ndarray, bits: int) -> np.ndarray:
     """The nodes whose decisions index block j: its ancestors (root first), then the
     internal nodes of its subtree in preorder."""
@@ -216,7 +220,7 @@ def _block_nodes(j: int, feature: np.ndarray, parent: np.ndarray, bits: int) -> 
     return nodes
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def fill_blocks(
     roots: np.ndarray,
     bits: np.ndarray,
@@ -290,7 +294,7 @@ def fill_blocks(
             slot_of[feature[nodes[i]]] = -1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _add_leaf(
     leaf: int,
     nb: int,

@@ -16,6 +16,7 @@ import asyncio
 import json
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,14 +104,8 @@ async def _drive(
     warmup: int,
 ) -> dict[str, Any]:
     await _send_history(base, before)
-    answers: list[tuple[float, float, int, bytes]] = []
+    answers, target = score_target(base)
     recorder = Recorder()
-
-    def keep(intended: float, at: float, status: int, body: bytes) -> None:
-        answers.append((intended, at, status, body))
-
-    def target(recorder: Recorder) -> Target:
-        return HttpTarget(Endpoint.parse(base, "/score"), recorder, on_answer=keep)
 
     # Sent at i / rate: every body once, the first ``warmup`` before the measured window.
     plan = Plan(duration_s=(len(bodies) - warmup) / rate, warmup_s=warmup / rate)
@@ -126,6 +121,22 @@ async def _drive(
             "fallback_reasons": fallback_reasons(counted_before, counted_after),
         },
     }
+
+
+Answer = tuple[float, float, int, bytes]  # intended send, answer time, status, body
+
+
+def score_target(base: str) -> tuple[list[Answer], Callable[[Recorder], Target]]:
+    """A ``/score`` target for ``run_once`` that keeps every answer, and the answers."""
+    answers: list[Answer] = []
+
+    def keep(intended: float, at: float, status: int, body: bytes) -> None:
+        answers.append((intended, at, status, body))
+
+    def target(recorder: Recorder) -> Target:
+        return HttpTarget(Endpoint.parse(base, "/score"), recorder, on_answer=keep)
+
+    return answers, target
 
 
 async def _send_history(base: str, before: list[dict[str, Any]]) -> None:

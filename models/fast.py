@@ -157,6 +157,10 @@ class ModelSlot:
     def ready(self) -> bool:
         return self._model is not None
 
+    def put(self, model: FastModel) -> None:
+        """Serve ``model``, already loaded and verified, from the next read on."""
+        self._model = model
+
     def swap(
         self,
         artifact_dir: str | Path,

@@ -121,3 +121,29 @@ class DecisionPage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as ?cursor= for the next page; null on the last page."
     )
+
+
+class ModelVersionInfo(BaseModel):
+    """One model version as its manifests describe it."""
+
+    version: str = Field(description="The fast model's model_version, as decisions record it.")
+    directory: str = Field(description="Its directory in the model directory.")
+    created_at: str
+    sha256: dict[str, str] = Field(description="SHA-256 of every file of the fast model.")
+    training_window: dict[str, str]
+    validation_window: dict[str, str] | None
+    validation_metrics: dict[str, float | None]
+    thresholds: dict[str, float] = Field(description="review and decline cut points.")
+    sequence: dict[str, Any] | None = Field(
+        description="Its sequence artifact (version, the fast model it was fitted for, "
+        "whether that is this one, SHA-256s), or null when it has none."
+    )
+    champion: bool | None = Field(default=None, description="In versions: whether it is served.")
+
+
+class ModelsResponse(BaseModel):
+    champion: ModelVersionInfo
+    challenger: ModelVersionInfo | None = Field(
+        description="The version scoring in the shadow of the champion (none yet: null)."
+    )
+    versions: list[ModelVersionInfo] = Field(description="Every version, oldest first.")

@@ -23,15 +23,17 @@ from service.api_models import (
     LabelBatchRequest,
     LabelBatchResponse,
     LabelResponse,
+    ModelsResponse,
     Readiness,
     ScoreResponse,
 )
 
 # Who may call a route when API keys are configured (service/middleware.py enforces it):
 # open - nobody needs a key (liveness); probe - open unless RISKSCORE_PROBES_NEED_KEY;
-# any - a scoring or a compliance key; scoring / compliance - that role's keys only.
-Access = Literal["open", "probe", "any", "scoring", "compliance"]
-Views = Literal["api", "reports"]
+# any - a scoring or a compliance key; scoring / compliance / admin - that role's keys only;
+# admin_compliance - an admin or a compliance key.
+Access = Literal["open", "probe", "any", "scoring", "compliance", "admin", "admin_compliance"]
+Views = Literal["api", "reports", "models"]
 
 JSON = "application/json"
 HTML = "text/html"
@@ -95,7 +97,8 @@ ERRORS: dict[int, str] = {
     409: "This transaction_id was scored before with a different body.",
     413: "Body or batch larger than configured.",
     415: "Content type is not application/json.",
-    422: "Input does not match the schema (or a rule it states); `fields` names each one.",
+    422: "Input does not match the schema (or a rule it states); `fields` names each one."
+    " For a model version: it fails its checks (SHA-256s, model), the champion unchanged.",
     429: "Refused before anything was scored or stored: the predicted wait exceeds the"
     " request's budget (overloaded) or the API key is over its rate (rate_limited);"
     " retry after the Retry-After header's seconds.",
@@ -143,6 +146,15 @@ _TRANSACTION_ID = Param(
     "path",
     TypeAdapter(Identifier).json_schema(),
     "The transaction's id.",
+    required=True,
+)
+
+
+_VERSION = Param(
+    "version",
+    "path",
+    {"type": "string", "minLength": 1, "maxLength": 200},
+    "The version: its model_version (as decisions record it) or its directory name.",
     required=True,
 )
 
@@ -264,6 +276,27 @@ ROUTES: tuple[Route, ...] = (
         params=(_FORMAT,),
         query=DecisionFilter,
         errors=(422, 501, 503),
+    ),
+    Route(
+        "GET",
+        "/models",
+        "models",
+        "models",
+        "Model versions: the champion, the challenger, every version with its SHA-256s",
+        "admin_compliance",
+        {200: Body("The model versions.", ModelsResponse)},
+        errors=(503,),
+    ),
+    Route(
+        "POST",
+        "/models/{version}/promote",
+        "models",
+        "promote",
+        "Promote a model version to champion (verified load, then an atomic swap)",
+        "admin",
+        {200: Body("The model versions, the promoted one champion.", ModelsResponse)},
+        params=(_VERSION,),
+        errors=(404, 422, 503),
     ),
     Route(
         "GET",

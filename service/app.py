@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -16,10 +17,11 @@ from features.redis_sequences import RedisSequences
 from features.redis_state import RedisFeatureState
 from features.sequence import SequenceSpec, SequenceStore
 from features.state import FeatureState, FeatureStateUnavailable
-from models.cascade import Cascade, FaultInjection
+from models.cascade import Cascade
 from models.errors import ArtifactError
 from models.fast import ModelSlot
 from models.sequence import SequenceModel
+from models.versions import ModelDirectory
 from service.app_keys import METRICS, SCORER, SETTINGS, STREAM, WARM_START
 from service.audit_backend import open_audit_store
 from service.card_number_guard import card_number_middleware
@@ -29,6 +31,14 @@ from service.middleware import (
     auth_middleware,
     error_middleware,
     metrics_middleware,
+)
+from service.model_handlers import ModelViews
+from service.model_promotion import (
+    ModelPromotion,
+    cascade_for,
+    kept_spec,
+    load_version,
+    served_artifact_dir,
 )
 from service.prometheus_metrics import ScoringMetrics
 from service.report_handlers import ReportViews
@@ -42,16 +52,28 @@ __all__ = ["METRICS", "SCORER", "SETTINGS", "STREAM", "WARM_START", "build_score
 
 
 def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> Scorer:
-    """The production scorer for these settings: verified model, the configured audit
-    store (SQLite file, or PostgreSQL with RISKSCORE_AUDIT_URL)."""
-    models = ModelSlot()
+    """The production scorer for these settings: verified model (the champion of a
+    directory of versions), the configured audit store (SQLite file, or PostgreSQL with
+    RISKSCORE_AUDIT_URL), and its model promotion (``scorer.promotion``)."""
+    directory = ModelDirectory(settings.scoring.artifact_dir, settings.second_stage.artifact_dir)
     # Load before anything else opens: a bad artifact should fail start-up with its reason.
-    models.swap(
-        settings.scoring.artifact_dir,
-        num_threads=settings.scoring.predict_threads,
-        predictor=settings.scoring.predictor,
-    )
-    cascade = build_cascade(settings, models.model.version)
+    champion = directory.champion()
+    if directory.versioned:
+        if settings.second_stage.model_dir is not None:
+            # Each version brings its own sequence artifact: say so rather than ignore it.
+            log.warning(
+                "RISKSCORE_SEQUENCE_MODEL_DIR is not used with a directory of model versions "
+                "(each version's sequence artifact is in its sequence/ subdirectory)"
+            )
+        loaded = load_version(champion, settings, None)
+        spec = None if settings.sequence == "off" else kept_spec(directory, loaded)
+        cascade = loaded.cascade
+    else:
+        # One artifact, as always: a mismatched sequence artifact stops start-up.
+        loaded = load_version(champion, settings.model_copy(update={"sequence": "off"}), None)
+        cascade = build_cascade(settings, loaded.model.version)
+        spec = None
+    models = ModelSlot(loaded.model)
     store = open_audit_store(settings)
     try:
         engine = build_feature_state(settings)
@@ -60,18 +82,28 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
         # pool of the store behind in a process that embeds the service.
         store.close()
         raise
-    return Scorer(
+    spec = cascade.model.spec if cascade is not None else spec
+    scorer = Scorer(
         models,
         store,
         engine=engine,
-        sequences=build_sequences(engine, None if cascade is None else cascade.model.spec),
+        sequences=build_sequences(engine, spec),
         reason_count=settings.scoring.reason_count,
         metrics=metrics,
         explainer_factory=lambda model: make_explainer(settings.scoring.explainer, model),
         cascade=cascade,
         budget_ms=settings.second_stage.budget_ms,
         pricing=settings.scoring.pricing(),
+        sequence_spec=spec,
     )
+    scorer.promotion = ModelPromotion(
+        scorer,
+        directory,
+        replace(loaded, cascade=cascade),
+        settings,
+        None if metrics is None else metrics.registry,
+    )
+    return scorer
 
 
 def build_feature_state(settings: Settings) -> FeatureState:
@@ -104,14 +136,7 @@ def build_cascade(settings: Settings, fast_model_version: str) -> Cascade | None
             f"{exc} (set RISKSCORE_SEQUENCE_MODEL_DIR to a matching sequence artifact, "
             "or RISKSCORE_SEQUENCE=off to serve the fast path alone)"
         ) from None
-    return Cascade(
-        model,
-        reserve_ms=settings.second_stage.reserve_ms,
-        faults=FaultInjection(
-            delay_ms=settings.second_stage.fault_delay_ms,
-            error_rate=settings.second_stage.fault_error_rate,
-        ),
-    )
+    return cascade_for(settings, model)
 
 
 def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Application:
@@ -135,6 +160,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Applicat
                 http.api_key_header,
                 http.compliance_api_keys,
                 probes_need_key=http.probes_need_key,
+                admin_keys=http.admin_api_keys,
             )
         )
     # Inside auth: a caller without a key learns nothing about its URL's ids.
@@ -146,7 +172,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Applicat
     setup_routes(
         app,
         Views(scorer, settings, metrics),
-        ReportViews(scorer.store, settings.scoring.artifact_dir, scorer.complete),
+        ReportViews(scorer.store, served_artifact_dir(settings, scorer), scorer.complete),
+        ModelViews(scorer),
     )
     if owned:
         app.cleanup_ctx.append(_owned_scorer_lifecycle)

@@ -29,11 +29,15 @@ from service.errors import FeatureStateDown, IdempotencyConflict
 
 @dataclass(frozen=True)
 class ModelBundle:
-    """A fast model with the explainer and reason coder built for it."""
+    """A fast model with the explainer and reason coder built for it, and the second stage
+    paired with it (None: none matches it, or the stage is off). A payment takes one bundle
+    at its start and keeps it to its decision, so a promotion meanwhile never mixes two
+    versions in one decision."""
 
     model: FastModel
     explainer: Explainer
     coder: ReasonCoder
+    cascade: Cascade | None = None
 
 
 @dataclass(slots=True)
@@ -76,17 +80,28 @@ class FastPath:
         self._sequences = sequences
         self._bundle_cache: ModelBundle | None = None
 
+    def prepare(self, model: FastModel, cascade: Cascade | None) -> ModelBundle:
+        """The bundle for ``model`` (its explainer's tables built now: call it off the
+        event loop for a model about to be promoted)."""
+        explainer = self._explainer_factory(model)
+        coder = ReasonCoder(model.feature_names, self._reason_count, method=explainer.method)
+        return ModelBundle(model, explainer, coder, cascade)
+
+    def install(self, bundle: ModelBundle) -> ModelBundle:
+        """Serve ``bundle`` from the next payment on; returns the one it replaces."""
+        old = self.bundle()
+        self._models.put(bundle.model)
+        self._bundle_cache = bundle
+        self._cascade = bundle.cascade
+        return old
+
     def bundle(self) -> ModelBundle:
         model = self._models.model
         cached = self._bundle_cache
         if cached is None or cached.model is not model:
-            # The explainer and reason coder follow the model: a swap rebuilds them once.
-            explainer = self._explainer_factory(model)
-            cached = ModelBundle(
-                model,
-                explainer,
-                ReasonCoder(model.feature_names, self._reason_count, method=explainer.method),
-            )
+            # The model was swapped in its slot directly: the explainer and reason coder
+            # follow it (built once), the second stage stays as it was.
+            cached = self.prepare(model, self._cascade)
             self._bundle_cache = cached
         return cached
 
@@ -111,7 +126,7 @@ class FastPath:
         scores = sigmoid(raw)
         raw_list, score_list = raw.tolist(), scores.tolist()
         t2 = time.perf_counter()
-        views = self._append_sequences(kept, x, score_list)
+        views = self._append_sequences(kept, x, score_list, bundle.cascade)
         t3 = time.perf_counter()
         contributions = bundle.explainer.contributions(x)
         t4 = time.perf_counter()
@@ -144,7 +159,11 @@ class FastPath:
         return out
 
     def _append_sequences(
-        self, txs: list[Transaction], x: np.ndarray, scores: list[float]
+        self,
+        txs: list[Transaction],
+        x: np.ndarray,
+        scores: list[float],
+        cascade: Cascade | None,
     ) -> list[SequenceView | None]:
         """Add each payment to its customer's sequence; the view the second stage will see
         for each payment in its band.
@@ -152,16 +171,17 @@ class FastPath:
         A view (~50 µs) is built only for payments in the band, right after the payment's
         own append: before a later payment of the same customer in this batch joins the ring.
         """
-        sequences, cascade = self._sequences, self._cascade
-        if sequences is None or cascade is None:
+        sequences = self._sequences
+        if sequences is None:
             return [None] * len(txs)
+        # Kept up even while the served version has no second stage: a later one may.
         return sequences.append_many(
             [tx.customer_id for tx in txs],
             [tx.transaction_id for tx in txs],
             [tx.epoch_ms for tx in txs],
             [tx.amount for tx in txs],
             x,
-            [cascade.wants(score) for score in scores],
+            [cascade is not None and cascade.wants(score) for score in scores],
         )
 
 

@@ -18,6 +18,7 @@ import contextlib
 import logging
 
 from service.checkpointing import CHECKPOINT_FILE, Checkpointer
+from service.model_promotion import served_artifact_dir
 from service.model_signals import ModelSignals, SignalsLoop
 from service.prometheus_metrics import ScoringMetrics, StreamCollector
 from service.scorer import Scorer
@@ -55,13 +56,15 @@ class ScoringProcess:
         if scoring.signals_interval_s > 0:
             signals = ModelSignals(
                 self.scorer.store,
-                scoring.artifact_dir,
+                served_artifact_dir(self.settings, self.scorer),
                 self.metrics.registry,
                 scoring.signals_window_days,
             )
             self.signals = SignalsLoop(signals, scoring.signals_interval_s)
             self.signals.start(after=self.warm_start)
         self.checkpoints.start()
+        if self.scorer.promotion is not None:
+            self.scorer.promotion.start_polling(scoring.model_poll_s)
         if self.settings.kafka != "on":
             return
         runner = StreamRunner(self.settings, self.scorer, asyncio.get_running_loop())
@@ -87,6 +90,8 @@ class ScoringProcess:
             return
         self._shut_down = True
         settings = self.settings
+        if self.scorer.promotion is not None:
+            await self.scorer.promotion.stop_polling()
         if self.signals is not None:
             await self.signals.stop(settings.shutdown_timeout_s)
         if self.stream is not None:

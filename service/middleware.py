@@ -112,20 +112,25 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 # Key roles. Scoring keys belong to payment backends: they score and send labels.
 # Compliance keys belong to reviewers: they search, export and read reports, and cannot
 # score (a report reader must not be able to create decisions). Both may read one decision
-# by id, readiness, metrics and the OpenAPI document.
-SCORING, COMPLIANCE = "scoring", "compliance"
+# by id, readiness, metrics and the OpenAPI document. Admin keys belong to operators: they
+# promote model versions (and may read them, as compliance keys may).
+SCORING, COMPLIANCE, ADMIN = "scoring", "compliance", "admin"
 SCORING_ONLY = frozenset({"/score", "/score/batch", "/labels"})
+ADMIN_ROUTES = {
+    "/models": frozenset({ADMIN, COMPLIANCE}),
+    "/models/{version}/promote": frozenset({ADMIN}),
+}
 
 
-def required_role(request: web.Request) -> str | None:
-    """The role an endpoint is reserved to, or None when either role may call it."""
+def required_roles(request: web.Request) -> frozenset[str] | None:
+    """The roles an endpoint is reserved to, or None when any role may call it."""
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else request.path
     if route in SCORING_ONLY:
-        return SCORING
+        return frozenset({SCORING})
     if route == "/decisions" or route.startswith("/reports/"):
-        return COMPLIANCE
-    return None
+        return frozenset({COMPLIANCE})
+    return ADMIN_ROUTES.get(route)
 
 
 def auth_middleware(
@@ -133,10 +138,12 @@ def auth_middleware(
     header: str,
     compliance_keys: tuple[str, ...] = (),
     probes_need_key: bool = False,
+    admin_keys: tuple[str, ...] = (),
 ) -> Middleware:
     open_paths = OPEN_PATHS if probes_need_key else OPEN_PATHS | PROBE_PATHS
     encoded = [(key.encode(), SCORING) for key in keys]
     encoded += [(key.encode(), COMPLIANCE) for key in compliance_keys]
+    encoded += [(key.encode(), ADMIN) for key in admin_keys]
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -155,9 +162,10 @@ def auth_middleware(
                 role = key_role
         if role is None:
             raise Forbidden("API key not accepted")
-        needed = required_role(request)
-        if needed is not None and needed != role:
-            raise Forbidden(f"this endpoint needs a {needed} API key; this is a {role} key")
+        needed = required_roles(request)
+        if needed is not None and role not in needed:
+            wanted = " or ".join(sorted(needed))
+            raise Forbidden(f"this endpoint needs a {wanted} API key; this is a {role} key")
         return await handler(request)
 
     return middleware

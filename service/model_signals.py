@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,13 @@ class ModelSignals:
     def __init__(
         self,
         store: AuditStore,
-        artifact_dir: Path,
+        artifact_dir: Path | Callable[[], Path],
         registry: CollectorRegistry,
         window_days: int,
     ) -> None:
         self._store = store
-        self._artifact_dir = artifact_dir
+        # A callable: the served model's artifact, which a promotion changes.
+        self._artifact_dir = artifact_dir if callable(artifact_dir) else lambda: artifact_dir
         self._window = timedelta(days=window_days)
         self.psi = Gauge(
             "riskscore_feature_psi",
@@ -93,7 +95,7 @@ class ModelSignals:
         end = datetime.fromtimestamp(latest / 1000, UTC) + timedelta(milliseconds=1)
         selection = DecisionFilter.model_validate({"from": end - self._window, "to": end})
         try:
-            reference = load_manifest(self._artifact_dir).feature_distributions
+            reference = load_manifest(self._artifact_dir()).feature_distributions
         except ArtifactError:
             reference = None  # no drift without the training window's distributions
         summary = summarize(self._store, selection, reference)

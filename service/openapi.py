@@ -17,6 +17,7 @@ from service.settings import HttpSettings
 
 _REF = "#/components/schemas/{model}"
 SCORING_SCHEME, COMPLIANCE_SCHEME = "scoringKey", "complianceKey"
+ADMIN_SCHEME = "adminKey"
 
 
 def _ref(model: type[BaseModel]) -> dict[str, Any]:
@@ -104,6 +105,10 @@ def _security(route: Route, http: HttpSettings) -> list[dict[str, list[str]]] | 
         return [{SCORING_SCHEME: []}]
     if route.access == "compliance":
         return [{COMPLIANCE_SCHEME: []}]
+    if route.access == "admin":
+        return [{ADMIN_SCHEME: []}]
+    if route.access == "admin_compliance":
+        return [{ADMIN_SCHEME: []}, {COMPLIANCE_SCHEME: []}]
     return [{SCORING_SCHEME: []}, {COMPLIANCE_SCHEME: []}]
 
 
@@ -187,6 +192,13 @@ def openapi_document(http: HttpSettings) -> dict[str, Any]:
                 "name": header,
                 "description": "A compliance key (RISKSCORE_COMPLIANCE_API_KEYS): searches, "
                 "exports, reports, reads.",
+            },
+            ADMIN_SCHEME: {
+                "type": "apiKey",
+                "in": "header",
+                "name": header,
+                "description": "An admin key (RISKSCORE_ADMIN_API_KEYS): model versions and "
+                "their promotion, reads.",
             },
         }
     return {

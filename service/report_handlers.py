@@ -83,20 +83,21 @@ class ReportViews:
     def __init__(
         self,
         store: AuditStore,
-        artifact_dir: Path,
+        artifact_dir: Path | Callable[[], Path],
         complete: Callable[[DecisionRecord], DecisionRecord] | None = None,
     ) -> None:
         self._store = store
-        self._artifact_dir = artifact_dir
+        # A callable: the served model's artifact, which a promotion changes.
+        self._artifact_dir = artifact_dir if callable(artifact_dir) else lambda: artifact_dir
         # Computes a stored record's second-stage attributions (they are not stored).
         self._complete = complete or (lambda record: record)
 
     def _manifest(self) -> Manifest | None:
         # Read per report (a few KB), so a model swapped on disk is what the report shows.
         try:
-            return load_manifest(self._artifact_dir)
+            return load_manifest(self._artifact_dir())
         except ArtifactError:
-            log.warning("no readable manifest in %s for a report", self._artifact_dir)
+            log.warning("no readable manifest in %s for a report", self._artifact_dir())
             return None
 
     async def search(self, request: web.Request) -> web.Response:

@@ -6,11 +6,14 @@ from aiohttp import web
 
 from service.api_routes import ROUTES
 from service.handlers import Views
+from service.model_handlers import ModelViews
 from service.report_handlers import ReportViews
 
 
-def setup_routes(app: web.Application, views: Views, reports: ReportViews) -> None:
-    owners = {"api": views, "reports": reports}
+def setup_routes(
+    app: web.Application, views: Views, reports: ReportViews, models: ModelViews
+) -> None:
+    owners = {"api": views, "reports": reports, "models": models}
     for route in ROUTES:
         handler = getattr(owners[route.views], route.handler)
         if route.method == "GET":

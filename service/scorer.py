@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from explain.audit.store import AuditStore, AuditStoreError
 from explain.decision import Decision
@@ -35,19 +36,22 @@ from explain.sequence_attribution import complete_attributions
 from features.currency import CurrencyRefused, Pricing
 from features.online import OnlineFeatureEngine
 from features.schema import Transaction
-from features.sequence import OnlineSequences, SequenceStore, SequenceView
+from features.sequence import OnlineSequences, SequenceSpec, SequenceStore, SequenceView
 from features.state import FeatureState
 from models.cascade import DEFAULT_BUDGET_MS, Cascade
 from models.fast import FastModel, ModelSlot
 from service.decisions import build_decision
 from service.errors import AuditUnavailable, IdempotencyConflict, NotFound, UnsupportedCurrency
-from service.fast_path import Draft, FastPath
+from service.fast_path import Draft, FastPath, ModelBundle
 from service.in_flight import InFlight, Scored, as_replay, check_same, settled
 from service.label_intake import LabelIntake
 from service.prometheus_metrics import ScoringMetrics
 from service.recording import Recorder, fail, set_error, settle_replay
 from service.second_stage import SecondStage
 from service.warm_start import compile_hot_path, rebuild
+
+if TYPE_CHECKING:
+    from service.model_promotion import ModelPromotion
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,7 @@ class Scorer:
         budget_ms: float = DEFAULT_BUDGET_MS,
         sequences: SequenceStore | None = None,
         pricing: Pricing | None = None,
+        sequence_spec: SequenceSpec | None = None,
     ) -> None:
         self._models = models
         self._pricing = pricing or Pricing()
@@ -87,11 +92,14 @@ class Scorer:
         self._engine: FeatureState = engine or OnlineFeatureEngine()
         self._metrics = metrics
         self._cascade = cascade
-        # The customers' sequences: given (beside an external feature state), else in here.
-        if cascade is None:
+        # The customers' sequences: given (beside an external feature state), else in here;
+        # kept whenever a second stage may run (``sequence_spec``: the one a later model
+        # version's stage will need, when the version served first has none).
+        spec = cascade.model.spec if cascade is not None else sequence_spec
+        if spec is None:
             self._sequences: SequenceStore | None = None
         else:
-            self._sequences = sequences or OnlineSequences(cascade.model.spec)
+            self._sequences = sequences or OnlineSequences(spec)
         self._fast_path = FastPath(
             models,
             self._engine,
@@ -100,7 +108,7 @@ class Scorer:
             cascade,
             self._sequences,
         )
-        self._second = None if cascade is None else SecondStage(cascade, budget_ms)
+        self._second = None if self._sequences is None else SecondStage(budget_ms)
         self._in_flight = InFlight()
         self._recorder = Recorder(store, self._in_flight, metrics)
         # One thread, so lookups finish in the order they were asked: payments that wait
@@ -114,6 +122,8 @@ class Scorer:
         self._covers_store = False
         self.warmed = False
         self.warm_error: str | None = None
+        # Model versions and their promotion (set by the composition root).
+        self.promotion: ModelPromotion | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -124,6 +134,27 @@ class Scorer:
     @property
     def model_version(self) -> str:
         return self._models.model.version
+
+    @property
+    def sequence_spec(self) -> SequenceSpec | None:
+        """The shape of the customers' sequences kept: a second stage must match it."""
+        return None if self._sequences is None else self._sequences.spec
+
+    def prepare(self, model: FastModel, cascade: Cascade | None) -> ModelBundle:
+        """A model bundle ready to serve (blocking: builds the explainer's tables)."""
+        return self._fast_path.prepare(model, cascade)
+
+    def install(self, bundle: ModelBundle) -> ModelBundle:
+        """Serve ``bundle`` from the next payment on (one step on the event loop, so no
+        payment sees half of it); returns the bundle it replaces. Payments already past
+        the fast path finish with their own bundle."""
+        old = self._fast_path.install(bundle)
+        self._cascade = bundle.cascade
+        return old
+
+    @property
+    def bundle(self) -> ModelBundle:
+        return self._fast_path.bundle()
 
     @property
     def engine(self) -> FeatureState:
@@ -195,7 +226,9 @@ class Scorer:
     async def drain(self, timeout_s: float) -> None:
         """Wait for second-stage decisions still in flight, then stop the stage's thread."""
         if self._second is not None:
-            await self._second.drain(timeout_s)
+            await self._second.drain(timeout_s, self._cascade)
+        elif self._cascade is not None:
+            self._cascade.close()
         self._lookups.shutdown(wait=False)
 
     # ---------------------------------------------------------------- scoring

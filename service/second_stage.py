@@ -33,12 +33,16 @@ Abandon = Callable[[BaseException], None]
 
 
 class SecondStage:
-    """Runs the cascade for drafts in the band; keeps track of what is still running."""
+    """Runs the cascade for drafts in the band; keeps track of what is still running.
 
-    def __init__(self, cascade: Cascade, budget_ms: float) -> None:
-        self.cascade = cascade
+    The cascade is the one of the drafts' model bundle (one fast-path run, one bundle): a
+    promotion meanwhile does not pair a payment with another version's second stage.
+    """
+
+    def __init__(self, budget_ms: float) -> None:
         self._budget_ms = budget_ms
         self._running: set[asyncio.Task[None]] = set()
+        self._used: set[Cascade] = set()  # closed at drain
 
     def escalate(
         self,
@@ -51,15 +55,19 @@ class SecondStage:
         """Start the stage for ``drafts`` (``received``: their arrival instants,
         ``budgets_ms``: their own budgets or None for the default); ``record`` gets the
         decisions, in the order given, once every call has spoken."""
+        cascade = drafts[0].bundle.cascade
+        assert cascade is not None, "a draft with a sequence view has a second stage"
+        self._used.add(cascade)
         groups: dict[float, list[int]] = {}
         for i, budget in enumerate(budgets_ms):
             groups.setdefault(self._budget_ms if budget is None else budget, []).append(i)
-        task = asyncio.create_task(self._run(drafts, received, groups, record, abandon))
+        task = asyncio.create_task(self._run(cascade, drafts, received, groups, record, abandon))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
     async def _run(
         self,
+        cascade: Cascade,
         drafts: list[Draft],
         received: list[float],
         groups: dict[float, list[int]],
@@ -67,8 +75,7 @@ class SecondStage:
         abandon: Abandon,
     ) -> None:
         try:
-            results = await self._results(drafts, received, groups)
-            cascade = self.cascade
+            results = await self._results(cascade, drafts, received, groups)
             decisions = []
             for draft, started, result in zip(drafts, received, results, strict=True):
                 try:
@@ -87,7 +94,11 @@ class SecondStage:
         record(decisions)
 
     async def _results(
-        self, drafts: list[Draft], received: list[float], groups: dict[float, list[int]]
+        self,
+        cascade: Cascade,
+        drafts: list[Draft],
+        received: list[float],
+        groups: dict[float, list[int]],
     ) -> list[SequenceResult]:
         """The stage's result per draft: one call per budget, all calls at once."""
         calls = []
@@ -95,7 +106,7 @@ class SecondStage:
             deadline = min(received[i] for i in members) + budget_ms / 1000.0
             views = [drafts[i].view for i in members]
             raws = [drafts[i].raw for i in members]
-            calls.append(self._call([v for v in views if v is not None], raws, deadline))
+            calls.append(self._call(cascade, [v for v in views if v is not None], raws, deadline))
         results: list[SequenceResult] = [_ERROR] * len(drafts)
         for members, answers in zip(groups.values(), await asyncio.gather(*calls), strict=True):
             for i, answer in zip(members, answers, strict=True):
@@ -103,17 +114,18 @@ class SecondStage:
         return results
 
     async def _call(
-        self, views: list[SequenceView], raws: list[float], deadline: float
+        self, cascade: Cascade, views: list[SequenceView], raws: list[float], deadline: float
     ) -> list[SequenceResult]:
         try:
-            return await self.cascade.run(views, raws, deadline)
+            return await cascade.run(views, raws, deadline)
         except Exception:
             # Whatever went wrong, the fast decision stands: the stage is an extra.
             log.exception("the sequence stage failed; the fast score decides")
             return [_ERROR] * len(raws)
 
-    async def drain(self, timeout_s: float) -> None:
-        """Wait for stage runs still in flight, then stop the stage's thread."""
+    async def drain(self, timeout_s: float, current: Cascade | None) -> None:
+        """Wait for stage runs still in flight, then stop the stages' threads."""
         if self._running:
             await asyncio.wait(set(self._running), timeout=timeout_s)
-        self.cascade.close()
+        for cascade in {*self._used, *([current] if current is not None else [])}:
+            cascade.close()

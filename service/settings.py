@@ -87,7 +87,11 @@ class HttpSettings(BaseSettings):
     """Comma-separated API keys of the compliance role: decision search, exports and
     reports (which scoring keys may not use); needs RISKSCORE_API_KEYS set too."""
 
-    @field_validator("api_keys", "compliance_api_keys", mode="before")
+    admin_api_keys: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated API keys of the admin role: model versions (GET /models, promotion),
+    which no other role may change; needs RISKSCORE_API_KEYS set too."""
+
+    @field_validator("api_keys", "compliance_api_keys", "admin_api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         # An environment variable is one string: accept "key1,key2" rather than JSON.
@@ -95,7 +99,7 @@ class HttpSettings(BaseSettings):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
 
-    @field_validator("api_keys", "compliance_api_keys")
+    @field_validator("api_keys", "compliance_api_keys", "admin_api_keys")
     @classmethod
     def _long_enough(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
         if any(len(key) < MIN_API_KEY_CHARS for key in keys):
@@ -115,7 +119,20 @@ class HttpSettings(BaseSettings):
                 "RISKSCORE_API_KEYS, RISKSCORE_COMPLIANCE_API_KEYS: a key cannot be both a "
                 "scoring and a compliance API key"
             )
+        self._admin_keys_apart()
         return self
+
+    def _admin_keys_apart(self) -> None:
+        if self.admin_api_keys and not self.api_keys:
+            raise ValueError(
+                "RISKSCORE_ADMIN_API_KEYS: admin API keys need scoring API keys "
+                "(RISKSCORE_API_KEYS) as well"
+            )
+        if set(self.admin_api_keys) & {*self.api_keys, *self.compliance_api_keys}:
+            raise ValueError(
+                "RISKSCORE_ADMIN_API_KEYS: an admin key cannot also be a scoring or a "
+                "compliance API key"
+            )
 
 
 class ScoringSettings(BaseSettings):
@@ -124,7 +141,13 @@ class ScoringSettings(BaseSettings):
     model_config = _config("RISKSCORE_")
 
     model_dir: Path | None = None
-    """The fast-model artifact to serve; unset serves the model shipped with riskscore."""
+    """The fast-model artifact to serve, or a directory of versions (one artifact per
+    subdirectory, its sequence artifact in its sequence/ subdirectory; the file champion
+    names the one served); unset serves the model shipped with riskscore."""
+
+    model_poll_s: float = Field(default=2.0, ge=0.0, le=3600.0)
+    """With a directory of versions: how often each process reads its champion file and
+    serves the version promoted by another process; 0 never (a restart then does)."""
 
     reason_count: int = Field(default=3, ge=0, le=50)
     """Reason codes returned with each decision (the largest contributions by size)."""
@@ -494,7 +517,7 @@ def allowed_values(model: type[BaseSettings], name: str) -> str:
     """
     field = model.model_fields[name]
     annotation = field.annotation
-    if name in ("api_keys", "compliance_api_keys"):
+    if name in ("api_keys", "compliance_api_keys", "admin_api_keys"):
         return f"keys of at least {MIN_API_KEY_CHARS} characters, comma-separated"
     if model is AdmissionSettings and name == "api_key_rates":
         return "`key:rate` pairs (payments/s), comma-separated"

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "train": "service.cli.train_cmd",
     "evaluate": "service.cli.evaluate_cmd",
     "bench": "service.cli.bench_cmd",
+    "models": "service.cli.models_cmd",
     "report": "service.cli.report_cmd",
     "audit": "service.cli.audit_cmd",
     "state": "service.cli.state_cmd",

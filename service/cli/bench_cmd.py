@@ -96,6 +96,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     cascade.add_argument("--json", type=Path, help="also write the figures as JSON")
     cascade.set_defaults(run=run_cascade)
+    promote = kinds.add_parser(
+        "promote",
+        help="model versions promoted back and forth under a steady open-loop load",
+        description=(
+            "Starts `riskscore serve` (Kafka off) on a directory of two versions (the shipped "
+            "model, and its copy under another version name), sends a week of simulated "
+            "history, then the timed stream open-loop at --rate for --seconds, promoting the "
+            "other version --promotions times. Reports errors, answers per version and the "
+            "client-side latency of payments scheduled during a swap (the promotion and "
+            "--window-s after it) against the steady ones, with the load average (needs the "
+            "loadtest extra)."
+        ),
+    )
+    promote.add_argument("--rate", type=positive_int, default=100, help="payments per second")
+    promote.add_argument("--seconds", type=positive_int, default=40, help="measured run length")
+    promote.add_argument("--promotions", type=positive_int, default=4, help="promotions")
+    promote.add_argument(
+        "--window-s", type=float, default=1.0, help="seconds after a promotion counted as swap"
+    )
+    promote.add_argument("--json", type=Path, help="also write the figures as JSON")
+    promote.set_defaults(run=run_promote)
     overload = kinds.add_parser(
         "overload",
         help="shedding with 429 at 3x capacity: admitted and refused latency, loss, recovery",
@@ -266,6 +287,17 @@ def run_cascade(args: argparse.Namespace) -> int:
     bench = _load_generator("bench_cascade")
     result = _measured(
         bench, args.count, float(args.rate), args.delay_ms, args.budget_ms, args.warmup
+    )
+    print(bench.report(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    bench = _load_generator("bench_promote")
+    result = _measured(
+        bench, float(args.rate), float(args.seconds), args.promotions, 5.0, args.window_s
     )
     print(bench.report(result))
     if args.json:

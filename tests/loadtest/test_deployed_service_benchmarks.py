@@ -114,3 +114,20 @@ def test_without_the_load_generator_a_benchmark_says_what_to_install(
     assert err.count("\n") == 1
     assert "pip install -e '.[loadtest]'" in err
     assert err.startswith("riskscore bench: error: this benchmark needs the load generator")
+
+
+@pytest.mark.slow
+def test_bench_promote_against_a_real_service(tmp_path: Path) -> None:
+    out = tmp_path / "promote.json"
+    result = _bench(
+        "promote", "--rate", "20", "--seconds", "6", "--promotions", "2", "--json", str(out)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert [p["status"] for p in figures["promotions"]] == [200, 200]
+    # Promoted to the second version, then back: both answered, every answer counted.
+    versions = figures["versions_answered"]
+    assert len(versions) == 2 and all(n > 0 for n in versions.values())
+    assert sum(versions.values()) == figures["statuses"]["200"]
+    assert figures["steady"]["n"] + figures["swap"]["n"] == sum(figures["statuses"].values())
+    assert "p99 during a swap - steady p99:" in result.stdout

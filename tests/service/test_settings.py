@@ -81,6 +81,9 @@ ADDED = [
     "RISKSCORE_KAFKA_SASL_PASSWORD",
     "RISKSCORE_CURRENCY",
     "RISKSCORE_CURRENCY_RATES",
+    # Model versions and their promotion (issue 17).
+    "RISKSCORE_ADMIN_API_KEYS",
+    "RISKSCORE_MODEL_POLL_S",
 ]
 
 KEY = "k" * 20

@@ -1,0 +1,173 @@
+"""A model directory of versions, and which one is the champion.
+
+Two layouts are accepted, so that a single artifact keeps working as it always has:
+
+- an artifact directory (``manifest.json`` and ``model.txt`` at its top): one version,
+  paired with the sequence artifact given beside it; nothing to promote, nothing persisted;
+- a directory of versions: each subdirectory holding a fast-model artifact is a version,
+  its sequence artifact (if any) in its ``sequence/`` subdirectory, and the file
+  ``champion`` names the version being served (its ``model_version``), written atomically
+  on every promotion, so that a restart and every other process sharing the directory
+  serve the same one.
+
+A version is known by its fast model's ``model_version`` (what every decision records) or
+by its directory name. Listing reads the manifests only; a version is verified (every
+file against its SHA-256) when it is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.artifacts import MANIFEST_FILE, Manifest, load_manifest, load_manifest_as, write_file
+from models.errors import ArtifactError
+from models.sequence_artifacts import SequenceManifest
+
+log = logging.getLogger(__name__)
+
+POINTER_FILE = "champion"
+SEQUENCE_DIR = "sequence"
+# A pointer names one version: anything longer is not one.
+MAX_POINTER_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One version: a fast-model artifact and the sequence artifact beside it, if any."""
+
+    name: str
+    fast_dir: Path
+    sequence_dir: Path | None
+    manifest: Manifest
+
+    @property
+    def version(self) -> str:
+        return self.manifest.model_version
+
+    def sequence_manifest(self) -> SequenceManifest | None:
+        """The sequence artifact's manifest (unverified), None when there is none."""
+        if self.sequence_dir is None:
+            return None
+        return load_manifest_as(self.sequence_dir, SequenceManifest)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /models`` shows of this version (from its manifests)."""
+        m = self.manifest
+        sequence: dict[str, Any] | None = None
+        try:
+            seq = self.sequence_manifest()
+        except ArtifactError as exc:
+            sequence = {"error": str(exc)}
+        else:
+            if seq is not None:
+                sequence = {
+                    "version": seq.model_version,
+                    "fast_model_version": seq.fast_model_version,
+                    "matches": seq.fast_model_version == m.model_version,
+                    "sha256": dict(seq.files),
+                }
+        return {
+            "version": m.model_version,
+            "directory": self.name,
+            "created_at": m.created_at.isoformat(),
+            "sha256": dict(m.files),
+            "training_window": m.training_window.model_dump(mode="json"),
+            "validation_window": (
+                None if m.validation_window is None else m.validation_window.model_dump(mode="json")
+            ),
+            "validation_metrics": dict(m.metrics),
+            "thresholds": {"review": m.thresholds.review, "decline": m.thresholds.decline},
+            "sequence": sequence,
+        }
+
+
+class ModelDirectory:
+    """The versions under one root, and its champion pointer (versioned layout only)."""
+
+    def __init__(self, root: Path, sequence_dir: Path | None = None) -> None:
+        self.root = root
+        # An artifact at the top: today's single-artifact layout.
+        self.versioned = not (root / MANIFEST_FILE).exists()
+        self._single_sequence = sequence_dir
+
+    def versions(self) -> list[ModelVersion]:
+        """Every version, oldest first (by ``created_at``, then name); unreadable ones are
+        logged and left out, so one broken directory does not hide the others."""
+        if not self.versioned:
+            return [
+                ModelVersion(
+                    self.root.name, self.root, self._single_sequence, load_manifest(self.root)
+                )
+            ]
+        if not self.root.is_dir():
+            raise ArtifactError(f"{self.root}: not a directory of model versions")
+        found = []
+        for child in sorted(self.root.iterdir()):
+            if not (child / MANIFEST_FILE).is_file():
+                continue
+            try:
+                manifest = load_manifest(child)
+            except ArtifactError as exc:
+                log.warning("model version %s left out: %s", child.name, exc)
+                continue
+            sequence = child / SEQUENCE_DIR
+            found.append(
+                ModelVersion(child.name, child, sequence if sequence.is_dir() else None, manifest)
+            )
+        if not found:
+            raise ArtifactError(
+                f"{self.root}: holds no model version (a subdirectory with {MANIFEST_FILE})"
+            )
+        return sorted(found, key=lambda v: (v.manifest.created_at, v.name))
+
+    def find(self, key: str) -> ModelVersion | None:
+        """The version whose ``model_version`` (first) or directory name is ``key``."""
+        versions = self.versions()
+        for version in versions:
+            if version.version == key:
+                return version
+        return next((v for v in versions if v.name == key), None)
+
+    def read_pointer(self) -> str | None:
+        """The champion's ``model_version`` as persisted, None if none is (or unversioned)."""
+        if not self.versioned:
+            return None
+        path = self.root / POINTER_FILE
+        try:
+            with path.open("rb") as f:
+                data = f.read(MAX_POINTER_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        text = data.decode("utf-8", "replace").strip()
+        if not text or len(data) > MAX_POINTER_BYTES:
+            raise ArtifactError(f"{path}: not a model version")
+        return text
+
+    def write_pointer(self, version: str) -> None:
+        """Persist the champion (atomically: readers see the old pointer or the new one)."""
+        if not self.versioned:
+            raise ArtifactError(
+                f"{self.root} is a single artifact, not a directory of versions: "
+                "there is nothing to promote"
+            )
+        write_file(self.root, POINTER_FILE, (version + "\n").encode("utf-8"))
+
+    def champion(self) -> ModelVersion:
+        """The version to serve at start-up: the persisted champion; with no pointer, the
+        newest version, then persisted, so that a version added later is served only once
+        it is promoted."""
+        pointed = self.read_pointer()
+        if pointed is not None:
+            version = self.find(pointed)
+            if version is None:
+                raise ArtifactError(
+                    f"{self.root / POINTER_FILE} names {pointed!r}, which is not a version here"
+                )
+            return version
+        newest = self.versions()[-1]
+        if self.versioned:
+            self.write_pointer(newest.version)
+        return newest

@@ -1,0 +1,54 @@
+"""HTTP views of model versions: list them, promote one (``service/model_promotion.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from models.errors import ArtifactError
+from service.api_models import ModelsResponse
+from service.errors import NotReady, ServiceError
+from service.handlers import JSON_TYPE
+from service.model_promotion import ModelPromotion
+from service.scorer import Scorer
+
+
+class InvalidArtifact(ServiceError):
+    """A model version failed its checks when loaded; the champion is unchanged."""
+
+    status = 422
+    type = "invalid_artifact"
+
+
+class ModelViews:
+    """``GET /models`` and ``POST /models/{version}/promote``."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self._scorer = scorer
+
+    def _promotion(self) -> ModelPromotion:
+        promotion = self._scorer.promotion
+        if promotion is None:
+            raise NotReady("this process does not manage model versions")
+        return promotion
+
+    async def models(self, request: web.Request) -> web.Response:
+        promotion = self._promotion()
+        described = await asyncio.to_thread(promotion.describe)
+        return _answer(described)
+
+    async def promote(self, request: web.Request) -> web.Response:
+        promotion = self._promotion()
+        try:
+            await promotion.promote(request.match_info["version"])
+        except ArtifactError as exc:
+            raise InvalidArtifact(f"model version not promoted: {exc}") from None
+        described = await asyncio.to_thread(promotion.describe)
+        return _answer(described)
+
+
+def _answer(described: dict[str, object]) -> web.Response:
+    # Nulls kept: "challenger": null says there is none (the interface others rely on).
+    body = ModelsResponse.model_validate(described).model_dump_json()
+    return web.Response(body=body, content_type=JSON_TYPE)

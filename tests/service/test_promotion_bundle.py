@@ -1,0 +1,68 @@
+"""A payment keeps the model bundle it started with: promoted while it is in its second
+stage, it is still decided by its own version's fast model *and* sequence model, and the
+next payment by the new version's pair — never one version's fast score combined by the
+other's stage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+from models.artifact_paths import default_artifact_dir, default_sequence_artifact_dir
+from models.artifacts import MANIFEST_FILE
+from models.versions import POINTER_FILE, SEQUENCE_DIR
+from service.app import SCORER
+from tests.service.conftest import ClientFactory
+from tests.service.test_cascade_api import tx
+
+PATIENT = {"X-Deadline-Ms": "60000"}
+
+
+def _version(root: Path, name: str) -> tuple[str, str]:
+    """The shipped pair, renamed ``name``, its band widened to every score (every payment
+    escalates); its fast and sequence model versions."""
+    target = root / name
+    shutil.copytree(default_artifact_dir(), target)
+    shutil.copytree(default_sequence_artifact_dir(), target / SEQUENCE_DIR)
+    fast = json.loads((target / MANIFEST_FILE).read_text())
+    fast["model_version"] += f"-{name}"
+    (target / MANIFEST_FILE).write_text(json.dumps(fast))
+    seq_path = target / SEQUENCE_DIR / MANIFEST_FILE
+    seq = json.loads(seq_path.read_text())
+    seq["model_version"] += f"-{name}"
+    seq["fast_model_version"] = fast["model_version"]
+    seq["band"] = {"low": 0.0, "high": 1.0}
+    seq_path.write_text(json.dumps(seq))
+    return fast["model_version"], seq["model_version"]
+
+
+async def test_a_promotion_never_pairs_one_versions_fast_score_with_the_others_stage(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    root = tmp_path / "models"
+    root.mkdir()
+    old, new = _version(root, "a"), _version(root, "b")
+    (root / POINTER_FILE).write_text(old[0])
+    # The stage takes 6 s: a promotion (under a second; a few on a busy machine) happens
+    # while it runs.
+    client = await make_client(model_dir=root, sequence_fault_delay_ms=6000.0)
+    scorer = client.app[SCORER]
+
+    first = asyncio.create_task(client.post("/score", json=tx(0), headers=PATIENT))
+    while scorer.in_flight == 0:  # the payment is past its fast path, in the stage
+        await asyncio.sleep(0.01)
+    promoted = await client.post(f"/models/{new[0]}/promote")
+    assert promoted.status == 200, await promoted.text()
+    assert scorer.in_flight == 1  # the first payment is still being decided
+
+    answer = await (await first).json()
+    assert (answer["model_version"], answer["stage"]) == (old[0], "sequence")
+    record = await (await client.get(f"/decisions/{tx(0)['transaction_id']}")).json()
+    assert record["sequence"]["model_version"] == old[1]
+
+    second = await (await client.post("/score", json=tx(1), headers=PATIENT)).json()
+    assert (second["model_version"], second["stage"]) == (new[0], "sequence")
+    record = await (await client.get(f"/decisions/{tx(1)['transaction_id']}")).json()
+    assert record["sequence"]["model_version"] == new[1]
