@@ -21,7 +21,7 @@ from models.sequence import SequenceModel
 from models.sequence_artifacts import STUDENT_FILE, Band, SequenceManifest
 from models.train.build_default_sequence_artifact import build_sequence_artifact
 from models.train.fast_trainer import WARMUP_DAYS, train_fast_model
-from models.train.refit_cascade import refit_cascade
+from models.train.refit_cascade import kept_student_note, refit_cascade
 from models.train.sequence_stage import SequenceStage
 from models.train.sequence_trainer import ONNX_TOLERANCE, SequenceTrainingConfig
 
@@ -179,7 +179,16 @@ def test_refitting_the_policy_keeps_the_student_and_states_the_guard(
     assert refit.files == manifest.files  # the same student, byte for byte
     assert refit.model_version == manifest.model_version
     guard = refit.validation["guard"]
-    assert guard["verdict"] in ("open", "closed") and "early-stopped" in refit.validation["student"]
+    assert guard["verdict"] in ("open", "closed")
+    # The kept student's early-stopping days, as its build recorded them, stay stated.
+    stop = manifest.validation["days"]["early_stopping"]
+    assert refit.validation["days"] == manifest.validation["days"]
+    assert f"early-stopped on {stop['first']}..{stop['last']} only" in refit.validation["student"]
+    # A build that predates the record early-stopped on every validation day.
+    legacy = manifest.model_copy(
+        update={"validation": {k: v for k, v in manifest.validation.items() if k != "days"}}
+    )
+    assert "the guard days included" in kept_student_note(legacy, "D1..D7")
     if guard["verdict"] == "open":
         assert refit.band == Band(**refit.validation["fitted_band"])
     else:
