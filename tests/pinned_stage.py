@@ -10,8 +10,10 @@ from pathlib import Path
 from models.artifact_paths import default_sequence_artifact_dir
 from models.artifacts import MANIFEST_FILE
 
-# The band and rule pinned around the shipped student (an earlier build's, served
-# as sigmoid, without a quantile map). The golden bodies pin what the decision path answers;
+# The band and rule pinned around the shipped student (an earlier build's policy, served
+# as sigmoid, without a quantile map; its weights were fitted to an earlier student's
+# logits, and with the rebuilt one the golden scenario still reaches every kind of answer,
+# which tests/golden checks). The golden bodies pin what the decision path answers;
 # refitting the policy (``python -m models.train.refit_cascade``) is a model change that
 # would otherwise move which crafted payments reach the second stage.
 PINNED_BAND = {"low": 0.002, "high": 0.9}

@@ -7,8 +7,9 @@ model, trains teacher and student on the fast model's training days, and splits 
 validation days by time (``models/train/nested_split.py``): early stopping on the first,
 the band and the combination rule on the middle ones, the guard on the last (the band ships
 only if the lift there is shown positive). Exports, verifies and installs. The manifest's
-``validation`` says which band was fitted, the guard's verdict and why, and what the fast
-model's review and decline thresholds do on the guard days with and without the stage.
+``validation`` says which band was fitted, the guard's verdict and why, what the fast
+model's review and decline thresholds do on the guard days with and without the stage, and
+(``days``) which days trained the nets and which each later step used.
 Seeds are fixed; torch does not promise bit-identical training across machines,
 so a rebuild elsewhere gives an equivalent model, not necessarily the same bytes.
 """
@@ -33,7 +34,7 @@ from models.sequence_artifacts import SequenceManifest
 from models.thresholds import outcome
 from models.train.build_default_artifact import DEFAULT_SIMULATION, _data_name
 from models.train.fast_trainer import compute_training_features
-from models.train.nested_split import nested_split
+from models.train.nested_split import nested_split, split_days
 from models.train.sequence_stage import (
     SequenceStage,
     sequence_data,
@@ -77,6 +78,20 @@ def build_sequence_artifact(
         progress,
     )
     stage.cascade.report["thresholds"] = threshold_report(fast, stage.guard_scores)
+    used = split_days(split, days)
+    stop = used["early_stopping"]
+    stage.cascade.report["days"] = {
+        "training": {
+            "first": str(days[train_rows].min()),
+            "last": str(days[train_rows].max()),
+            "rows": len(train_rows),
+        },
+        **used,
+    }
+    stage.cascade.report["student"] = (
+        "trained by this build; teacher and student early-stopped on "
+        f"{stop['first']}..{stop['last']} only, none of the band's or the guard's days"
+    )
     created_at = fast_manifest.created_at + timedelta(hours=1)
     manifest = write_sequence_artifact(target, stage, fast.version, config, created_at)
     return manifest, stage

@@ -12,6 +12,7 @@ choice compares the most candidates and needs the most fraud.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -45,3 +46,28 @@ def nested_split(rows: np.ndarray, days: np.ndarray) -> NestedSplit:
         choice=rows[(days >= first_choice) & (days < first_guard)],
         guard=rows[days >= first_guard],
     )
+
+
+def split_days(split: NestedSplit, days: np.ndarray) -> dict[str, dict[str, Any]]:
+    """First and last calendar day and row count of each part, for a manifest.
+
+    ``days`` holds one ``datetime64[D]`` per row of the whole history (the split's row
+    indices index into it), so a reader sees which days chose what.
+
+    >>> d = np.arange("2024-04-23", "2024-04-30", dtype="datetime64[D]")
+    >>> s = nested_split(np.arange(7), d.astype(np.int64))
+    >>> split_days(s, d)["guard"]
+    {'first': '2024-04-28', 'last': '2024-04-29', 'rows': 2}
+    """
+    return {
+        name: {
+            "first": str(days[rows].min()),
+            "last": str(days[rows].max()),
+            "rows": len(rows),
+        }
+        for name, rows in (
+            ("early_stopping", split.stop),
+            ("band_and_rule", split.choice),
+            ("guard", split.guard),
+        )
+    }

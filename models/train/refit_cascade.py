@@ -7,10 +7,10 @@ hours on a crowded machine); the cascade policy around the student (band, rule, 
 map, guard) takes seconds once the history's features are computed. This keeps the shipped
 student's ONNX files (their SHA-256 unchanged) and refits the policy on the nested split of
 the fast model's validation days (``models/train/nested_split.py``): band and rule on the
-middle days, the guard on the last. The manifest says so: the student kept was early-stopped
-by its own build, on all of those days, so its epoch choice (one of a few) saw the guard
-days; a full rebuild (``python -m models.train.build_default_sequence_artifact``) has no such
-caveat and is the one to prefer where there is time for it.
+middle days, the guard on the last. The manifest says which days the kept student was
+early-stopped on: its own build's early-stopping days when that build recorded them (a full
+rebuild, ``python -m models.train.build_default_sequence_artifact``, does), else all of
+the validation days: then its epoch choice (one of a few) saw the guard days.
 """
 
 from __future__ import annotations
@@ -79,11 +79,10 @@ def refit_cascade(
     validation = {
         **fit.report,
         "thresholds": threshold_report(fast, scores),
-        "student": (
-            "kept from the previous build (same ONNX files); it was early-stopped on all "
-            f"validation days {window.start}..{window.end}, the guard days included"
-        ),
+        "student": kept_student_note(old, f"{window.start}..{window.end}"),
     }
+    if "days" in old.validation:  # the nets' days are the kept student's, still true
+        validation["days"] = old.validation["days"]
     manifest = old.model_copy(
         update={
             "band": fit.band,
@@ -99,6 +98,24 @@ def refit_cascade(
     write_manifest(target, manifest)
     SequenceModel.load(target, fast.version)  # what serving will do, once, now
     return manifest
+
+
+def kept_student_note(old: SequenceManifest, validation_days: str) -> str:
+    """Which days the kept student was early-stopped on, as its own build recorded them.
+
+    A build that predates the record (no ``days`` in its manifest) early-stopped on every
+    validation day, the guard's included.
+    """
+    stop = old.validation.get("days", {}).get("early_stopping")
+    if stop is None:
+        return (
+            "kept from the previous build (same ONNX files); it was early-stopped on all "
+            f"validation days {validation_days}, the guard days included"
+        )
+    return (
+        "kept from the previous build (same ONNX files); it was early-stopped on "
+        f"{stop['first']}..{stop['last']} only, none of the band's or the guard's days"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

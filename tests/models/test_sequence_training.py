@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from models.sequence import SequenceModel
 from models.sequence_artifacts import STUDENT_FILE, Band, SequenceManifest
 from models.train.build_default_sequence_artifact import build_sequence_artifact
 from models.train.fast_trainer import WARMUP_DAYS, train_fast_model
-from models.train.refit_cascade import refit_cascade
+from models.train.refit_cascade import kept_student_note, refit_cascade
 from models.train.sequence_stage import SequenceStage
 from models.train.sequence_trainer import ONNX_TOLERANCE, SequenceTrainingConfig
 
@@ -89,6 +90,34 @@ def test_the_artifact_records_teacher_student_band_and_latency(
     assert manifest.teacher["rows"]["train_sampled_fraud"] > 0
 
 
+def test_the_nets_were_early_stopped_on_their_own_days_which_the_manifest_names(
+    artifacts: Built, history: TransactionFrame
+) -> None:
+    from models.metrics import average_precision
+    from models.train.fast_trainer import compute_training_features
+    from models.train.sequence_stage import sequence_data
+    from models.train.sequence_trainer import predict_logits
+
+    _, _, manifest, stage = artifacts
+    days = manifest.validation["days"]
+    order = ["training", "early_stopping", "band_and_rule", "guard"]
+    spans = [(days[k]["first"], days[k]["last"]) for k in order]
+    # Each step's days come after the previous step's: none is judged on days it chose on.
+    assert all(a[1] < b[0] for a, b in pairwise(spans)), spans
+    assert days["guard"]["rows"] == manifest.validation["guard"]["rows"]
+    assert days["early_stopping"]["last"] in manifest.validation["student"]
+    # The AP each net was early-stopped on is its AP on the early-stopping days, and only them.
+    data = sequence_data(history, compute_training_features(history, False), manifest.length)
+    day = history.day.astype(str)
+    stop = np.flatnonzero(
+        (day >= days["early_stopping"]["first"]) & (day <= days["early_stopping"]["last"])
+    )
+    assert len(stop) == days["early_stopping"]["rows"]
+    for net in (stage.teacher, stage.student):
+        ap = average_precision(data.labels[stop], predict_logits(net.net, data, stop))
+        assert ap == pytest.approx(net.validation["average_precision"], abs=1e-9)
+
+
 def test_onnx_runtime_matches_the_exported_torch_student_within_tolerance(
     artifacts: Built, history: TransactionFrame
 ) -> None:
@@ -150,7 +179,16 @@ def test_refitting_the_policy_keeps_the_student_and_states_the_guard(
     assert refit.files == manifest.files  # the same student, byte for byte
     assert refit.model_version == manifest.model_version
     guard = refit.validation["guard"]
-    assert guard["verdict"] in ("open", "closed") and "early-stopped" in refit.validation["student"]
+    assert guard["verdict"] in ("open", "closed")
+    # The kept student's early-stopping days, as its build recorded them, stay stated.
+    stop = manifest.validation["days"]["early_stopping"]
+    assert refit.validation["days"] == manifest.validation["days"]
+    assert f"early-stopped on {stop['first']}..{stop['last']} only" in refit.validation["student"]
+    # A build that predates the record early-stopped on every validation day.
+    legacy = manifest.model_copy(
+        update={"validation": {k: v for k, v in manifest.validation.items() if k != "days"}}
+    )
+    assert "the guard days included" in kept_student_note(legacy, "D1..D7")
     if guard["verdict"] == "open":
         assert refit.band == Band(**refit.validation["fitted_band"])
     else:
