@@ -17,12 +17,15 @@ import asyncio
 import contextlib
 import logging
 
+from features.online import OnlineFeatureEngine
+from features.state import FeatureStateUnavailable
 from service.checkpointing import CHECKPOINT_FILE, Checkpointer
 from service.model_promotion import served_artifact_dir
 from service.model_signals import ModelSignals, SignalsLoop
 from service.prometheus_metrics import ScoringMetrics, StreamCollector
 from service.scorer import Scorer
 from service.settings import Settings
+from service.state_lock import StateLock
 from service.stream_runner import StreamRunner
 from service.warm_start import settle_heap
 
@@ -43,6 +46,9 @@ class ScoringProcess:
         self.checkpoints = Checkpointer(
             scorer, settings.data_dir / CHECKPOINT_FILE, settings.scoring.checkpoint_interval_s
         )
+        # Only the in-process state belongs to the data directory; Redis is shared.
+        in_process = isinstance(scorer.engine, OnlineFeatureEngine)
+        self._state_lock = StateLock(settings.data_dir) if in_process else None
 
     async def start(self) -> None:
         """Begin the warm start; start the consumer when Kafka is on (blocks until it runs).
@@ -51,6 +57,12 @@ class ScoringProcess:
         whole). If this fails or is cancelled (a signal during start-up), what was started
         is stopped before the error goes on: its threads would keep the process alive.
         """
+        if self._state_lock is not None:
+            try:
+                self._state_lock.acquire()  # before anything reads or writes the state
+            except FeatureStateUnavailable:
+                await self.shut_down()  # the store's writer thread would keep the process
+                raise
         self.warm_start = asyncio.create_task(asyncio.to_thread(self._warm))
         scoring = self.settings.scoring
         if scoring.signals_interval_s > 0:
@@ -106,6 +118,8 @@ class ScoringProcess:
         await asyncio.to_thread(self.scorer.store.close, settings.shutdown_timeout_s)
         log.info("audit store flushed and closed")
         self.scorer.engine.close()
+        if self._state_lock is not None:
+            self._state_lock.release()
 
     def _warm(self) -> int:
         try:

@@ -102,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         )
     except (BrokerError, KafkaError) as exc:
         raise UserError(f"{KAFKA_HINT}: {exc}") from exc
+    except FeatureStateUnavailable as exc:  # e.g. another process holds this directory's state
+        raise UserError(str(exc)) from exc
     except OSError as exc:
         raise UserError(
             f"cannot listen on {settings.http.host}:{settings.http.port}: {exc}"

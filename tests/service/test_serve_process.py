@@ -323,3 +323,22 @@ def test_consume_with_brokers_that_do_not_answer_says_so_in_seconds(tmp_path: Pa
     assert "RISKSCORE_KAFKA_BOOTSTRAP_SERVERS" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.count("audit store flushed and closed") == 1
+
+
+def test_a_second_process_on_one_in_process_state_is_refused_naming_the_first(
+    tmp_path: Path,
+) -> None:
+    # Two processes on one data directory would replay each other's decisions and overwrite
+    # each other's checkpoint; a killed holder must not block the next start.
+    with _serving(tmp_path) as (_, first):
+        _, second = _start(tmp_path, extra_env={"RISKSCORE_KAFKA": "off"})
+        output, _ = second.communicate(timeout=STARTUP_TIMEOUT_S)
+        assert second.returncode == 2, output
+        assert f"held by another riskscore process (pid {first.pid})" in output
+        assert "RISKSCORE_FEATURE_STATE_URL" in output
+        assert "Traceback" not in output
+        first.kill()  # kill -9: the kernel releases its lock
+        first.wait()
+    with _serving(tmp_path) as (base, process):
+        assert _request(f"{base}/readyz")[0] == 200
+        _stop(process)
