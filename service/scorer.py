@@ -39,6 +39,7 @@ from features.sequence import OnlineSequences, SequenceStore, SequenceView
 from features.state import FeatureState
 from models.cascade import DEFAULT_BUDGET_MS, Cascade
 from models.fast import FastModel, ModelSlot
+from models.rules.policy import Policy
 from service.decisions import build_decision
 from service.errors import AuditUnavailable, IdempotencyConflict, NotFound, UnsupportedCurrency
 from service.fast_path import Draft, FastPath
@@ -80,8 +81,11 @@ class Scorer:
         budget_ms: float = DEFAULT_BUDGET_MS,
         sequences: SequenceStore | None = None,
         pricing: Pricing | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self._models = models
+        # Lists and rules, after the model (block > allow > rules > model).
+        self.policy = policy or Policy()
         self._pricing = pricing or Pricing()
         self._store = store
         self._engine: FeatureState = engine or OnlineFeatureEngine()
@@ -100,7 +104,7 @@ class Scorer:
             cascade,
             self._sequences,
         )
-        self._second = None if cascade is None else SecondStage(cascade, budget_ms)
+        self._second = None if cascade is None else SecondStage(cascade, budget_ms, self.policy)
         self._in_flight = InFlight()
         self._recorder = Recorder(store, self._in_flight, metrics)
         # One thread, so lookups finish in the order they were asked: payments that wait
@@ -373,7 +377,7 @@ class Scorer:
                     future = self._in_flight.reserve(tx.transaction_id, tx.digest)
                 futures.append(future)
                 if draft.view is None:
-                    to_record.append(build_decision(draft, request.received))
+                    to_record.append(build_decision(draft, request.received, policy=self.policy))
                     record_futures.append(future)
                 else:
                     escalated.append(draft)
