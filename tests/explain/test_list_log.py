@@ -8,13 +8,13 @@ import pytest
 from explain.audit.list_log import NewListChange
 from explain.audit.store import AuditStore
 from models.rules.lists import ListState
-from tests.explain.test_audit_store_contract import (  # noqa: F401 (fixtures)
-    Opener,
-    backend,
-    open_store,
-    raw_execute,
-    store,
-)
+from tests.explain import test_audit_store_contract as contract
+from tests.explain.test_audit_store_contract import Opener, raw_execute
+
+# The contract's fixtures: each test runs against a SQLite file and a real PostgreSQL.
+backend = contract.backend
+open_store = contract.open_store
+store = contract.store
 
 
 def test_changes_append_in_order_and_read_back_after_an_id(store: AuditStore) -> None:
