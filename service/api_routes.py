@@ -14,6 +14,7 @@ from explain.reports.export import CONTENT_TYPES, FORMATS
 from explain.reports.pdf import PAGE_FORMATS, PDF_TYPE
 from explain.reports.query import DecisionFilter, ListFilter, PageRequest
 from features.schema import Identifier, Label, Transaction
+from models.rules.lists import LIST_NAMES
 from service.api_models import (
     BatchRequest,
     BatchResponse,
@@ -26,12 +27,14 @@ from service.api_models import (
     Readiness,
     ScoreResponse,
 )
+from service.list_models import ListChangeRequest, ListChangeResponse, ListsResponse
 
 # Who may call a route when API keys are configured (service/middleware.py enforces it):
 # open - nobody needs a key (liveness); probe - open unless RISKSCORE_PROBES_NEED_KEY;
 # any - a scoring or a compliance key; scoring / compliance - that role's keys only.
-Access = Literal["open", "probe", "any", "scoring", "compliance"]
-Views = Literal["api", "reports"]
+# admin - admin keys only (RISKSCORE_ADMIN_API_KEYS; refused to everyone without one).
+Access = Literal["open", "probe", "any", "scoring", "compliance", "admin"]
+Views = Literal["api", "reports", "lists"]
 
 JSON = "application/json"
 HTML = "text/html"
@@ -144,6 +147,24 @@ _TRANSACTION_ID = Param(
     TypeAdapter(Identifier).json_schema(),
     "The transaction's id.",
     required=True,
+)
+
+
+_LIST_PARAMS = (
+    Param(
+        "list",
+        "path",
+        {"type": "string", "enum": list(LIST_NAMES)},
+        "Block lists win over allow lists; an allow list approves (a block still declines).",
+        required=True,
+    ),
+    Param(
+        "value",
+        "path",
+        {"type": "string", "minLength": 1, "maxLength": 128},
+        "The customer or terminal id (a card number follows RISKSCORE_PAN_POLICY).",
+        required=True,
+    ),
 )
 
 
@@ -264,6 +285,44 @@ ROUTES: tuple[Route, ...] = (
         params=(_FORMAT,),
         query=DecisionFilter,
         errors=(422, 501, 503),
+    ),
+    *(
+        Route(
+            method,
+            "/lists/{list}/{value}",
+            "lists",
+            handler,
+            summary,
+            "admin",
+            {200: Body("The change as recorded (who, when, why).", ListChangeResponse)},
+            params=_LIST_PARAMS,
+            body=Body(body, ListChangeRequest),
+            errors=(400, 404, 413, 415, 422, 503),
+        )
+        for method, handler, summary, body in (
+            (
+                "PUT",
+                "put_entry",
+                "Add a value to an allow or block list",
+                "Why (recorded with the change).",
+            ),
+            (
+                "DELETE",
+                "delete_entry",
+                "Remove a value from an allow or block list",
+                "Why (optional; recorded with the change).",
+            ),
+        )
+    ),
+    Route(
+        "GET",
+        "/lists",
+        "lists",
+        "lists",
+        "Every allow and block list as this process applies it",
+        "admin",
+        {200: Body("The lists and their version.", ListsResponse)},
+        errors=(503,),
     ),
     Route(
         "GET",

@@ -62,6 +62,7 @@ class ScoringProcess:
             self.signals = SignalsLoop(signals, scoring.signals_interval_s)
             self.signals.start(after=self.warm_start)
         self.checkpoints.start()
+        self.scorer.lists.start(self.settings.rules.lists_poll_ms / 1000.0)
         if self.settings.kafka != "on":
             return
         runner = StreamRunner(self.settings, self.scorer, asyncio.get_running_loop())
@@ -87,6 +88,7 @@ class ScoringProcess:
             return
         self._shut_down = True
         settings = self.settings
+        await self.scorer.lists.stop()
         if self.signals is not None:
             await self.signals.stop(settings.shutdown_timeout_s)
         if self.stream is not None:

@@ -7,6 +7,7 @@ including aiohttp's own 404/405/413, into ``{"error": {...}}``; auth runs inside
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import time
@@ -115,6 +116,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 # by id, readiness, metrics and the OpenAPI document.
 SCORING, COMPLIANCE = "scoring", "compliance"
 SCORING_ONLY = frozenset({"/score", "/score/batch", "/labels"})
+# Admin keys change what decides (the allow and block lists): only they may, and they may
+# also read what either other role may read by id.
+ADMIN = "admin"
+ADMIN_PREFIX = "/lists"
+# Where the view finds who made a change: the admin key's digest, never the key.
+ACTOR = "riskscore.actor"
+
+
+def key_digest(key: bytes) -> str:
+    return "sha256:" + hashlib.sha256(key).hexdigest()[:16]
 
 
 def required_role(request: web.Request) -> str | None:
@@ -123,6 +134,8 @@ def required_role(request: web.Request) -> str | None:
     route = resource.canonical if resource is not None else request.path
     if route in SCORING_ONLY:
         return SCORING
+    if route == ADMIN_PREFIX or route.startswith(ADMIN_PREFIX + "/"):
+        return ADMIN
     if route == "/decisions" or route.startswith("/reports/"):
         return COMPLIANCE
     return None
@@ -133,15 +146,20 @@ def auth_middleware(
     header: str,
     compliance_keys: tuple[str, ...] = (),
     probes_need_key: bool = False,
+    admin_keys: tuple[str, ...] = (),
 ) -> Middleware:
     open_paths = OPEN_PATHS if probes_need_key else OPEN_PATHS | PROBE_PATHS
     encoded = [(key.encode(), SCORING) for key in keys]
     encoded += [(key.encode(), COMPLIANCE) for key in compliance_keys]
+    encoded += [(key.encode(), ADMIN) for key in admin_keys]
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in open_paths:
             return await handler(request)
+        needed = required_role(request)
+        if not keys and needed != ADMIN:
+            return await handler(request)  # admin keys alone: the rest is open as before
         given = request.headers.get(header)
         if not given:
             raise Unauthorized(f"missing API key: send it in the {header} header")
@@ -155,9 +173,11 @@ def auth_middleware(
                 role = key_role
         if role is None:
             raise Forbidden("API key not accepted")
-        needed = required_role(request)
+        if role == ADMIN:
+            request[ACTOR] = f"admin key {key_digest(candidate)}"
         if needed is not None and needed != role:
-            raise Forbidden(f"this endpoint needs a {needed} API key; this is a {role} key")
+            article = "an" if needed[0] in "aeiou" else "a"
+            raise Forbidden(f"this endpoint needs {article} {needed} API key; this is a {role} key")
         return await handler(request)
 
     return middleware

@@ -6,11 +6,14 @@ from aiohttp import web
 
 from service.api_routes import ROUTES
 from service.handlers import Views
+from service.list_handlers import ListViews
 from service.report_handlers import ReportViews
 
 
-def setup_routes(app: web.Application, views: Views, reports: ReportViews) -> None:
-    owners = {"api": views, "reports": reports}
+def setup_routes(
+    app: web.Application, views: Views, reports: ReportViews, lists: ListViews
+) -> None:
+    owners = {"api": views, "reports": reports, "lists": lists}
     for route in ROUTES:
         handler = getattr(owners[route.views], route.handler)
         if route.method == "GET":

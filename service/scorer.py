@@ -45,6 +45,7 @@ from service.errors import AuditUnavailable, IdempotencyConflict, NotFound, Unsu
 from service.fast_path import Draft, FastPath
 from service.in_flight import InFlight, Scored, as_replay, check_same, settled
 from service.label_intake import LabelIntake
+from service.list_sync import ListSync
 from service.prometheus_metrics import ScoringMetrics
 from service.recording import Recorder, fail, set_error, settle_replay
 from service.second_stage import SecondStage
@@ -86,6 +87,7 @@ class Scorer:
         self._models = models
         # Lists and rules, after the model (block > allow > rules > model).
         self.policy = policy or Policy()
+        self.lists = ListSync(store, self.policy)
         self._pricing = pricing or Pricing()
         self._store = store
         self._engine: FeatureState = engine or OnlineFeatureEngine()
@@ -184,6 +186,7 @@ class Scorer:
         scorer says it is ready (the service settles its heap there: a full collection
         that would otherwise stall the first requests). Returns the transactions replayed.
         """
+        self.lists.refresh()  # the lists as stored, before the first payment
         replayed = (
             rebuild(self._store, self._engine, self._sequences, progress, checkpoint)
             if from_store

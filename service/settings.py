@@ -87,7 +87,13 @@ class HttpSettings(BaseSettings):
     """Comma-separated API keys of the compliance role: decision search, exports and
     reports (which scoring keys may not use); needs RISKSCORE_API_KEYS set too."""
 
-    @field_validator("api_keys", "compliance_api_keys", mode="before")
+    # The admin role (issue 17): list changes (and model promotion).
+    admin_api_keys: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated API keys of the admin role: changes of the allow and block lists
+    (PUT/DELETE /lists/...); without one those endpoints refuse everyone (403). Each
+    change records the key's SHA-256 digest, never the key."""
+
+    @field_validator("api_keys", "compliance_api_keys", "admin_api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         # An environment variable is one string: accept "key1,key2" rather than JSON.
@@ -95,7 +101,7 @@ class HttpSettings(BaseSettings):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
 
-    @field_validator("api_keys", "compliance_api_keys")
+    @field_validator("api_keys", "compliance_api_keys", "admin_api_keys")
     @classmethod
     def _long_enough(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
         if any(len(key) < MIN_API_KEY_CHARS for key in keys):
@@ -114,6 +120,11 @@ class HttpSettings(BaseSettings):
             raise ValueError(
                 "RISKSCORE_API_KEYS, RISKSCORE_COMPLIANCE_API_KEYS: a key cannot be both a "
                 "scoring and a compliance API key"
+            )
+        if set(self.admin_api_keys) & {*self.api_keys, *self.compliance_api_keys}:
+            raise ValueError(
+                "RISKSCORE_ADMIN_API_KEYS: an admin API key cannot also be a scoring or a "
+                "compliance API key"
             )
         return self
 
@@ -347,6 +358,23 @@ class CardNumberSettings(BaseSettings):
         return CardNumberPolicy(self.policy, key if self.policy == "tokenise" else None)
 
 
+# Rules and lists acting after the model (issue 17, item 3): one block.
+class RulesSettings(BaseSettings):
+    """Rules and allow/block lists after the model (models/rules/, README: Operating
+    models, rules and lists)."""
+
+    model_config = _config("RISKSCORE_")
+
+    rules_file: FilePath | None = None
+    """A rule file (one `name: condition -> action` a line, the action review or decline), loaded at start; an
+    error stops the start naming its line and column. Every decision records its version."""
+
+    lists_poll_ms: int = Field(default=1000, ge=50, le=60_000)
+    """How often each process checks the audit store for list changes made elsewhere
+    (another worker or consumer, `riskscore lists load`): the bound on how long a change
+    takes to reach every process. The process that took the change applies it at once."""
+
+
 class Settings(BaseSettings):
     """Everything `riskscore serve` and `riskscore consume` can be configured with."""
 
@@ -403,6 +431,7 @@ class Settings(BaseSettings):
     second_stage: SecondStageSettings = Field(default_factory=SecondStageSettings)
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
     card_numbers: CardNumberSettings = Field(default_factory=CardNumberSettings)
+    rules: RulesSettings = Field(default_factory=RulesSettings)
 
     @model_validator(mode="after")
     def _rated_keys_known(self) -> Settings:
@@ -494,7 +523,7 @@ def allowed_values(model: type[BaseSettings], name: str) -> str:
     """
     field = model.model_fields[name]
     annotation = field.annotation
-    if name in ("api_keys", "compliance_api_keys"):
+    if name in ("api_keys", "compliance_api_keys", "admin_api_keys"):
         return f"keys of at least {MIN_API_KEY_CHARS} characters, comma-separated"
     if model is AdmissionSettings and name == "api_key_rates":
         return "`key:rate` pairs (payments/s), comma-separated"

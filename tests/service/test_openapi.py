@@ -119,7 +119,7 @@ async def test_probes_need_a_key_when_so_configured(make_client: ClientFactory) 
 async def test_a_method_a_path_does_not_take_is_405_with_allow(
     client: Any, method: str, path: str
 ) -> None:
-    concrete = path.replace("{transaction_id}", "t1")
+    concrete = re.sub(r"\{[^}]+\}", "t1", path)  # every path parameter
     wrong = "PATCH" if method != "PATCH" else "PUT"
     response = await client.request(wrong, concrete)
     assert response.status == 405

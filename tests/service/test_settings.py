@@ -81,6 +81,10 @@ ADDED = [
     "RISKSCORE_KAFKA_SASL_PASSWORD",
     "RISKSCORE_CURRENCY",
     "RISKSCORE_CURRENCY_RATES",
+    # Rules and lists after the model, and the admin role (issue 17).
+    "RISKSCORE_ADMIN_API_KEYS",
+    "RISKSCORE_RULES_FILE",
+    "RISKSCORE_LISTS_POLL_MS",
 ]
 
 KEY = "k" * 20
