@@ -366,8 +366,9 @@ class RulesSettings(BaseSettings):
     model_config = _config("RISKSCORE_")
 
     rules_file: FilePath | None = None
-    """A rule file (one `name: condition -> action` a line, the action review or decline), loaded at start; an
-    error stops the start naming its line and column. Every decision records its version."""
+    """A rule file (one `name: condition -> action` a line, the action review or
+    decline), loaded at start; an error stops the start naming its line and column. Every
+    decision records its version."""
 
     lists_poll_ms: int = Field(default=1000, ge=50, le=60_000)
     """How often each process checks the audit store for list changes made elsewhere
