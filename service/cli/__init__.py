@@ -14,6 +14,7 @@ from service.cli import (
     demo_cmd,
     evaluate_cmd,
     features_cmd,
+    lists_cmd,
     produce_cmd,
     report_cmd,
     serve_cmd,
@@ -38,6 +39,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     bench_cmd,
     report_cmd,
     audit_cmd,
+    lists_cmd,
     state_cmd,
 )
 
