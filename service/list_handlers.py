@@ -45,7 +45,7 @@ class ListViews:
 
     async def lists(self, request: web.Request) -> web.Response:
         self._need_admin_keys()
-        await asyncio.to_thread(self._sync.refresh)
+        # What this process applies now (changes made elsewhere arrive at its next poll).
         state = self._policy.lists
         return json_response(
             ListsResponse(

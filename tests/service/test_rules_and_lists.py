@@ -237,11 +237,12 @@ def test_lists_loaded_from_a_file_reach_a_running_service(tmp_path: Path) -> Non
         )
         assert loaded.returncode == 0, loaded.stderr
         assert "1 list changes recorded" in loaded.stdout
+        # GET /lists shows what the process applies (it does not read the store itself):
+        # the condition waited on is the poll having brought the change in.
         deadline = time.monotonic() + 10
-        while True:
-            status, lists = _call(base, "GET", "/lists", ADMIN_KEY)
-            if lists["version"] >= 1 or time.monotonic() > deadline:
-                break
+        while _call(base, "GET", "/lists", ADMIN_KEY)[1]["version"] < 1:
+            assert time.monotonic() < deadline, "the change did not reach the service"
+            time.sleep(0.05)
         decision = _score(base, _payment("c-file"))
         assert decision["action"] == "decline"
         assert decision["reasons"][0]["code"] == "LIST_blocked_customers"
