@@ -70,7 +70,7 @@ def build_decision(
             tx.currency,
             score,
             coder.feature_names,
-            draft.values.tolist(),
+            draft.values,
             action,
         )
         if verdict is not None:

@@ -8,10 +8,11 @@ override becomes a reason of the decision (``LIST_<list>``, ``RULE_<name>``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import msgspec
+import numpy as np
 
 from models.rules.compiled import FactsLayout
 from models.rules.lists import ListName, ListState
@@ -59,10 +60,13 @@ class Policy:
         currency: str | None,
         score: float,
         feature_names: Sequence[str],
-        values: list[float],
+        values: np.ndarray,
         model_action: str,
     ) -> Verdict | None:
-        """The action with what overrode the model's, or None when nothing acted."""
+        """The action with what overrode the model's, or None when nothing acted.
+
+        ``values``: the model's feature values in ``feature_names`` order (read only when
+        there are rules to evaluate)."""
         entries = self.lists.entries
         blocked = _listed(entries, "blocked_customers", "customer", customer_id, "raises")
         blocked += _listed(entries, "blocked_terminals", "terminal", terminal_id, "raises")
@@ -77,7 +81,7 @@ class Policy:
         rules = self.rules.compiled(feature_names)
         if not rules:
             return None
-        row = FactsLayout.row(amount, customer_id, terminal_id, currency, score, values)
+        row = FactsLayout.row(amount, customer_id, terminal_id, currency, score, values.tolist())
         rank = ACTION_RANK[model_action]
         fired: list[Override] = []
         for rule in rules:
@@ -96,9 +100,12 @@ class Policy:
 
 
 def _listed(
-    entries: object, name: ListName, kind: str, value: str, direction: Direction
+    entries: Mapping[ListName, Mapping[str, str]],
+    name: ListName,
+    kind: str,
+    value: str,
+    direction: Direction,
 ) -> tuple[Override, ...]:
-    assert isinstance(entries, dict)
     reason = entries[name].get(value)
     if reason is None:
         return ()

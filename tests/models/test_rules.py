@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from models.rules.compiled import FactsLayout
@@ -117,7 +118,7 @@ def _decide(
     amount: float = 100.0,
 ) -> tuple[str, list[str]] | None:
     verdict = policy.decide(
-        customer, terminal, amount, None, 0.1, FEATURES, [amount, 0.0], model_action
+        customer, terminal, amount, None, 0.1, FEATURES, np.array([amount, 0.0]), model_action
     )
     return None if verdict is None else (verdict.action, [o.code for o in verdict.overrides])
 
