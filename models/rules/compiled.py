@@ -8,7 +8,7 @@ costs a few hundred nanoseconds and nothing of the rule text is looked at again 
 
 Types are checked at load, not per decision: numbers compare with numbers, text with text
 (``==``, ``!=``, ``in``), ``and``/``or``/``not`` take conditions. A division by zero gives
-NaN (every comparison with it is false) rather than failing the payment.
+NaN (every comparison with it is false but ``!=``) rather than failing the payment.
 """
 
 from __future__ import annotations
