@@ -76,7 +76,7 @@ class ListViews:
         await asyncio.to_thread(self._sync.refresh)
         if op == "remove" and value not in self._policy.lists.entries[name]:
             raise NotFound(f"{value!r} is not on the {name} list")
-        actor = str(request.get(ACTOR, "admin key"))
+        actor = request.get(ACTOR, "admin key")
         change = NewListChange(name, value, op, reason, actor)
         (stored,) = await asyncio.to_thread(self._store.append_list_changes, [change])
         await asyncio.to_thread(self._sync.refresh)

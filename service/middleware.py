@@ -121,7 +121,7 @@ SCORING_ONLY = frozenset({"/score", "/score/batch", "/labels"})
 ADMIN = "admin"
 ADMIN_PREFIX = "/lists"
 # Where the view finds who made a change: the admin key's digest, never the key.
-ACTOR = "riskscore.actor"
+ACTOR = web.RequestKey("riskscore.actor", str)
 
 
 def key_digest(key: bytes) -> str:
