@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -18,9 +20,11 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
+import redis
 from kafka import KafkaConsumer, KafkaProducer
 
 from models.rules.ruleset import RuleSet
+from tests.redis_server import RedisServer
 from tests.service.test_serve_process import (
     STARTUP_TIMEOUT_S,
     _free_port,
@@ -28,6 +32,7 @@ from tests.service.test_serve_process import (
     _serving,
     _stop,
 )
+from tests.service.test_serve_workers import STARTUP_S, _pids_answering, _scrape, _workers
 
 SCORING_KEY = "s" * 24
 COMPLIANCE_KEY = "c" * 24
@@ -248,3 +253,52 @@ def test_lists_loaded_from_a_file_reach_a_running_service(tmp_path: Path) -> Non
         assert decision["reasons"][0]["code"] == "LIST_blocked_customers"
         assert "mule account" in decision["reasons"][0]["text"]
         _stop(process)
+
+
+_DECLINED = re.compile(r'^riskscore_decisions_total\{action="decline",stage="fast"\} (\S+)$', re.M)
+
+
+def test_a_block_reaches_every_worker_within_the_poll_interval(
+    tmp_path: Path, redis_server: RedisServer, postgres_url: str
+) -> None:
+    redis.Redis.from_url(redis_server.url(6)).flushdb()
+    env = {
+        "RISKSCORE_KAFKA": "off",
+        "RISKSCORE_SEQUENCE": "off",
+        "RISKSCORE_FEATURE_STATE_URL": redis_server.url(6),
+        "RISKSCORE_AUDIT_URL": postgres_url,
+        "RISKSCORE_ADMIN_API_KEYS": ADMIN_KEY,
+        "RISKSCORE_LISTS_POLL_MS": "200",
+    }
+    with _workers(tmp_path, 2, env) as (base, parent):
+        pids = _pids_answering(base, 2, time.monotonic() + STARTUP_S)
+        # One connection: one worker takes the change; the other learns it from the store.
+        status, change = _call(
+            base, "PUT", "/lists/blocked_customers/c-w", ADMIN_KEY, {"reason": "mule"}
+        )
+        assert status == 200, change
+        # The bound the README states (RISKSCORE_LISTS_POLL_MS, plus one store read and the
+        # time a worker on a loaded machine takes to get to it) is what is tested here.
+        time.sleep(0.2 + 1.0)
+        for _ in range(20):  # each on a new connection: the kernel spreads them
+            decision = _score_open(base, _payment("c-w"))
+            assert decision["action"] == "decline", decision
+            assert decision["reasons"][0]["code"] == "LIST_blocked_customers"
+        # Both workers declined some of them.
+        declined: dict[int, float] = {}
+        deadline = time.monotonic() + 60
+        while set(declined) != set(pids):
+            assert time.monotonic() < deadline, f"only {sorted(declined)} answered"
+            pid, _, text = _scrape(base)
+            found = _DECLINED.search(text)
+            declined[pid] = float(found.group(1)) if found else 0.0
+        assert all(count > 0 for count in declined.values()), declined
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(60) == 0
+
+
+def _score_open(base: str, tx: dict[str, Any]) -> dict[str, Any]:
+    """A payment scored on a service without scoring keys (the workers' configuration)."""
+    status, decision = _call(base, "POST", "/score", None, tx)
+    assert status == 200, decision
+    return decision  # type: ignore[no-any-return]
