@@ -17,6 +17,7 @@ from service.cli import (
     lists_cmd,
     produce_cmd,
     report_cmd,
+    rules_cmd,
     serve_cmd,
     simulate_cmd,
     state_cmd,
@@ -40,6 +41,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     report_cmd,
     audit_cmd,
     lists_cmd,
+    rules_cmd,
     state_cmd,
 )
 

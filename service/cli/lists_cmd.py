@@ -16,6 +16,7 @@ from explain.audit.list_log import NewListChange
 from explain.audit.store import AuditStoreError
 from features.card_numbers import CardNumberRefused
 from models.rules.lists import LIST_NAMES, ListName, ListOp, ListState
+from service.audit_backend import open_audit_store
 from service.cli.audit_cmd import audit_file_option, open_store
 from service.cli.errors import UserError, load_settings
 from service.list_models import MAX_REASON_CHARS
@@ -105,7 +106,11 @@ def run_load(args: argparse.Namespace) -> int:
         raise UserError(f"cannot read {args.file}: {exc}") from exc
     actor = f"riskscore lists load by {args.by or getpass.getuser()}"
     changes = read_changes(text, actor, settings.card_numbers.card_number_policy().screen)
-    store = open_store(settings, args.audit_file)
+    # Unlike a report, loading may create the store: lists can be set before the first start.
+    try:
+        store = open_audit_store(settings, sqlite_file=args.audit_file)
+    except AuditStoreError as exc:
+        raise UserError(str(exc)) from exc
     try:
         stored = store.append_list_changes(changes)
     except AuditStoreError as exc:
