@@ -8,7 +8,7 @@ import pytest
 
 from explain.audit import compact
 from explain.audit.list_log import NewListChange
-from explain.audit.store import AuditStore
+from explain.audit.store import AuditStore, DecisionQuery
 from explain.decision import Reasons, from_record, response_json, to_record, with_overrides
 from models.rules.lists import ListState
 from models.rules.policy import Override, Policy
@@ -92,6 +92,9 @@ def test_an_override_and_the_rule_set_read_back_with_the_decision(store: AuditSt
     # A replay is answered with the same reasons and version as the first answer.
     assert response_json(from_record(record)) == response_json(decided)
     assert from_record(record).overrides == overrides
+    # Period reports count the model's reasons, on either path (SQL columns or records).
+    (columns,) = list(store.decision_columns(DecisionQuery()))
+    assert columns.reasons == [[0], [0]]
     # A decision without lists or rules reads back without the field, as before.
     untouched = store.get("tx-plain")
     assert untouched is not None and "rules_version" not in untouched.model_dump_json()
