@@ -4,10 +4,12 @@ versioned by the latest id, and immutable in the database itself — SQLite and 
 from __future__ import annotations
 
 import msgspec
+import psycopg
 import pytest
 
 from explain.audit import compact
 from explain.audit.list_log import NewListChange
+from explain.audit.postgres_store import PostgresAuditStore
 from explain.audit.store import AuditStore, DecisionQuery
 from explain.decision import Reasons, from_record, response_json, to_record, with_overrides
 from models.rules.lists import ListState
@@ -116,3 +118,26 @@ def test_a_change_reaches_another_process_at_its_poll(open_store: Opener) -> Non
     assert sync.refresh_if_changed() is True
     assert "T7" in policy.lists.entries["blocked_terminals"]
     assert sync.refresh_if_changed() is False
+
+
+def test_a_postgres_database_of_schema_version_2_gains_the_list_history(
+    postgres_url: str,
+) -> None:
+    # Version 2 as it shipped: no list_changes table, version 2 recorded last.
+    PostgresAuditStore(postgres_url).close(timeout=10)
+    with psycopg.connect(postgres_url, autocommit=True) as pg:
+        pg.execute("DROP TABLE list_changes")
+        pg.execute("DELETE FROM riskscore_audit_schema")
+        pg.execute("INSERT INTO riskscore_audit_schema (version) VALUES (2)")
+    store = PostgresAuditStore(postgres_url)
+    try:
+        assert store.list_version() == 0
+        store.append_list_changes([NewListChange("blocked_customers", "C1", "add", "r", "k")])
+        assert store.list_version() == 1
+    finally:
+        store.close(timeout=10)
+    with psycopg.connect(postgres_url, autocommit=True) as pg:
+        versions = [row[0] for row in pg.execute("SELECT version FROM riskscore_audit_schema")]
+        assert sorted(versions) == [2, 3]
+        with pytest.raises(psycopg.Error, match="immutable"):
+            pg.execute("DELETE FROM list_changes")
