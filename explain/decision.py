@@ -31,6 +31,7 @@ from explain.records import (
 )
 from explain.schema import ExplanationSchema
 from features.schema import Transaction
+from models.rules.policy import Override
 
 _ENCODER = msgspec.json.Encoder()
 
@@ -84,6 +85,10 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
     timings_ms: dict[str, float]
     latency_ms: float
     sequence: SequenceDecision | None = None
+    # Lists and rules that acted after the model (their reasons lead ``reasons.json``), and
+    # the rule set in force when it was decided (None: no rules configured).
+    overrides: tuple[Override, ...] = ()
+    rules_version: str | None = None
 
     @property
     def transaction_id(self) -> str:
@@ -137,13 +142,50 @@ def encode_json(value: Any) -> bytes:
     return _ENCODER.encode(value)
 
 
+class _OverrideBody(msgspec.Struct):
+    code: str
+    value: float
+    contribution: float
+    direction: str
+    text: str
+
+
+def override_items(overrides: tuple[Override, ...]) -> list[dict[str, Any]]:
+    """Overrides as :class:`~explain.records.Reason` fields: value 1 (the list or rule
+    matched), contribution 0 (it is no part of the model's score)."""
+    return [
+        {
+            "code": o.code,
+            "value": 1.0,
+            "contribution": 0.0,
+            "direction": o.direction,
+            "text": o.text,
+        }
+        for o in overrides
+    ]
+
+
+def with_overrides(reasons_json: bytes, overrides: tuple[Override, ...]) -> bytes:
+    """The reasons' JSON list with the overrides' reasons first."""
+    if not overrides:
+        return reasons_json
+    first = encode_json([_OverrideBody(o.code, 1.0, 0.0, o.direction, o.text) for o in overrides])
+    if reasons_json == b"[]":
+        return first
+    return first[:-1] + b"," + reasons_json[1:]
+
+
+def is_override_code(code: str) -> bool:
+    return code.startswith(("LIST_", "RULE_"))
+
+
 def reason_items(decision: Decision) -> list[dict[str, Any]]:
     """The reasons as :class:`~explain.records.Reason` fields."""
     if decision.reasons.value_texts is None:
         items: list[dict[str, Any]] = msgspec.json.decode(decision.reasons.json)
         return items
     schema = decision.schema
-    out = []
+    out = override_items(decision.overrides)
     for i, value_text in zip(decision.reasons.indices, decision.reasons.value_texts, strict=True):
         contribution = float(decision.contributions[i])
         direction = schema.direction(contribution)
@@ -218,6 +260,7 @@ def to_record(
             "sequence": sequence,
             "timings_ms": decision.timings_ms,
             "latency_ms": decision.latency_ms,
+            "rules_version": decision.rules_version,
         }
     )
 
@@ -229,7 +272,11 @@ def from_record(record: DecisionRecord) -> Decision:
     schema = ExplanationSchema.for_record(
         explanation.method, tuple(a["feature"] for a in attributions)
     )
-    indices = tuple(schema.index[r.code] for r in record.reasons)
+    # The model's reasons are features; a list's or rule's reason is an override.
+    indices = tuple(schema.index[r.code] for r in record.reasons if not is_override_code(r.code))
+    overrides = tuple(
+        Override(r.code, r.direction, r.text) for r in record.reasons if is_override_code(r.code)
+    )
     reasons_json = encode_json([r.model_dump() for r in record.reasons])
     sequence = None
     if record.sequence is not None:
@@ -262,6 +309,8 @@ def from_record(record: DecisionRecord) -> Decision:
         timings_ms=dict(record.timings_ms),
         latency_ms=record.latency_ms,
         sequence=sequence,
+        overrides=overrides,
+        rules_version=record.rules_version,
     )
 
 

@@ -33,7 +33,10 @@ class Reason(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    code: str = Field(description="Stable reason code: the feature's name.")
+    code: str = Field(
+        description="Stable reason code: the feature's name; LIST_<list> or RULE_<name> "
+        "when an allow/block list or a rule overrode the model (value 1, contribution 0)."
+    )
     value: float = Field(description="The feature's value for this transaction.")
     contribution: float = Field(description="Exact SHAP contribution, in log-odds.")
     direction: Direction = Field(description="Whether the feature raised or lowered the risk.")
@@ -139,6 +142,13 @@ class DecisionRecord(BaseModel):
     )
     timings_ms: dict[str, float] = Field(description="Milliseconds spent per stage.")
     latency_ms: float = Field(description="Milliseconds from receipt to the decision.")
+    # Left out of the JSON when no rule set was in force, so records of a service without
+    # rules read exactly as before.
+    rules_version: str | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="The rule set in force (RISKSCORE_RULES_FILE's version), when one was.",
+    )
 
     @property
     def transaction_id(self) -> str:

@@ -14,6 +14,7 @@ from explain.reports.export import CONTENT_TYPES, FORMATS
 from explain.reports.pdf import PAGE_FORMATS, PDF_TYPE
 from explain.reports.query import DecisionFilter, ListFilter, PageRequest
 from features.schema import Identifier, Label, Transaction
+from models.rules.lists import LIST_NAMES
 from service.api_models import (
     BatchRequest,
     BatchResponse,
@@ -27,13 +28,15 @@ from service.api_models import (
     Readiness,
     ScoreResponse,
 )
+from service.list_models import ListChangeRequest, ListChangeResponse, ListsResponse
 
 # Who may call a route when API keys are configured (service/middleware.py enforces it):
 # open - nobody needs a key (liveness); probe - open unless RISKSCORE_PROBES_NEED_KEY;
-# any - a scoring or a compliance key; scoring / compliance / admin - that role's keys only;
+# any - a scoring or a compliance key; scoring / compliance / admin - that role's keys only
+# (admin: RISKSCORE_ADMIN_API_KEYS; refused to everyone without one);
 # admin_compliance - an admin or a compliance key.
 Access = Literal["open", "probe", "any", "scoring", "compliance", "admin", "admin_compliance"]
-Views = Literal["api", "reports", "models"]
+Views = Literal["api", "reports", "models", "lists"]
 
 JSON = "application/json"
 HTML = "text/html"
@@ -159,6 +162,24 @@ _VERSION = Param(
 )
 
 
+_LIST_PARAMS = (
+    Param(
+        "list",
+        "path",
+        {"type": "string", "enum": list(LIST_NAMES)},
+        "Block lists win over allow lists; an allow list approves (a block still declines).",
+        required=True,
+    ),
+    Param(
+        "value",
+        "path",
+        {"type": "string", "minLength": 1, "maxLength": 128},
+        "The customer or terminal id (a card number follows RISKSCORE_PAN_POLICY).",
+        required=True,
+    ),
+)
+
+
 ROUTES: tuple[Route, ...] = (
     Route(
         "POST",
@@ -276,6 +297,44 @@ ROUTES: tuple[Route, ...] = (
         params=(_FORMAT,),
         query=DecisionFilter,
         errors=(422, 501, 503),
+    ),
+    *(
+        Route(
+            method,
+            "/lists/{list}/{value}",
+            "lists",
+            handler,
+            summary,
+            "admin",
+            {200: Body("The change as recorded (who, when, why).", ListChangeResponse)},
+            params=_LIST_PARAMS,
+            body=Body(body, ListChangeRequest),
+            errors=(400, 404, 413, 415, 422, 503),
+        )
+        for method, handler, summary, body in (
+            (
+                "PUT",
+                "put_entry",
+                "Add a value to an allow or block list",
+                "Why (recorded with the change).",
+            ),
+            (
+                "DELETE",
+                "delete_entry",
+                "Remove a value from an allow or block list",
+                "Why (optional; recorded with the change).",
+            ),
+        )
+    ),
+    Route(
+        "GET",
+        "/lists",
+        "lists",
+        "lists",
+        "Every allow and block list as this process applies it",
+        "admin",
+        {200: Body("The lists and their version.", ListsResponse)},
+        errors=(503,),
     ),
     Route(
         "GET",

@@ -20,6 +20,8 @@ from features.state import FeatureState, FeatureStateUnavailable
 from models.cascade import Cascade
 from models.errors import ArtifactError
 from models.fast import ModelSlot
+from models.rules.policy import Policy
+from models.rules.ruleset import RuleSet
 from models.sequence import SequenceModel
 from models.versions import ModelDirectory
 from service.app_keys import METRICS, SCORER, SETTINGS, STREAM, WARM_START
@@ -27,6 +29,7 @@ from service.audit_backend import open_audit_store
 from service.card_number_guard import card_number_middleware
 from service.handlers import Views
 from service.lifecycle import ScoringProcess
+from service.list_handlers import ListViews
 from service.middleware import (
     auth_middleware,
     error_middleware,
@@ -74,6 +77,7 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
         cascade = build_cascade(settings, loaded.model.version)
         spec = None
     models = ModelSlot(loaded.model)
+    policy = build_policy(settings, models.model.feature_names)
     store = open_audit_store(settings)
     try:
         engine = build_feature_state(settings)
@@ -95,6 +99,7 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
         budget_ms=settings.second_stage.budget_ms,
         pricing=settings.scoring.pricing(),
         sequence_spec=spec,
+        policy=policy,
     )
     scorer.promotion = ModelPromotion(
         scorer,
@@ -104,6 +109,20 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
         None if metrics is None else metrics.registry,
     )
     return scorer
+
+
+def build_policy(settings: Settings, feature_names: list[str]) -> Policy:
+    """Lists (read from the store at the warm start) and the rule file, if any, checked
+    against the model's features: a bad rule stops the start with its line and column
+    (:class:`~models.rules.syntax.RuleSyntaxError`)."""
+    path = settings.rules.rules_file
+    policy = Policy(None if path is None else RuleSet.load(path))
+    policy.check(feature_names)
+    if policy.rules is not None:
+        log.info(
+            "%d rules loaded from %s (%s)", len(policy.rules.rules), path, policy.rules_version
+        )
+    return policy
 
 
 def build_feature_state(settings: Settings) -> FeatureState:
@@ -153,7 +172,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Applicat
         scorer = build_scorer(settings, metrics)
     middlewares: list[Middleware] = [metrics_middleware(metrics), error_middleware]
     http = settings.http
-    if http.api_keys:
+    if http.api_keys or http.admin_api_keys:
         middlewares.append(
             auth_middleware(
                 http.api_keys,
@@ -174,6 +193,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Applicat
         Views(scorer, settings, metrics),
         ReportViews(scorer.store, served_artifact_dir(settings, scorer), scorer.complete),
         ModelViews(scorer),
+        ListViews(scorer.store, scorer.lists, scorer.policy, settings),
     )
     if owned:
         app.cleanup_ctx.append(_owned_scorer_lifecycle)

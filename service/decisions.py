@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from explain.decision import Decision, SequenceDecision
+from explain.decision import Decision, Reasons, SequenceDecision, with_overrides
 from models.cascade import Cascade, SequenceResult
+from models.rules.policy import Override, Policy
 from service.fast_path import Draft, ms
 
 FAST_STAGE = "fast"
@@ -18,8 +19,11 @@ def build_decision(
     received: float,
     second: SequenceResult | None = None,
     cascade: Cascade | None = None,
+    policy: Policy | None = None,
 ) -> Decision:
-    """The decision: the fast path's, or the second stage's when it decided.
+    """The decision: the fast path's, or the second stage's when it decided; then the
+    lists and rules of ``policy`` (block > allow > rules > model), the one place an
+    action is chosen from a score.
 
     ``received`` is the ``time.perf_counter()`` instant the request arrived: the decision's
     latency counts from it.
@@ -52,17 +56,40 @@ def build_decision(
             fallback = True
             fallback_reason = second.fallback_reason
     contributions = draft.contributions
+    action = thresholds.action(score)
+    reasons = draft.reasons
+    overrides: tuple[Override, ...] = ()
+    rules_version = None
+    if policy is not None:
+        tx = draft.tx
+        rules_version = policy.rules_version
+        verdict = policy.decide(
+            tx.customer_id,
+            tx.terminal_id,
+            tx.amount,
+            tx.currency,
+            score,
+            coder.feature_names,
+            draft.values,
+            action,
+        )
+        if verdict is not None:
+            action = verdict.action  # type: ignore[assignment]
+            overrides = verdict.overrides
+            reasons = Reasons(
+                reasons.indices, reasons.value_texts, with_overrides(reasons.json, overrides)
+            )
     return Decision(
         transaction=draft.tx,
         request_sha256=draft.tx.digest,
         decided_at=datetime.now(UTC),
         score=score,
-        action=thresholds.action(score),
+        action=action,
         stage=stage,  # type: ignore[arg-type]
         fallback=fallback,
         fallback_reason=fallback_reason,  # type: ignore[arg-type]
         model_version=model.version,
-        reasons=draft.reasons,
+        reasons=reasons,
         schema=coder.schema,
         base_value=float(contributions[k]),
         raw_score=draft.raw,
@@ -73,4 +100,6 @@ def build_decision(
         timings_ms=timings,
         latency_ms=ms(time.perf_counter() - received),
         sequence=sequence,
+        overrides=overrides,
+        rules_version=rules_version,
     )

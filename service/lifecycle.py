@@ -77,6 +77,7 @@ class ScoringProcess:
         self.checkpoints.start()
         if self.scorer.promotion is not None:
             self.scorer.promotion.start_polling(scoring.model_poll_s)
+        self.scorer.lists.start(self.settings.rules.lists_poll_ms / 1000.0)
         if self.settings.kafka != "on":
             return
         runner = StreamRunner(self.settings, self.scorer, asyncio.get_running_loop())
@@ -104,6 +105,7 @@ class ScoringProcess:
         settings = self.settings
         if self.scorer.promotion is not None:
             await self.scorer.promotion.stop_polling()
+        await self.scorer.lists.stop()
         if self.signals is not None:
             await self.signals.stop(settings.shutdown_timeout_s)
         if self.stream is not None:

@@ -7,6 +7,7 @@ including aiohttp's own 404/405/413, into ``{"error": {...}}``; auth runs inside
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import time
@@ -116,10 +117,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 # promote model versions (and may read them, as compliance keys may).
 SCORING, COMPLIANCE, ADMIN = "scoring", "compliance", "admin"
 SCORING_ONLY = frozenset({"/score", "/score/batch", "/labels"})
+# Admin keys change what decides (the allow and block lists, the model version) and may
+# also read what either other role may read by id.
+ADMIN_ONLY = frozenset({ADMIN})
 ADMIN_ROUTES = {
     "/models": frozenset({ADMIN, COMPLIANCE}),
-    "/models/{version}/promote": frozenset({ADMIN}),
+    "/models/{version}/promote": ADMIN_ONLY,
 }
+ADMIN_PREFIX = "/lists"
+# Where the view finds who made a change: the admin key's digest, never the key.
+ACTOR = web.RequestKey("riskscore.actor", str)
+
+
+def key_digest(key: bytes) -> str:
+    return "sha256:" + hashlib.sha256(key).hexdigest()[:16]
 
 
 def required_roles(request: web.Request) -> frozenset[str] | None:
@@ -128,6 +139,8 @@ def required_roles(request: web.Request) -> frozenset[str] | None:
     route = resource.canonical if resource is not None else request.path
     if route in SCORING_ONLY:
         return frozenset({SCORING})
+    if route == ADMIN_PREFIX or route.startswith(ADMIN_PREFIX + "/"):
+        return ADMIN_ONLY
     if route == "/decisions" or route.startswith("/reports/"):
         return frozenset({COMPLIANCE})
     return ADMIN_ROUTES.get(route)
@@ -149,6 +162,9 @@ def auth_middleware(
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in open_paths:
             return await handler(request)
+        needed = required_roles(request)
+        if not keys and needed != ADMIN_ONLY:
+            return await handler(request)  # admin keys alone: the rest is open as before
         given = request.headers.get(header)
         if not given:
             raise Unauthorized(f"missing API key: send it in the {header} header")
@@ -162,10 +178,12 @@ def auth_middleware(
                 role = key_role
         if role is None:
             raise Forbidden("API key not accepted")
-        needed = required_roles(request)
+        if role == ADMIN:
+            request[ACTOR] = f"admin key {key_digest(candidate)}"
         if needed is not None and role not in needed:
             wanted = " or ".join(sorted(needed))
-            raise Forbidden(f"this endpoint needs a {wanted} API key; this is a {role} key")
+            article = "an" if wanted[0] in "aeiou" else "a"
+            raise Forbidden(f"this endpoint needs {article} {wanted} API key; this is a {role} key")
         return await handler(request)
 
     return middleware

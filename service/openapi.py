@@ -97,6 +97,8 @@ def _param(param: Param) -> dict[str, Any]:
 
 def _security(route: Route, http: HttpSettings) -> list[dict[str, list[str]]] | None:
     """Who may call: None when no key is needed (the operation then says ``[]``)."""
+    if route.access == "admin":
+        return [{ADMIN_SCHEME: []}]  # always: without admin keys nobody may
     if not http.api_keys or route.access == "open":
         return None
     if route.access == "probe" and not http.probes_need_key:
@@ -105,8 +107,6 @@ def _security(route: Route, http: HttpSettings) -> list[dict[str, list[str]]] | 
         return [{SCORING_SCHEME: []}]
     if route.access == "compliance":
         return [{COMPLIANCE_SCHEME: []}]
-    if route.access == "admin":
-        return [{ADMIN_SCHEME: []}]
     if route.access == "admin_compliance":
         return [{ADMIN_SCHEME: []}, {COMPLIANCE_SCHEME: []}]
     return [{SCORING_SCHEME: []}, {COMPLIANCE_SCHEME: []}]
@@ -177,6 +177,16 @@ def openapi_document(http: HttpSettings) -> dict[str, Any]:
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, http, schemas)
     components: dict[str, Any] = {"schemas": schemas}
+    admin_scheme = {
+        ADMIN_SCHEME: {
+            "type": "apiKey",
+            "in": "header",
+            "name": http.api_key_header,
+            "description": "An admin key (RISKSCORE_ADMIN_API_KEYS): changes of the allow "
+            "and block lists, model versions and their promotion, reads.",
+        }
+    }
+    components["securitySchemes"] = admin_scheme
     if http.api_keys:
         header = http.api_key_header
         components["securitySchemes"] = {
@@ -193,13 +203,7 @@ def openapi_document(http: HttpSettings) -> dict[str, Any]:
                 "description": "A compliance key (RISKSCORE_COMPLIANCE_API_KEYS): searches, "
                 "exports, reports, reads.",
             },
-            ADMIN_SCHEME: {
-                "type": "apiKey",
-                "in": "header",
-                "name": header,
-                "description": "An admin key (RISKSCORE_ADMIN_API_KEYS): model versions and "
-                "their promotion, reads.",
-            },
+            **admin_scheme,
         }
     return {
         "openapi": "3.1.0",

@@ -40,11 +40,13 @@ from features.sequence import OnlineSequences, SequenceSpec, SequenceStore, Sequ
 from features.state import FeatureState
 from models.cascade import DEFAULT_BUDGET_MS, Cascade
 from models.fast import FastModel, ModelSlot
+from models.rules.policy import Policy
 from service.decisions import build_decision
 from service.errors import AuditUnavailable, IdempotencyConflict, NotFound, UnsupportedCurrency
 from service.fast_path import Draft, FastPath, ModelBundle
 from service.in_flight import InFlight, Scored, as_replay, check_same, settled
 from service.label_intake import LabelIntake
+from service.list_sync import ListSync
 from service.prometheus_metrics import ScoringMetrics
 from service.recording import Recorder, fail, set_error, settle_replay
 from service.second_stage import SecondStage
@@ -85,8 +87,12 @@ class Scorer:
         sequences: SequenceStore | None = None,
         pricing: Pricing | None = None,
         sequence_spec: SequenceSpec | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self._models = models
+        # Lists and rules, after the model (block > allow > rules > model).
+        self.policy = policy or Policy()
+        self.lists = ListSync(store, self.policy)
         self._pricing = pricing or Pricing()
         self._store = store
         self._engine: FeatureState = engine or OnlineFeatureEngine()
@@ -108,7 +114,7 @@ class Scorer:
             cascade,
             self._sequences,
         )
-        self._second = None if self._sequences is None else SecondStage(budget_ms)
+        self._second = None if self._sequences is None else SecondStage(budget_ms, self.policy)
         self._in_flight = InFlight()
         self._recorder = Recorder(store, self._in_flight, metrics)
         # One thread, so lookups finish in the order they were asked: payments that wait
@@ -211,6 +217,7 @@ class Scorer:
         scorer says it is ready (the service settles its heap there: a full collection
         that would otherwise stall the first requests). Returns the transactions replayed.
         """
+        self.lists.refresh()  # the lists as stored, before the first payment
         replayed = (
             rebuild(self._store, self._engine, self._sequences, progress, checkpoint)
             if from_store
@@ -406,7 +413,7 @@ class Scorer:
                     future = self._in_flight.reserve(tx.transaction_id, tx.digest)
                 futures.append(future)
                 if draft.view is None:
-                    to_record.append(build_decision(draft, request.received))
+                    to_record.append(build_decision(draft, request.received, policy=self.policy))
                     record_futures.append(future)
                 else:
                     escalated.append(draft)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from explain.decision import Decision
 from features.sequence import SequenceView
 from models.cascade import Cascade, SequenceResult
+from models.rules.policy import Policy
 from service.decisions import build_decision
 from service.fast_path import Draft
 
@@ -39,7 +40,8 @@ class SecondStage:
     promotion meanwhile does not pair a payment with another version's second stage.
     """
 
-    def __init__(self, budget_ms: float) -> None:
+    def __init__(self, budget_ms: float, policy: Policy | None = None) -> None:
+        self._policy = policy
         self._budget_ms = budget_ms
         self._running: set[asyncio.Task[None]] = set()
         self._used: set[Cascade] = set()  # closed at drain
@@ -79,13 +81,13 @@ class SecondStage:
             decisions = []
             for draft, started, result in zip(drafts, received, results, strict=True):
                 try:
-                    decision = build_decision(draft, started, result, cascade)
+                    decision = build_decision(draft, started, result, cascade, self._policy)
                 except Exception:
                     log.exception(
                         "the sequence stage's result was unusable; the fast score decides",
                         extra={"transaction_id": draft.tx.transaction_id},
                     )
-                    decision = build_decision(draft, started, _ERROR, cascade)
+                    decision = build_decision(draft, started, _ERROR, cascade, self._policy)
                 decisions.append(decision)
         except Exception as exc:
             log.exception("no decision could be built for payments of the sequence stage")

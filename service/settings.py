@@ -88,8 +88,10 @@ class HttpSettings(BaseSettings):
     reports (which scoring keys may not use); needs RISKSCORE_API_KEYS set too."""
 
     admin_api_keys: Annotated[tuple[str, ...], NoDecode] = ()
-    """Comma-separated API keys of the admin role: model versions (GET /models, promotion),
-    which no other role may change; needs RISKSCORE_API_KEYS set too."""
+    """Comma-separated API keys of the admin role: changes of the allow and block lists
+    (PUT/DELETE /lists/...) and model versions (GET /models, promotion), which no other
+    role may change; without one those endpoints refuse everyone (403). Each list change
+    records the key's SHA-256 digest, never the key. Needs RISKSCORE_API_KEYS set too."""
 
     @field_validator("api_keys", "compliance_api_keys", "admin_api_keys", mode="before")
     @classmethod
@@ -370,6 +372,24 @@ class CardNumberSettings(BaseSettings):
         return CardNumberPolicy(self.policy, key if self.policy == "tokenise" else None)
 
 
+# Rules and lists acting after the model (issue 17, item 3): one block.
+class RulesSettings(BaseSettings):
+    """Rules and allow/block lists after the model (models/rules/, README: Operating
+    models, rules and lists)."""
+
+    model_config = _config("RISKSCORE_")
+
+    rules_file: FilePath | None = None
+    """A rule file (one `name: condition -> action` a line, the action review or
+    decline), loaded at start; an error stops the start naming its line and column. Every
+    decision records its version."""
+
+    lists_poll_ms: int = Field(default=1000, ge=50, le=60_000)
+    """How often each process checks the audit store for list changes made elsewhere
+    (another worker or consumer, `riskscore lists load`): the bound on how long a change
+    takes to reach every process. The process that took the change applies it at once."""
+
+
 class Settings(BaseSettings):
     """Everything `riskscore serve` and `riskscore consume` can be configured with."""
 
@@ -426,6 +446,7 @@ class Settings(BaseSettings):
     second_stage: SecondStageSettings = Field(default_factory=SecondStageSettings)
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
     card_numbers: CardNumberSettings = Field(default_factory=CardNumberSettings)
+    rules: RulesSettings = Field(default_factory=RulesSettings)
 
     @model_validator(mode="after")
     def _rated_keys_known(self) -> Settings:

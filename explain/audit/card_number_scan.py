@@ -20,7 +20,11 @@ from explain.audit.store import AuditStoreError
 from features.card_numbers import bytes_contain_card_number, text_contains_card_number
 
 # The time a row of each table is dated by (milliseconds since the epoch).
-TIME_COLUMNS = {"decisions": "decided_at_ms", "labels": "received_at_ms"}
+TIME_COLUMNS = {
+    "decisions": "decided_at_ms",
+    "labels": "received_at_ms",
+    "list_changes": "changed_at_ms",
+}
 # Rows read per round trip from PostgreSQL.
 FETCH_ROWS = 5000
 

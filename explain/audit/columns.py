@@ -95,7 +95,9 @@ def columns_of(
             fallback_reason=[r.fallback_reason for r in group],
             score=np.array([r.score for r in group], dtype=np.float64),
             latency_ms=np.array([r.latency_ms for r in group], dtype=np.float64),
-            reasons=[[index[reason.code] for reason in r.reasons] for r in group],
+            # The model's reasons (a list's or rule's LIST_/RULE_ code is no feature), as
+            # the stored reason positions of the SQL path hold them.
+            reasons=[[index[c.code] for c in r.reasons if c.code in index] for r in group],
             values=np.array(
                 [[a["value"] for a in r.explanation.attributions] for r in group],
                 dtype=np.float64,

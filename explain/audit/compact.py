@@ -24,10 +24,11 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from explain.decision import Decision
+from explain.decision import Decision, override_items
 from explain.records import DecisionRecord, PastTransactionAttribution
 from explain.schema import ExplanationSchema
 from features.schema import Transaction
+from models.rules.policy import Override
 
 FORMAT = 1
 # The columns a compact record is completed with when read (to_record), in this order.
@@ -59,7 +60,7 @@ class CompactSequence(msgspec.Struct, array_like=True, frozen=True):
     earlier_ids: list[str]  # newest first
 
 
-class CompactRecord(msgspec.Struct, array_like=True, frozen=True):
+class _CompactModelRecord(msgspec.Struct, array_like=True, frozen=True):
     """What a decision row holds besides its columns (positions, not names, on disk)."""
 
     format: int
@@ -79,6 +80,16 @@ class CompactRecord(msgspec.Struct, array_like=True, frozen=True):
     timings: list[int | None]  # TIMING_KEYS order, None when not measured
     latency: int
     sequence: CompactSequence | None
+
+
+class CompactRecord(_CompactModelRecord, array_like=True, frozen=True):
+    """The record with what acted after the model: lists and rules that overrode it and
+    the rule set in force. A decision without either is written as before (two fields
+    shorter), so records without lists and rules are byte for byte those of earlier code;
+    reading gives the defaults for them."""
+
+    overrides: list[Override] | None = None
+    rules_version: str | None = None
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -110,8 +121,13 @@ def encode(decision: Decision, schema_id: int) -> bytes:
     tx = decision.transaction
     s = decision.sequence
     delta = decision.decided_at - _EPOCH
+    policy = (
+        (list(decision.overrides) or None, decision.rules_version)
+        if decision.overrides or decision.rules_version is not None
+        else ()
+    )
     return _ENCODER.encode(
-        CompactRecord(
+        (CompactRecord if policy else _CompactModelRecord)(
             FORMAT,
             schema_id,
             timestamp_text(tx),
@@ -136,6 +152,7 @@ def encode(decision: Decision, schema_id: int) -> bytes:
             else CompactSequence(
                 s.model_version, s.fast_score, s.sequence_score, s.combination, list(s.earlier_ids)
             ),
+            *policy,
         )
     )
 
@@ -161,7 +178,7 @@ def to_record(
     values = np.frombuffer(record.values, dtype=_F8).tolist()
     contributions = np.frombuffer(record.contributions, dtype=_F8).tolist()
     names = schema.feature_names
-    reasons = []
+    reasons = override_items(tuple(record.overrides or ()))
     for i, value_text in zip(record.reason_indices, record.reason_values, strict=True):
         direction = schema.direction(contributions[i])
         reasons.append(
@@ -226,5 +243,6 @@ def to_record(
                 if ticks is not None
             },
             "latency_ms": _ms(record.latency),
+            "rules_version": record.rules_version,
         }
     )

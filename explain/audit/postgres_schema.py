@@ -28,7 +28,7 @@ from explain.audit.store import AuditStoreError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final[int] = 2
+SCHEMA_VERSION: Final[int] = 3
 # pg_advisory_xact_lock key for schema changes and partition creation ("rsaudit").
 DDL_LOCK: Final[int] = 0x7273617564697400
 PARTITIONED: Final[tuple[str, ...]] = ("decisions", "labels")
@@ -106,6 +106,23 @@ _CURRENCY_COLUMNS = (
     "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS rate_version text",
 )
 
+# Version 3: the allow and block lists' history, append-only (as the SQLite store's
+# schema version 6; explain/audit/list_log.py).
+_LIST_CHANGES = (
+    """
+CREATE TABLE IF NOT EXISTS list_changes (
+    id bigserial PRIMARY KEY,
+    list_name text NOT NULL CHECK (list_name IN ('blocked_customers', 'blocked_terminals',
+        'allowed_customers', 'allowed_terminals')),
+    value text NOT NULL CHECK (length(value) BETWEEN 1 AND 128),
+    op text NOT NULL CHECK (op IN ('add', 'remove')),
+    reason text NOT NULL,
+    actor text NOT NULL,
+    changed_at_ms bigint NOT NULL
+)
+""",
+)
+
 # Each search, export, report and warm-start query is served by one of these (they are
 # created on every partition).
 _INDEXES = (
@@ -136,12 +153,12 @@ $$
     *(
         f"CREATE OR REPLACE TRIGGER {table}_immutable BEFORE UPDATE OR DELETE ON {table}"
         f" FOR EACH ROW EXECUTE FUNCTION riskscore_audit_refuse('{table}')"
-        for table in ("decisions", "labels", "explanation_schemas", "retention_log")
+        for table in ("decisions", "labels", "explanation_schemas", "retention_log", "list_changes")
     ),
     *(
         f"CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}"
         f" FOR EACH STATEMENT EXECUTE FUNCTION riskscore_audit_refuse('{table}')"
-        for table in ("decisions", "labels", "explanation_schemas", "retention_log")
+        for table in ("decisions", "labels", "explanation_schemas", "retention_log", "list_changes")
     ),
 )
 
@@ -187,7 +204,7 @@ def migrate(conn: Any) -> None:
             )
         if found == SCHEMA_VERSION:
             return
-        for statement in (*_CURRENCY_COLUMNS, *_INDEXES, *_IMMUTABLE):
+        for statement in (*_CURRENCY_COLUMNS, *_LIST_CHANGES, *_INDEXES, *_IMMUTABLE):
             conn.execute(statement)
         conn.execute("INSERT INTO riskscore_audit_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from explain.audit import postgres_schema
 from explain.audit.group_commit import GroupCommitLog
+from explain.audit.list_log import SqlListLog
 from explain.audit.postgres_connect import connect, psycopg_module
 from explain.audit.postgres_writer import PostgresWriter
 from explain.audit.sql_reads import SqlReads
@@ -29,7 +30,7 @@ from features.schema import datetime_to_epoch_ms
 from features.url_redaction import redact
 
 
-class PostgresAuditStore(GroupCommitLog, SqlReads, AuditStore):
+class PostgresAuditStore(GroupCommitLog, SqlReads, SqlListLog, AuditStore):
     """An :class:`AuditStore` in a PostgreSQL database (``postgresql://…``), its schema
     created (or checked) at open.
 
@@ -167,6 +168,28 @@ class PostgresAuditStore(GroupCommitLog, SqlReads, AuditStore):
             raise AuditStoreError(f"audit database {self._where} is a read-only standby")
         if not (decisions and labels):
             raise AuditStoreError(f"audit database {self._where}: this role may not insert")
+
+    # -- list changes --------------------------------------------------------------------
+
+    def _insert_list_changes(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        conn = connect(self._url, autocommit=True, **self._timeouts)
+        try:
+            with conn.transaction():
+                return [
+                    int(
+                        conn.execute(
+                            "INSERT INTO list_changes"
+                            " (list_name, value, op, reason, actor, changed_at_ms)"
+                            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                            row,
+                        ).fetchone()[0]
+                    )
+                    for row in rows
+                ]
+        except self._psycopg.Error as exc:
+            raise AuditStoreError(f"cannot record list changes in {self._where}: {exc}") from exc
+        finally:
+            conn.close()
 
     # -- retention -----------------------------------------------------------------------
 

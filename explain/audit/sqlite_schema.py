@@ -169,12 +169,41 @@ _CURRENCY_COLUMNS = (
     "ALTER TABLE decisions ADD COLUMN rate_version TEXT",
 )
 
+# Version 6: the allow and block lists' history (explain/audit/list_log.py). Appended to,
+# never changed: who, when and why of every addition and removal; a process's lists are
+# these changes folded in id order, and max(id) is the version each process polls.
+LIST_NAMES_SQL = (
+    "('blocked_customers', 'blocked_terminals', 'allowed_customers', 'allowed_terminals')"
+)
+_LIST_CHANGES = (
+    f"""
+CREATE TABLE list_changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    list_name TEXT NOT NULL CHECK (list_name IN {LIST_NAMES_SQL}),
+    value TEXT NOT NULL CHECK (length(value) BETWEEN 1 AND 128),
+    op TEXT NOT NULL CHECK (op IN ('add', 'remove')),
+    reason TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    changed_at_ms INTEGER NOT NULL
+)
+""",
+    _refuse("list_changes", "UPDATE", "list changes are immutable: UPDATE refused"),
+    _refuse("list_changes", "DELETE", "list changes are immutable: DELETE refused"),
+    _refuse(
+        "list_changes",
+        "INSERT",
+        "list changes are immutable: change id already recorded",
+        " WHEN EXISTS (SELECT 1 FROM list_changes WHERE id = NEW.id)",
+    ),
+)
+
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (_DECISIONS, _LABELS, *_INDICES, *_IMMUTABLE),
     _COMPACT,
     _RETENTION,
     _REPORT_COLUMNS,
     _CURRENCY_COLUMNS,
+    _LIST_CHANGES,
 )
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
 

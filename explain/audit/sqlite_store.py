@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from explain.audit.group_commit import GroupCommitLog
+from explain.audit.list_log import SqlListLog
 from explain.audit.sql_reads import SqlReads
 from explain.audit.sqlite_reports import SQLitePeriodReports
 from explain.audit.sqlite_retention import backup_to, prune_before
@@ -29,8 +30,10 @@ from explain.audit.store import AuditStore, AuditStoreError, Pruned, retention_c
 
 __all__ = ["WRITER_THREAD_NAME", "SQLiteAuditStore", "WriterStats"]
 
+INSERT_LIST_CHANGE = "INSERT INTO list_changes (list_name, value, op, reason, actor, changed_at_ms)"
 
-class SQLiteAuditStore(GroupCommitLog, SQLitePeriodReports, SqlReads, AuditStore):
+
+class SQLiteAuditStore(GroupCommitLog, SQLitePeriodReports, SqlReads, SqlListLog, AuditStore):
     """An :class:`AuditStore` in one SQLite file (created with its parent directories).
 
     ``commit_window_ms`` bounds how long the first record of a batch waits for company;
@@ -187,6 +190,36 @@ class SQLiteAuditStore(GroupCommitLog, SQLitePeriodReports, SqlReads, AuditStore
                 f"SELECT {columns} FROM decisions WHERE transaction_id IN ({marks})", tuple(chunk)
             )
         return rows
+
+    # -- list changes --------------------------------------------------------------------
+
+    def _insert_list_changes(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        # Rare and small: a connection of its own, beside the decision writer's group
+        # commits (WAL serialises the two), synced like them.
+        if self._closed:
+            raise AuditStoreError(f"audit store {self._path} is {self._closed_reason}")
+        try:
+            conn = self._connect(self._path)
+            try:
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("BEGIN IMMEDIATE")
+                ids = [
+                    int(
+                        conn.execute(
+                            INSERT_LIST_CHANGE + " VALUES (?, ?, ?, ?, ?, ?)", row
+                        ).lastrowid
+                        or 0
+                    )
+                    for row in rows
+                ]
+                conn.execute("COMMIT")
+                return ids
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                conn.close()
+        except sqlite3.Error as exc:
+            raise AuditStoreError(f"cannot record list changes in {self._path}: {exc}") from exc
 
     # -- retention and backup ------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from explain.audit.columns import DecisionColumns, PeriodAggregates, columns_of
+from explain.audit.list_log import ListLog
 from explain.decision import Decision
 from explain.records import Action, DecisionRecord, LabelRecord, Stage
 from features.schema import datetime_to_epoch_ms
@@ -255,6 +256,6 @@ def retention_cutoff_ms(older_than_days: int, now: datetime | None = None) -> in
     return datetime_to_epoch_ms(moment) - older_than_days * 86_400_000
 
 
-class AuditStore(DecisionLog, RebuildSource, ReportQueries, Retention):
+class AuditStore(DecisionLog, RebuildSource, ReportQueries, Retention, ListLog):
     """The whole contract a backend provides (SQLite here; PostgreSQL at scale). Parts of
     the service take only the part they use."""

@@ -18,6 +18,9 @@ from models.artifacts import Manifest
 
 def _model_section(record: DecisionRecord, manifest: Manifest | None) -> str:
     rows: list[tuple[str, Any]] = [("model version", record.model_version)]
+    if record.rules_version is not None:
+        # Lists and rules that overrode the model are among the reasons (LIST_, RULE_).
+        rows.append(("rule set in force", record.rules_version))
     if manifest is not None and manifest.model_version == record.model_version:
         rows += [(f"SHA-256 of {name}", sha) for name, sha in sorted(manifest.files.items())]
         window = manifest.training_window

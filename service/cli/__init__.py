@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "models": "service.cli.models_cmd",
     "report": "service.cli.report_cmd",
     "audit": "service.cli.audit_cmd",
+    "lists": "service.cli.lists_cmd",
+    "rules": "service.cli.rules_cmd",
     "state": "service.cli.state_cmd",
 }
 

@@ -13,6 +13,7 @@ from kafka.errors import KafkaError
 from explain.audit.store import AuditStoreError
 from features.state import FeatureStateUnavailable
 from models.errors import ArtifactError
+from models.rules.syntax import RuleSyntaxError
 from service.cli.errors import UserError, load_settings
 from service.cli.serve_cmd import KAFKA_HINT
 from service.logs import setup_logging
@@ -50,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
             loop.run(_consume(settings, early))
     except ArtifactError as exc:
         raise UserError(f"cannot load the model: {exc}") from exc
+    except RuleSyntaxError as exc:
+        raise UserError(f"cannot load the rules (RISKSCORE_RULES_FILE): {exc}") from exc
     except AuditStoreError as exc:
         raise UserError(f"cannot open the audit store: {exc}") from exc
     except FeatureStateUnavailable as exc:

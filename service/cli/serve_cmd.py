@@ -11,6 +11,7 @@ from kafka.errors import KafkaError
 from explain.audit.store import AuditStoreError
 from features.state import FeatureStateUnavailable
 from models.errors import ArtifactError
+from models.rules.syntax import RuleSyntaxError
 from service.cli.arguments import positive_int
 from service.cli.errors import UserError, load_settings
 from service.logs import setup_logging
@@ -75,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         app = create_app(settings)
     except ArtifactError as exc:
         raise UserError(f"cannot load the model: {exc}") from exc
+    except RuleSyntaxError as exc:
+        raise UserError(f"cannot load the rules (RISKSCORE_RULES_FILE): {exc}") from exc
     except AuditStoreError as exc:
         raise UserError(f"cannot open the audit store: {exc}") from exc
     except FeatureStateUnavailable as exc:

@@ -81,9 +81,12 @@ ADDED = [
     "RISKSCORE_KAFKA_SASL_PASSWORD",
     "RISKSCORE_CURRENCY",
     "RISKSCORE_CURRENCY_RATES",
-    # Model versions and their promotion (issue 17).
+    # Model versions and their promotion, rules and lists after the model, and the admin
+    # role (issue 17).
     "RISKSCORE_ADMIN_API_KEYS",
     "RISKSCORE_MODEL_POLL_S",
+    "RISKSCORE_RULES_FILE",
+    "RISKSCORE_LISTS_POLL_MS",
 ]
 
 KEY = "k" * 20

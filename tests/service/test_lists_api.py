@@ -1,0 +1,98 @@
+"""The list endpoints refuse what they must (a hardening test per refused input), and a
+card number as a list value follows the card-number policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.service.conftest import API_KEY, ClientFactory
+
+ADMIN = "a" * 24
+CARD = "4111 1111 1111 1111"
+CARD_PATH = "4111111111111111"
+PAN_KEY = "p" * 40
+
+
+def _as(key: str) -> dict[str, str]:
+    return {"X-API-Key": key}
+
+
+async def test_without_admin_keys_nobody_may_change_a_list(make_client: ClientFactory) -> None:
+    client = await make_client()  # no keys at all: the laptop default
+    response = await client.put("/lists/blocked_customers/c%01", json={"reason": "x"})
+    assert response.status == 403
+    assert "RISKSCORE_ADMIN_API_KEYS" in (await response.json())["error"]["message"]
+    assert (await client.get("/lists")).status == 403
+
+
+async def test_each_refused_input(make_client: ClientFactory, transaction: dict[str, Any]) -> None:
+    client = await make_client(api_keys=(API_KEY,), admin_api_keys=(ADMIN,))
+    put = "/lists/blocked_customers/c1"
+    cases = [
+        (client.put(put, json={"reason": "x"}), 401, "unauthorized"),
+        (client.put(put, json={"reason": "x"}, headers=_as(API_KEY)), 403, "forbidden"),
+        (
+            client.put("/lists/blocked_cards/c1", json={"reason": "x"}, headers=_as(ADMIN)),
+            404,
+            "not_found",
+        ),
+        (client.put(put, json={}, headers=_as(ADMIN)), 422, "validation_error"),
+        (client.put(put, json={"reason": ""}, headers=_as(ADMIN)), 422, "validation_error"),
+        (client.put(put, json={"reason": "x" * 501}, headers=_as(ADMIN)), 422, "validation_error"),
+        (client.put(put, json={"reason": "a\nb"}, headers=_as(ADMIN)), 422, "validation_error"),
+        (
+            client.put(put, json={"reason": "x", "by": "me"}, headers=_as(ADMIN)),
+            422,
+            "validation_error",
+        ),
+        (
+            client.put(put, data=b"{", headers={**_as(ADMIN), "Content-Type": "application/json"}),
+            400,
+            "invalid_json",
+        ),
+        (client.put(put, data=b"reason", headers=_as(ADMIN)), 415, "unsupported_media_type"),
+        (
+            client.put("/lists/blocked_customers/c%01", json={"reason": "x"}, headers=_as(ADMIN)),
+            422,
+            "validation_error",
+        ),
+        (client.delete(put, headers=_as(ADMIN)), 404, "not_found"),
+        (client.patch(put, json={"reason": "x"}, headers=_as(ADMIN)), 405, "method_not_allowed"),
+        # An admin key changes lists; it does not score.
+        (client.post("/score", json=transaction, headers=_as(ADMIN)), 403, "forbidden"),
+    ]
+    for request, status, kind in cases:
+        response = await request
+        assert response.status == status, await response.text()
+        assert (await response.json())["error"]["type"] == kind
+    # Nothing was recorded by any of them.
+    lists = await (await client.get("/lists", headers=_as(ADMIN))).json()
+    assert lists["version"] == 0
+
+
+async def test_a_card_number_as_a_value_is_refused_by_default(make_client: ClientFactory) -> None:
+    client = await make_client(api_keys=(API_KEY,), admin_api_keys=(ADMIN,))
+    response = await client.put(
+        f"/lists/blocked_customers/{CARD_PATH}", json={"reason": "x"}, headers=_as(ADMIN)
+    )
+    assert response.status == 422
+    assert CARD_PATH not in await response.text()
+
+
+async def test_a_tokenised_card_on_a_list_matches_the_payments_of_that_card(
+    make_client: ClientFactory, transaction: dict[str, Any]
+) -> None:
+    client = await make_client(
+        api_keys=(API_KEY,), admin_api_keys=(ADMIN,), pan_policy="tokenise", pan_hmac_key=PAN_KEY
+    )
+    response = await client.put(
+        f"/lists/blocked_customers/{CARD_PATH}", json={"reason": "stolen card"}, headers=_as(ADMIN)
+    )
+    assert response.status == 200
+    change = await response.json()
+    assert change["value"] != CARD_PATH and CARD_PATH not in await response.text()
+    payment = {**transaction, "customer_id": CARD}
+    decision = await (await client.post("/score", json=payment, headers=_as(API_KEY))).json()
+    assert decision["action"] == "decline"
+    assert decision["reasons"][0]["code"] == "LIST_blocked_customers"
+    assert CARD_PATH not in decision["reasons"][0]["text"]
