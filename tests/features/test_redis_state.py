@@ -113,6 +113,20 @@ def test_a_redelivery_with_its_digest_gets_its_first_features_and_changes_nothin
     assert state.update_many(*(a[:1] for a in args)).refused == [0]
 
 
+def test_ids_applied_by_an_older_version_still_take_labels_and_refuse_repeats(
+    state: RedisFeatureState,
+) -> None:
+    digest = hashlib.sha256(b"payment").hexdigest()
+    state.update_many(["tx-1"], ["c"], ["t"], [DAY], [DAY], [10.0], digests=[digest])
+    client = redis.Redis.from_url(state._url)
+    keys = [k for k in client.scan_iter(state.keys.pattern) if b"{x:" not in k]
+    for key in keys:  # as an older version wrote it: the event's seq alone, as text
+        client.hset(key, "itx-1", "0")
+    assert state.record_label("tx-1", True) is LabelOutcome.APPLIED
+    again = state.update_many(["tx-1"], ["c"], ["t"], [DAY], [DAY], [10.0], digests=[digest])
+    assert again.refused == [0] and again.replayed == []
+
+
 def test_label_outcomes_follow_the_memory_engine(state: RedisFeatureState) -> None:
     memory = OnlineFeatureEngine()
     outcomes = []
