@@ -172,9 +172,11 @@ class FastPath:
 
 
 def _applied_without_record(tx: Transaction) -> IdempotencyConflict:
-    # In the feature state but with no decision on record (a process that stopped between
-    # the two): scoring it again would count it twice.
+    # In the feature state but with no decision on record, and the state cannot give its
+    # first features back (another body under the id, or the in-process state, which
+    # keeps none): scoring it again would count it twice.
     return IdempotencyConflict(
-        f"transaction {tx.transaction_id!r} was already applied to the feature state but has "
-        "no recorded decision; send it with a new id"
+        f"transaction {tx.transaction_id!r} was already applied to the feature state with "
+        "another body (or could not be replayed) and has no recorded decision; send it with "
+        "a new id"
     )
