@@ -50,4 +50,4 @@ local function rs_seq_append(keys, args)
   return held and 0 or 1
 end
 
-redis.register_function('rs_seq_append', rs_seq_append)
+redis.register_function('rs_seq_append_2', rs_seq_append)

@@ -1,10 +1,12 @@
-#!lua name=riskscore_state
+#!lua name=riskscore_state_2
 --[[
 riskscore's online feature state in Redis: the same window arithmetic as the in-process
 kernels (features/window_kernels.py), one entity per hash key, updated atomically.
 
 Loaded with FUNCTION LOAD REPLACE (functions survive a restart, unlike EVAL scripts) and
-called with FCALL. Generic over the feature plan: the windows of each key come with every
+called with FCALL. The library and its functions carry a version (_2: the replay record
+changed the arguments), so processes of the version before, calling theirs, can run on
+the same Redis during an upgrade instead of replacing each other's library. Generic over the feature plan: the windows of each key come with every
 call as arguments, never written here by hand.
 
 One hash per entity:
@@ -328,5 +330,5 @@ local function rs_label(keys, argv)
     return best
 end
 
-redis.register_function('rs_update', rs_update)
-redis.register_function('rs_label', rs_label)
+redis.register_function('rs_update_2', rs_update)
+redis.register_function('rs_label_2', rs_label)

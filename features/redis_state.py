@@ -1,6 +1,6 @@
 """The ``redis`` feature-state backend: every entity's windows in Redis ≥ 7 (or Valkey).
 
-Each payment is one pipelined round trip: one ``FCALL rs_update`` per hash tag (the
+Each payment is one pipelined round trip: one ``FCALL rs_update_2`` per hash tag (the
 customer with the customer-at-terminal, then the terminal) and a ``SET NX`` of the small
 lookup a later label uses to find the payment's entities. Each call updates its entities
 atomically and answers with their window statistics; the features are then computed here
@@ -35,7 +35,7 @@ from features.redis_keys import KeyNames, plan_digest
 from features.state import BatchUpdate, FeatureState, FeatureStateUnavailable, LabelOutcome
 from features.url_redaction import redact
 
-LIBRARY = "riskscore_state"
+LIBRARY = "riskscore_state_2"
 LIBRARY_FILES = ("redis_state.lua", "redis_sequences.lua")
 # The two hash tags: a customer's call also carries the customer-at-terminal entity.
 _CUSTOMER_TAG = (Entity.CUSTOMER, Entity.CUSTOMER_TERMINAL)
@@ -157,7 +157,7 @@ class RedisFeatureState(FeatureState):
         for call in self._calls:
             tail = [ttl] + [windows(kind) for kind in call]
             length = 3 + len(call) + 4 + len(tail)
-            head = b"*%d\r\n" % length + _bulk(b"FCALL") + _bulk(b"rs_update")
+            head = b"*%d\r\n" % length + _bulk(b"FCALL") + _bulk(b"rs_update_2")
             head += _bulk(str(len(call)).encode())
             self._packed_calls.append((call, head, b"".join(_bulk(p) for p in tail)))
         self._label_windows = [windows(kind) for kind in label_kinds]
@@ -335,7 +335,7 @@ class RedisFeatureState(FeatureState):
     # ----------------------------------------------------------------- labels
 
     def record_label(self, transaction_id: Hashable, is_fraud: bool) -> LabelOutcome:
-        """Two round trips: the payment's entities, then ``FCALL rs_label`` on them."""
+        """Two round trips: the payment's entities, then ``FCALL rs_label_2`` on them."""
         if not self._label_kinds:
             return LabelOutcome.UNKNOWN
         (found,) = self._round_trip(
@@ -346,7 +346,7 @@ class RedisFeatureState(FeatureState):
         entity_keys = found.split(b"\n")
         command = pack_command(
             b"FCALL",
-            b"rs_label",
+            b"rs_label_2",
             str(len(entity_keys)).encode(),
             *entity_keys,
             str(transaction_id).encode(),
