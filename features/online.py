@@ -200,13 +200,17 @@ class OnlineFeatureEngine(FeatureState):
         epoch_ms: Sequence[int],
         local_epoch_ms: Sequence[int],
         amounts: Sequence[float],
+        digests: Sequence[str] | None = None,
     ) -> BatchUpdate:
         """Apply transactions in the order given, with one compiled call for all of them.
 
         Exactly as many :meth:`update_raw` calls in a row would (each sees the ones before
         it); an id already applied — earlier, or earlier in this batch — is refused and
-        changes nothing. Per transaction the Python work is a few dictionary lookups.
+        changes nothing, whatever its digest: this state never replays (it dies with the
+        process, and starts again from the recorded decisions). Per transaction the
+        Python work is a few dictionary lookups.
         """
+        del digests
         n = len(transaction_ids)
         if n == 1:
             values = np.empty((1, self._n_features), dtype=np.float64)

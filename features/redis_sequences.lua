@@ -8,9 +8,12 @@ amount and feature vector as raw little-endian doubles (every bit kept), then it
 transaction id after a fixed-size prefix that the caller names.
 
 rs_seq_append KEYS[1]=list  ARGV: transaction id, item, length, ttl ms, prefix bytes, want
-  Appends the item unless the list already holds the id (a retry racing its original),
-  trims to the length, renews the expiry; answers the list after the append when
-  want is '1' (the second stage's view), else 1 if appended and 0 if already there.
+  Appends the item unless the list already holds the id (a retry racing its original,
+  or a re-delivery of a payment whose decision was never recorded), trims to the length,
+  renews the expiry; answers the list after the append when want is '1' (the second
+  stage's view), else 1 if appended and 0 if already there. For an id already held the
+  view ends at its item, as its first append answered: the customer's later payments
+  are not in it (the items trimmed since, beyond the length, are lost to it).
   Work per call is O(length): the list never holds more than the sequence length.
 ]]
 
@@ -21,7 +24,7 @@ local function rs_seq_append(keys, args)
   local held = false
   for i = 1, #items do
     if string.sub(items[i], prefix + 1) == tid then
-      held = true
+      held = i
       break
     end
   end
@@ -34,7 +37,7 @@ local function rs_seq_append(keys, args)
   redis.call('PEXPIRE', key, ttl)
   if want == '1' then
     if held then
-      return items
+      return { unpack(items, 1, held) }
     end
     items[#items + 1] = item
     local first = math.max(1, #items - length + 1)
@@ -47,4 +50,4 @@ local function rs_seq_append(keys, args)
   return held and 0 or 1
 end
 
-redis.register_function('rs_seq_append', rs_seq_append)
+redis.register_function('rs_seq_append_2', rs_seq_append)

@@ -2,7 +2,7 @@
 customer's feature state.
 
 One capped list per customer under the customer's hash tag (``{c:<id>}:seq``), appended
-by the Redis Function ``rs_seq_append`` (``redis_sequences.lua``) on the feature state's
+by the Redis Function ``rs_seq_append_2`` (``redis_sequences.lua``) on the feature state's
 own connection. A position is the payment's event time, amount and feature vector as raw
 little-endian doubles (every bit kept) and its transaction id; an id the list already
 holds is not appended again. A batch is one pipelined round trip, after the feature
@@ -68,7 +68,7 @@ class RedisSequences(SequenceStore):
             commands.append(
                 pack_command(
                     b"FCALL",
-                    b"rs_seq_append",
+                    b"rs_seq_append_2",
                     b"1",
                     self._keys.customer_sequence(customer_ids[i]),
                     tid,

@@ -1,17 +1,28 @@
-#!lua name=riskscore_state
+#!lua name=riskscore_state_2
 --[[
 riskscore's online feature state in Redis: the same window arithmetic as the in-process
 kernels (features/window_kernels.py), one entity per hash key, updated atomically.
 
 Loaded with FUNCTION LOAD REPLACE (functions survive a restart, unlike EVAL scripts) and
-called with FCALL. Generic over the feature plan: the windows of each key come with every
+called with FCALL. The library and its functions carry a version (_2: the replay record
+changed the arguments), so processes of the version before, calling theirs, can run on
+the same Redis during an upgrade instead of replacing each other's library. Generic over the feature plan: the windows of each key come with every
 call as arguments, never written here by hand.
 
 One hash per entity:
   m         doubles [next seq, head seq, latest event ms,
                      then per window: lo, hi, count, amount sum, sum of squares, frauds]
   e<seq>    doubles [event ms, amount, label] then the transaction id (retained events)
-  i<txid>   seq of that transaction's event                     (duplicate check, labels)
+  i<txid>   that transaction's replay record (duplicate check, labels, re-delivery):
+            double [seq of its event], its payload digest (16 bytes), then the doubles
+            its call returned for the features: per window count, amount sum, sum of
+            squares, frauds, then the gap. (Written by an older version: the seq alone,
+            as decimal text, and no replay.)
+
+A re-delivered payment with the digest it was applied with gets its replay record back
+(the features it was first given, bit for bit) and changes nothing: a process killed after
+this call and before the payment's decision was recorded leaves a payment the next one
+can still decide, exactly as it would have been. A different digest is refused.
 
 Work per call is amortised O(windows): each window keeps its running statistics and two
 cursors (lo, hi) that only move forward, so an event is read once when it enters a window
@@ -186,34 +197,91 @@ local function advance(key, m, windows, t, amount, tid)
     return t - last, 'e' .. seq, write_event({ t, amount, 0, tid })
 end
 
+local DIGEST_BYTES = 16
+-- Stored when none was given: never replayed. (A literal: the string library, like struct,
+-- is reachable only while a function runs.)
+local NO_DIGEST = '\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0'
+local OLD_RECORD_BYTES = 8 + DIGEST_BYTES -- shorter: an older version's decimal seq
+
+-- The replay record of a payment just applied: its seq, digest, and what the features read.
+local function replay_record(m, n, seq, digest, gap)
+    local stats = {}
+    for s = 1, n do
+        local b = 4 + 6 * (s - 1)
+        for j = 2, 5 do
+            stats[#stats + 1] = m[b + j]
+        end
+    end
+    stats[#stats + 1] = gap
+    if digest == '' then
+        digest = NO_DIGEST
+    end
+    return struct.pack('<d', seq) .. digest .. pack_doubles(stats, 4 * n + 1)
+end
+
+-- The seq of a payment's event from its replay record (either form).
+local function record_seq(raw)
+    if #raw < OLD_RECORD_BYTES then
+        return tonumber(raw)
+    end
+    return (struct.unpack('<d', raw))
+end
+
+-- A reply as rs_update gives it, from a replay record: the features' statistics as they
+-- were (cursors and times, which no feature reads, as zero), flag 2, the gap as it was.
+-- Nil if the record cannot replay ``digest`` (none given, an older record, another payload).
+local function replayed_reply(raw, n, digest)
+    if digest == '' or #raw < OLD_RECORD_BYTES or string.sub(raw, 9, 8 + DIGEST_BYTES) ~= digest then
+        return nil
+    end
+    local stats = unpack_doubles(string.sub(raw, OLD_RECORD_BYTES + 1), 4 * n + 1)
+    local m = { 0, 0, 0 }
+    for s = 1, n do
+        local b = 4 + 6 * (s - 1)
+        m[b], m[b + 1] = 0, 0
+        for j = 2, 5 do
+            m[b + j] = stats[4 * (s - 1) + j - 1]
+        end
+    end
+    return pack_doubles(m, meta_size(n)) .. struct.pack('<dd', 2, stats[4 * n + 1])
+end
+
 --[[
 rs_update: apply one payment to the entities named by KEYS (all of one hash tag).
-ARGV: transaction id, event ms, amount, key TTL ms, then each key's windows
-("window,delay,labels;..." in ms, one argument per key).
+ARGV: transaction id, event ms, amount, payload digest (16 bytes, or empty: none), key
+TTL ms, then each key's windows ("window,delay,labels;..." in ms, one argument per key).
 Returns, per key, its state as stored (packed doubles: next, head, latest, then per window
-lo, hi, count, sum, sq, frauds) followed by two doubles: duplicate (0/1) and the gap
-since the entity's previous event (ms). Returning the stored form saves packing a second
-one. A key that already holds the transaction id is left as it is (a re-delivered
-payment changes nothing) and its reply says duplicate.
+lo, hi, count, sum, sq, frauds) followed by two doubles: a flag and the gap since the
+entity's previous event (ms). Returning the stored form saves packing a second one. A key
+that already holds the transaction id is left as it is (a re-delivered payment changes
+nothing): flag 2 (replayed) with the statistics of the first call when the digest is the
+one it was applied with, else flag 1 (refused) with the state as it is.
 ]]
 local function rs_update(keys, argv)
     local tid = argv[1]
     local t = tonumber(argv[2])
     local amount = tonumber(argv[3])
-    local ttl = argv[4]
+    local digest = argv[4]
+    if digest ~= '' and #digest ~= DIGEST_BYTES then
+        return redis.error_reply('rs_update: the payload digest must be 16 bytes or empty')
+    end
+    local ttl = argv[5]
     local reply = {}
     for k = 1, #keys do
         local key = keys[k]
-        local windows = read_windows(argv[4 + k])
-        local size = meta_size(#windows)
+        local windows = read_windows(argv[5 + k])
+        local n = #windows
+        local size = meta_size(n)
         local found = redis.call('HMGET', key, 'm', 'i' .. tid)
-        local m = load_meta(found[1], #windows)
+        local m = load_meta(found[1], n)
         if found[2] then
-            reply[k] = (found[1] or pack_doubles(m, size)) .. struct.pack('<dd', 1, 0)
+            reply[k] = replayed_reply(found[2], n, digest)
+                or ((found[1] or pack_doubles(m, size)) .. struct.pack('<dd', 1, 0))
         else
             local gap, field, event = advance(key, m, windows, t, amount, tid)
             local packed = pack_doubles(m, size)
-            redis.call('HSET', key, 'm', packed, field, event, 'i' .. tid, m[1] - 1)
+            local record = replay_record(m, n, m[1] - 1, digest, gap)
+            redis.call('HSET', key, 'm', packed, field, event, 'i' .. tid, record)
             redis.call('PEXPIRE', key, ttl)
             reply[k] = packed .. struct.pack('<dd', 0, gap)
         end
@@ -234,10 +302,10 @@ local function rs_label(keys, argv)
     for k = 1, #keys do
         local key = keys[k]
         local windows = read_windows(argv[2 + k])
-        local seq = redis.call('HGET', key, 'i' .. tid)
+        local record = redis.call('HGET', key, 'i' .. tid)
+        local seq = record and record_seq(record)
         local raw = seq and redis.call('HGET', key, 'e' .. seq)
         if raw then
-            seq = tonumber(seq)
             local e = read_event(raw)
             local delta = value - e[3]
             if delta == 0 then
@@ -262,5 +330,5 @@ local function rs_label(keys, argv)
     return best
 end
 
-redis.register_function('rs_update', rs_update)
-redis.register_function('rs_label', rs_label)
+redis.register_function('rs_update_2', rs_update)
+redis.register_function('rs_label_2', rs_label)

@@ -1,6 +1,6 @@
 """The ``redis`` feature-state backend: every entity's windows in Redis ≥ 7 (or Valkey).
 
-Each payment is one pipelined round trip: one ``FCALL rs_update`` per hash tag (the
+Each payment is one pipelined round trip: one ``FCALL rs_update_2`` per hash tag (the
 customer with the customer-at-terminal, then the terminal) and a ``SET NX`` of the small
 lookup a later label uses to find the payment's entities. Each call updates its entities
 atomically and answers with their window statistics; the features are then computed here
@@ -35,7 +35,7 @@ from features.redis_keys import KeyNames, plan_digest
 from features.state import BatchUpdate, FeatureState, FeatureStateUnavailable, LabelOutcome
 from features.url_redaction import redact
 
-LIBRARY = "riskscore_state"
+LIBRARY = "riskscore_state_2"
 LIBRARY_FILES = ("redis_state.lua", "redis_sequences.lua")
 # The two hash tags: a customer's call also carries the customer-at-terminal entity.
 _CUSTOMER_TAG = (Entity.CUSTOMER, Entity.CUSTOMER_TERMINAL)
@@ -69,15 +69,20 @@ def reply_size(n_windows: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def fill_features(rows, offsets, gaps, flags, amount, local_ms, outputs, out, duplicate):
+def fill_features(rows, offsets, gaps, flags, amount, local_ms, outputs, out, duplicate, replayed):
     """Feature values from the replies of a batch (``rows[r]``: payment r's replies, the
     state of kind ``kind`` at ``offsets[kind]``, its gap at ``gaps[kind]``); a payment
-    some entity refused as a duplicate (its flag at ``flags[kind]``) gets NaN."""
+    some entity refused as a duplicate (its flag at ``flags[kind]`` is 1) gets NaN, one
+    some entity gave back as it first applied it (flag 2) is marked ``replayed``."""
     for r in range(rows.shape[0]):
         for kind in range(flags.shape[0]):
-            if rows[r, flags[kind]] != 0.0:
+            flag = rows[r, flags[kind]]
+            if flag == 1.0:
                 duplicate[r] = True
+            elif flag == 2.0:
+                replayed[r] = True
         if duplicate[r]:
+            replayed[r] = False
             out[r, :] = np.nan
             continue
         for row in range(outputs.shape[0]):
@@ -151,8 +156,8 @@ class RedisFeatureState(FeatureState):
         self._packed_calls: list[tuple[tuple[int, ...], bytes, bytes]] = []
         for call in self._calls:
             tail = [ttl] + [windows(kind) for kind in call]
-            length = 3 + len(call) + 3 + len(tail)
-            head = b"*%d\r\n" % length + _bulk(b"FCALL") + _bulk(b"rs_update")
+            length = 3 + len(call) + 4 + len(tail)
+            head = b"*%d\r\n" % length + _bulk(b"FCALL") + _bulk(b"rs_update_2")
             head += _bulk(str(len(call)).encode())
             self._packed_calls.append((call, head, b"".join(_bulk(p) for p in tail)))
         self._label_windows = [windows(kind) for kind in label_kinds]
@@ -193,6 +198,7 @@ class RedisFeatureState(FeatureState):
             self._outputs,
             np.empty((1, len(self.feature_names))),
             np.zeros(1, dtype=np.bool_),
+            np.zeros(1, dtype=np.bool_),
         )
 
     def load_library(self) -> None:
@@ -209,6 +215,7 @@ class RedisFeatureState(FeatureState):
         epoch_ms: Sequence[int],
         local_epoch_ms: Sequence[int],
         amounts: Sequence[float],
+        digests: Sequence[str] | None = None,
     ) -> BatchUpdate:
         n = len(transaction_ids)
         builders, calls, label_kinds = self._builders, self._packed_calls, self._label_kinds
@@ -220,14 +227,18 @@ class RedisFeatureState(FeatureState):
             entity_keys = [build(customer, terminal) for build in builders]
             t = b"%d" % epoch_ms[i]
             amount = repr(float(amounts[i])).encode()
-            # Transaction id, event time and amount: each call's arguments after its keys.
-            dynamic = b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+            digest = b"" if digests is None else replay_digest(digests[i])
+            # Transaction id, event time, amount and payload digest: each call's arguments
+            # after its keys.
+            dynamic = b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
                 len(tid),
                 tid,
                 len(t),
                 t,
                 len(amount),
                 amount,
+                len(digest),
+                digest,
             )
             for call, head, tail in calls:
                 chunks.append(head)
@@ -255,6 +266,7 @@ class RedisFeatureState(FeatureState):
             raise FeatureStateUnavailable("feature state: a reply does not fit the feature plan")
         values = np.empty((n, len(self.feature_names)), dtype=np.float64)
         duplicate = np.zeros(n, dtype=np.bool_)
+        replayed = np.zeros(n, dtype=np.bool_)
         fill_features(
             packed.reshape(n, self._width),
             self._offsets,
@@ -265,13 +277,15 @@ class RedisFeatureState(FeatureState):
             self._outputs,
             values,
             duplicate,
+            replayed,
         )
         refused = np.flatnonzero(duplicate).tolist() if duplicate.any() else []
+        again = np.flatnonzero(replayed).tolist() if replayed.any() else []
         if n:
             latest = max(epoch_ms)
             if latest > self._watermark:
                 self._watermark = int(latest)
-        return BatchUpdate(values, refused)
+        return BatchUpdate(values, refused, again)
 
     def round_trip(self, packed: bytes, expected: int) -> list[Any]:
         """Send packed commands on the state's connection and read their replies (the
@@ -321,7 +335,7 @@ class RedisFeatureState(FeatureState):
     # ----------------------------------------------------------------- labels
 
     def record_label(self, transaction_id: Hashable, is_fraud: bool) -> LabelOutcome:
-        """Two round trips: the payment's entities, then ``FCALL rs_label`` on them."""
+        """Two round trips: the payment's entities, then ``FCALL rs_label_2`` on them."""
         if not self._label_kinds:
             return LabelOutcome.UNKNOWN
         (found,) = self._round_trip(
@@ -332,7 +346,7 @@ class RedisFeatureState(FeatureState):
         entity_keys = found.split(b"\n")
         command = pack_command(
             b"FCALL",
-            b"rs_label",
+            b"rs_label_2",
             str(len(entity_keys)).encode(),
             *entity_keys,
             str(transaction_id).encode(),
@@ -370,6 +384,12 @@ class RedisFeatureState(FeatureState):
             self._client.connection_pool.release(self._connection)
             self._connection = None
         self._client.close()
+
+
+def replay_digest(digest: str) -> bytes:
+    """The 16 bytes of a payload's SHA-256 (hex) that the state keeps with its id: what a
+    re-delivery must match to get the payment's features back."""
+    return bytes.fromhex(digest[:32])
 
 
 def _key_builder(keys: KeyNames, entity: Entity) -> Callable[[Hashable, Hashable], bytes]:

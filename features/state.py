@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -65,11 +65,13 @@ class Event(Protocol):
 
 @dataclass(frozen=True)
 class BatchUpdate:
-    """Feature vectors of a batch (rows in input order) and the rows refused as duplicates
-    (their rows hold NaN)."""
+    """Feature vectors of a batch (rows in input order), the rows refused as duplicates
+    (their rows hold NaN) and the rows replayed: ids already applied with the same payload,
+    whose rows hold the features they were first given (the state did not change)."""
 
     values: np.ndarray
     refused: list[int]
+    replayed: list[int] = field(default_factory=list)
 
 
 class FeatureState(ABC):
@@ -90,9 +92,18 @@ class FeatureState(ABC):
         epoch_ms: Sequence[int],
         local_epoch_ms: Sequence[int],
         amounts: Sequence[float],
+        digests: Sequence[str] | None = None,
     ) -> BatchUpdate:
         """Apply transactions in the order given (each sees the ones before it) and return
-        their features; an id already applied is refused and changes nothing."""
+        their features; an id already applied changes nothing.
+
+        ``digests`` (hex SHA-256 of each payload) let a state that outlives the process
+        replay an id: one applied with the same digest comes back ``replayed``, with the
+        features it was first given, so a payment applied by a process that died before
+        recording its decision can still be decided, exactly. Any other repeat is refused
+        (the ``memory`` state always refuses: it dies with the process, and starts again
+        from the recorded decisions).
+        """
 
     @abstractmethod
     def record_label(self, transaction_id: Hashable, is_fraud: bool) -> LabelOutcome:
@@ -108,7 +119,9 @@ class FeatureState(ABC):
     def dedupe_floor_ms(self) -> int:
         """Event time after which the state never forgets an applied id."""
 
-    def update_all(self, events: Sequence[Event]) -> BatchUpdate:
+    def update_all(
+        self, events: Sequence[Event], digests: Sequence[str] | None = None
+    ) -> BatchUpdate:
         """:meth:`update_many` for transactions, or anything carrying the same fields."""
         return self.update_many(
             [e.transaction_id for e in events],
@@ -117,6 +130,7 @@ class FeatureState(ABC):
             [e.epoch_ms for e in events],
             [e.local_epoch_ms for e in events],
             [e.amount for e in events],
+            digests,
         )
 
     def update(self, tx: Transaction, out: np.ndarray | None = None) -> np.ndarray:

@@ -53,6 +53,9 @@ class Draft:
     timings: dict[str, float]  # per payment; in a batch, each stage's time shared evenly
     view: SequenceView | None  # set when the payment goes to the second stage
     bundle: ModelBundle  # the model that scored it, even if another is swapped in meanwhile
+    # Already applied to the feature state with this payload (a re-delivery): the values
+    # are the ones it was first given. Scored like any other, but a stored decision wins.
+    replayed: bool = False
 
 
 def ms(seconds: float) -> float:
@@ -112,7 +115,7 @@ class FastPath:
         bundle = self.bundle()
         t0 = time.perf_counter()
         try:
-            update = self._engine.update_all(txs)
+            update = self._engine.update_all(txs, [tx.digest for tx in txs])
         except FeatureStateUnavailable as exc:
             raise FeatureStateDown(f"{exc}; retry with the same transaction_id") from None
         refused = set(update.refused)
@@ -135,8 +138,10 @@ class FastPath:
         # The sequences are the feature state's too: their upkeep counts as features.
         timings = {"features": ms((t1 - t0 + t3 - t2) / n), "model": ms((t2 - t1) / n)}
         timings["explain"] = ms((t4 - t3) / n)
+        again = set(update.replayed)
+        positions = range(len(txs)) if accepted is None else accepted
         drafts: list[Draft] = []
-        for i, tx in enumerate(kept):
+        for i, (tx, at) in enumerate(zip(kept, positions, strict=True)):
             drafts.append(
                 Draft(
                     tx,
@@ -148,6 +153,7 @@ class FastPath:
                     timings,
                     views[i],
                     bundle,
+                    at in again,
                 )
             )
         if not refused:
@@ -186,9 +192,11 @@ class FastPath:
 
 
 def _applied_without_record(tx: Transaction) -> IdempotencyConflict:
-    # In the feature state but with no decision on record (a process that stopped between
-    # the two): scoring it again would count it twice.
+    # In the feature state but with no decision on record, and the state cannot give its
+    # first features back (another body under the id, or the in-process state, which
+    # keeps none): scoring it again would count it twice.
     return IdempotencyConflict(
-        f"transaction {tx.transaction_id!r} was already applied to the feature state but has "
-        "no recorded decision; send it with a new id"
+        f"transaction {tx.transaction_id!r} was already applied to the feature state with "
+        "another body (or could not be replayed) and has no recorded decision; send it with "
+        "a new id"
     )

@@ -396,18 +396,22 @@ class Scorer:
             refused_futures: list[asyncio.Future[Scored]] = []
             for request, draft, future in zip(requests, drafts, reserved, strict=True):
                 tx = request.tx
+                known = isinstance(draft, IdempotencyConflict) or draft.replayed
+                if known and future is None:
+                    # The state knew an id it could not vouch for beforehand (a shared
+                    # state, asked no earlier): the store has the last word. Without a
+                    # record, a replayed payment is scored on the way back (its first
+                    # features: a process stopped between the state and the record).
+                    future = self._in_flight.reserve(tx.transaction_id, tx.digest)
+                    refused.append(request)
+                    refused_futures.append(future)
+                    futures.append(future)
+                    continue
                 if isinstance(draft, IdempotencyConflict):
-                    if future is None:
-                        # The state refused an id it could not vouch for beforehand (a
-                        # shared state, asked no earlier): the store has the last word.
-                        future = self._in_flight.reserve(tx.transaction_id, tx.digest)
-                        refused.append(request)
-                        refused_futures.append(future)
-                        futures.append(future)
-                    else:
-                        self._in_flight.release(tx.transaction_id, future)
-                        set_error(future, draft)
-                        futures.append(future)
+                    assert future is not None
+                    self._in_flight.release(tx.transaction_id, future)
+                    set_error(future, draft)
+                    futures.append(future)
                     continue
                 if future is None:
                     future = self._in_flight.reserve(tx.transaction_id, tx.digest)

@@ -37,12 +37,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_redis(directory: Path, *extra: str) -> RedisServer:
-    """Start redis-server in ``directory``; returns once it says it accepts connections."""
+def start_redis(directory: Path, *extra: str, port: int | None = None) -> RedisServer:
+    """Start redis-server in ``directory`` (on ``port``, else a free one); returns once it
+    says it accepts connections. ``extra`` options come last: they win (``--appendonly
+    yes`` turns the AOF on)."""
     binary = shutil.which("redis-server") or shutil.which("valkey-server")
     if binary is None:
         pytest.fail(f"redis-server is not installed; install it with: {INSTALL_HINT}")
-    port = free_port()
+    port = free_port() if port is None else port
     process = subprocess.Popen(
         [
             *(binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)),

@@ -1,16 +1,21 @@
-"""`kill -9` one of several consumers again and again during a replay: every payment gets
-one decision record and one distinct published decision, none lost.
+"""`kill -9` one of several consumers again and again during a replay, or restart the
+Redis or PostgreSQL under them: every payment gets one decision record and one distinct
+published decision, none lost, and the shared feature state counts each payment once.
 
     python -m service.benchmarks.consumer_faults --redis-url redis://127.0.0.1:6379/14
         --postgres-url postgresql://riskscore@127.0.0.1:5432/riskscore
         [--count 50000] [--consumers 3] [--kills 10] [--partitions 6]
-        [--bootstrap-servers H:P] [--json OUT]
+        [--restart-command CMD --restarts N] [--bootstrap-servers H:P] [--json OUT]
 
 The consumers (`riskscore consume`, one group) start first; once each holds partitions,
 the payments (a simulated stream, keyed by customer) are published and they drain them.
 At ``--kills`` points, spread at random over the replay, one consumer chosen at random
 gets SIGKILL and is started again at once, as an orchestrator would. Without
-``--bootstrap-servers`` an embedded broker is started.
+``--bootstrap-servers`` an embedded broker is started. At ``--restarts`` more points the
+shell command ``--restart-command`` runs (it stops an engine, e.g. Redis with its AOF on or
+PostgreSQL, and starts it again: the consumers retry meanwhile). Afterwards every entity
+of the Redis feature state is checked to have applied exactly its payments (a payment lost
+by a restart, or counted twice, shows).
 The Redis database is emptied first: give it one of its own. The PostgreSQL database may
 hold other runs (this run's payments have ids of their own).
 """
@@ -19,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +49,7 @@ from service.benchmarks.consumer_fleet import (
     wait_decided,
     wait_members,
 )
+from service.benchmarks.state_census import state_mismatches
 from streaming.broker import EmbeddedBroker
 
 DEADLINE_S = 3600.0
@@ -52,6 +60,8 @@ class FaultReport:
     payments: int
     consumers: int
     kills: int
+    restarts: int  # engine restarts (--restart-command) during the run
+    restart_seconds: list[float]  # how long each restart command took (the engine down)
     seconds: float  # publishing began → every payment recorded
     records: int  # rows in the audit store for the run's payments
     distinct_records: int
@@ -61,6 +71,7 @@ class FaultReport:
     distinct_published: int
     differing_republished: int  # payments published twice with different bytes
     exit_codes: list[int]
+    state_mismatches: int  # entities whose applied payments in Redis are not their payments
 
     @property
     def ok(self) -> bool:
@@ -70,6 +81,7 @@ class FaultReport:
             and not self.dead_letters
             and self.distinct_published == self.payments
             and self.differing_republished == 0
+            and self.state_mismatches == 0
             and all(code == 0 for code in self.exit_codes)
         )
 
@@ -83,15 +95,25 @@ def run_faults(
     consumers: int,
     kills: int,
     partitions: int,
+    restarts: int = 0,
+    restart: Callable[[], None] | None = None,
     seed: int = 5,
 ) -> FaultReport:
+    """The run; ``restart`` (stop an engine and start it again) is called at ``restarts``
+    points, beside the ``kills``."""
+    if restarts and restart is None:
+        raise ValueError("restarts need a restart callable")
     prefix = f"f{uuid.uuid4().hex[:6]}-"
     payloads = renamed(payload_stream(count, seed), prefix)
     redis.Redis.from_url(redis_url).flushdb()
     topics = fresh_topics(bootstrap_servers, partitions)
     rng = np.random.default_rng(seed)
     margin = max(1, count // 20)
-    points = np.sort(rng.choice(np.arange(margin, count - margin), kills, replace=False))
+    chosen = rng.choice(np.arange(margin, count - margin), kills + restarts, replace=False)
+    # Which points restart an engine (True) rather than kill a consumer: spread at random.
+    kinds = rng.permutation([False] * kills + [True] * restarts).tolist()
+    faults = sorted(zip(chosen.tolist(), kinds, strict=True))
+    restart_seconds: list[float] = []
     with tempfile.TemporaryDirectory(prefix="riskscore-fleet-") as data_dir:
         fleet = Fleet(bootstrap_servers, topics, redis_url, postgres_url, Path(data_dir))
         counts = AuditCounts(postgres_url, prefix)
@@ -105,8 +127,14 @@ def run_faults(
             wait_members(fleet, consumers, deadline)
             started = time.monotonic()
             produce(bootstrap_servers, topics.transactions, payloads)
-            for point in points.tolist():
+            for point, is_restart in faults:
                 wait_decided(counts, point, fleet, deadline)
+                if is_restart:
+                    assert restart is not None
+                    began = time.monotonic()
+                    restart()
+                    restart_seconds.append(round(time.monotonic() - began, 1))
+                    continue
                 victim = int(rng.integers(consumers))
                 fleet.kill(victim)
                 fleet.start(victim)
@@ -127,6 +155,8 @@ def run_faults(
         payments=count,
         consumers=consumers,
         kills=kills,
+        restarts=restarts,
+        restart_seconds=restart_seconds,
         seconds=round(finished - started, 1),
         records=len(ids),
         distinct_records=len(set(ids)),
@@ -136,7 +166,17 @@ def run_faults(
         distinct_published=len(wanted & set(out)),
         differing_republished=sum(1 for v in out.values() if len(set(v)) > 1),
         exit_codes=codes,
+        state_mismatches=state_mismatches(redis_url, payloads),
     )
+
+
+def shell(command: str) -> Callable[[], None]:
+    """A restart that runs ``command`` in a shell and fails the run if it fails."""
+
+    def run() -> None:
+        subprocess.run(command, shell=True, check=True)
+
+    return run
 
 
 def main() -> int:
@@ -150,9 +190,18 @@ def main() -> int:
     parser.add_argument("--consumers", type=int, default=3, help="consumer processes (3)")
     parser.add_argument("--kills", type=int, default=10, help="SIGKILLs during the run (10)")
     parser.add_argument("--partitions", type=int, default=6, help="transactions partitions (6)")
+    parser.add_argument(
+        "--restart-command",
+        help="a shell command that stops an engine (Redis, PostgreSQL) and starts it again",
+    )
+    parser.add_argument(
+        "--restarts", type=int, default=0, help="times --restart-command runs during the run (0)"
+    )
     parser.add_argument("--bootstrap-servers", help="Kafka brokers (default: embedded)")
     parser.add_argument("--json", type=Path, help="write the report here too")
     args = parser.parse_args()
+    if args.restarts and not args.restart_command:
+        parser.error("--restarts needs --restart-command")
     with ExitStack() as stack:
         servers = args.bootstrap_servers
         if servers is None:
@@ -165,6 +214,8 @@ def main() -> int:
             consumers=args.consumers,
             kills=args.kills,
             partitions=args.partitions,
+            restarts=args.restarts,
+            restart=shell(args.restart_command) if args.restart_command else None,
         )
     text = json.dumps({**asdict(report), "ok": report.ok}, indent=2)
     print(text)

@@ -132,25 +132,38 @@ class Fleet:
 
 
 class AuditCounts:
-    """The run's rows in the PostgreSQL audit store, read on a connection of its own."""
+    """The run's rows in the PostgreSQL audit store, read on a connection of its own
+    (connected again after the server restarted under it)."""
 
     def __init__(self, audit_url: str, prefix: str) -> None:
         import psycopg
 
+        self._psycopg = psycopg
+        self._url = audit_url
         self._db = psycopg.connect(audit_url, autocommit=True)
         self._like = prefix.replace("%", r"\%").replace("_", r"\_") + "%"
+        self._last = 0
+
+    def _rows(self, sql: str) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, (self._like,)).fetchall()
+        except self._psycopg.OperationalError:
+            self._db.close()  # the server went away: one new connection, then the query
+            self._db = self._psycopg.connect(self._url, autocommit=True)
+            return self._db.execute(sql, (self._like,)).fetchall()
 
     def decided(self) -> int:
-        row = self._db.execute(
-            "SELECT count(*) FROM decisions WHERE transaction_id LIKE %s", (self._like,)
-        ).fetchone()
-        return int(row[0]) if row else 0
+        """The run's stored payments; while the server is down, the last count read."""
+        try:
+            rows = self._rows("SELECT count(*) FROM decisions WHERE transaction_id LIKE %s")
+        except self._psycopg.OperationalError:
+            return self._last
+        self._last = int(rows[0][0]) if rows else 0
+        return self._last
 
     def ids(self) -> list[str]:
         """Every stored id of the run, one per row (a duplicate row would show twice)."""
-        rows = self._db.execute(
-            "SELECT transaction_id FROM decisions WHERE transaction_id LIKE %s", (self._like,)
-        ).fetchall()
+        rows = self._rows("SELECT transaction_id FROM decisions WHERE transaction_id LIKE %s")
         return [str(r[0]) for r in rows]
 
     def close(self) -> None:

@@ -3,6 +3,7 @@ in-process engine, refusals of re-delivered payments, labels, keys Cluster can r
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -58,14 +59,7 @@ def test_a_batch_equals_the_same_payments_one_by_one(
 ) -> None:
     rows = history.take(slice(0, 400))
     one_by_one = rebuild_state(rows, OnlineFeatureEngine(), label_delay=None)
-    update = state.update_many(
-        rows.transaction_id.tolist(),
-        rows.customer_id.tolist(),
-        rows.terminal_id.tolist(),
-        rows.epoch_ms.tolist(),
-        rows.local_epoch_ms.tolist(),
-        rows.amount.tolist(),
-    )
+    update = state.update_many(*zip(*rows.iter_rows(), strict=True))
     assert update.refused == []
     np.testing.assert_array_equal(update.values, one_by_one)
 
@@ -85,6 +79,52 @@ def test_a_redelivered_payment_changes_nothing(state: RedisFeatureState) -> None
     )
     with pytest.raises(DuplicateTransaction):
         state.update_raw("tx-2", "c", "t", t + 3, t + 3, 30.0)
+
+
+def test_a_redelivery_with_its_digest_gets_its_first_features_and_changes_nothing(
+    state: RedisFeatureState, history: TransactionFrame
+) -> None:
+    rows = history.take(slice(0, 300))
+    args = tuple(zip(*rows.iter_rows(), strict=True))
+    digests = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(300)]
+    first = state.update_many(*args, digests=digests)
+    assert first.refused == [] and first.replayed == []
+    # Labels move the terminals' fraud counts after the payments were applied...
+    for tid in rows.transaction_id.tolist()[::7]:
+        state.record_label(tid, True)
+    # ...yet each payment sent again gets the features it was first given, bit for bit.
+    again = state.update_many(*args, digests=digests)
+    assert again.refused == [] and again.replayed == list(range(300))
+    np.testing.assert_array_equal(again.values, first.values)
+    # A payment after them sees the state as if nothing had been sent twice.
+    later = max(rows.epoch_ms.tolist()) + 1
+    customer, terminal = rows.customer_id.tolist()[0], rows.terminal_id.tolist()[0]
+    once = OnlineFeatureEngine()
+    rebuild_state(rows, once, label_delay=None)
+    for tid in rows.transaction_id.tolist()[::7]:
+        once.record_label(tid, True)
+    np.testing.assert_array_equal(
+        state.update_raw("next", customer, terminal, later, later, 12.5),
+        once.update_raw("next", customer, terminal, later, later, 12.5),
+    )
+    # Another payload under an applied id, or none named, is refused.
+    other = state.update_many(*(a[:2] for a in args), digests=digests[2:4])
+    assert other.refused == [0, 1] and other.replayed == []
+    assert state.update_many(*(a[:1] for a in args)).refused == [0]
+
+
+def test_ids_applied_by_an_older_version_still_take_labels_and_refuse_repeats(
+    state: RedisFeatureState,
+) -> None:
+    digest = hashlib.sha256(b"payment").hexdigest()
+    state.update_many(["tx-1"], ["c"], ["t"], [DAY], [DAY], [10.0], digests=[digest])
+    client = redis.Redis.from_url(state._url)
+    keys = [k for k in client.scan_iter(state.keys.pattern) if b"{x:" not in k]
+    for key in keys:  # as an older version wrote it: the event's seq alone, as text
+        client.hset(key, "itx-1", "0")
+    assert state.record_label("tx-1", True) is LabelOutcome.APPLIED
+    again = state.update_many(["tx-1"], ["c"], ["t"], [DAY], [DAY], [10.0], digests=[digest])
+    assert again.refused == [0] and again.replayed == []
 
 
 def test_label_outcomes_follow_the_memory_engine(state: RedisFeatureState) -> None:
