@@ -1,7 +1,7 @@
-"""The audit store contract, in three parts by job — the decision log (write, read by id),
-the rebuild source (warm start) and report queries — so SQLite (one machine) and
-PostgreSQL (at scale) sit behind the same scorer, and each part can be written and tested
-against its own small contract.
+"""The audit store contract, in four parts by job — the decision log (write, read by id),
+the rebuild source (warm start), the training source (retraining) and report queries —
+so SQLite (one machine) and PostgreSQL (at scale) sit behind the same scorer, and each
+part can be written and tested against its own small contract.
 
 Writes are asynchronous and grouped: :meth:`DecisionLog.submit` queues a record and returns a
 future that completes once the record is durable (committed and synced), so many requests

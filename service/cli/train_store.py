@@ -4,6 +4,7 @@ the feature vectors exactly as decided, with the labels received."""
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -83,6 +84,13 @@ def run_from_store(args: argparse.Namespace, config: FastModelConfig) -> Manifes
     except TrainingDataError as exc:
         raise UserError(str(exc)) from exc
     start_ms, end_ms = day_bounds_ms(windows.first, windows.last)
+    if policy.as_of_ms < end_ms + int(policy.delay.total_seconds() * 1000):
+        print(
+            f"note: --as-of {policy.as_of:%Y-%m-%d %H:%M} is within the "
+            f"{args.label_delay_days}-day label delay of the validation days: their unlabelled "
+            "payments are left out, so validation leans on the labelled ones",
+            file=sys.stderr,
+        )
     store = open_store(load_settings(), args.audit_file)
     try:
         window = read_window(
