@@ -26,6 +26,7 @@ from features.definitions import DEFAULT_FEATURES, feature_names
 from features.simulator import SimulationConfig
 from models.artifact_paths import default_artifact_dir, default_sequence_artifact_dir
 from models.artifacts import load_manifest, verify_artifact
+from models.train.fast_trainer import TrainingDataError
 from models.versions import POINTER_FILE, SEQUENCE_DIR
 from service.app import WARM_START, create_app
 from service.cli import main
@@ -214,6 +215,48 @@ async def test_the_artifact_is_a_version_get_models_lists(
     assert new != champion
     assert new in [v["version"] for v in body["versions"]]
     assert body["champion"]["version"] == champion
+    # It loads (every file against its SHA-256) and decides: promoted, it scores a payment.
+    promoted = await client.post(f"/models/{new}/promote", headers={"X-API-Key": ADMIN_KEY})
+    assert promoted.status == 200, await promoted.text()
+    payment = {
+        "transaction_id": "after-promotion",
+        "timestamp": "2024-05-02T10:00:00Z",
+        "customer_id": "c-1",
+        "terminal_id": "t-1",
+        "amount": 25.0,
+    }
+    scored = await client.post("/score", json=payment, headers={"X-API-Key": SCORING_KEY})
+    assert scored.status == 200, await scored.text()
+    assert (await scored.json())["model_version"] == new
+
+
+def test_a_later_validation_slice_and_the_summary_say_what_was_left_out(
+    filled: Filled, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "later"
+    changes = {"--train-to": "2024-04-08", "--validate-from": "2024-04-09"}
+    code = main(_train_args(filled, out, **changes, **{"--validate-to": "2024-04-12"}))
+    assert code == 0
+    printed = capsys.readouterr()
+    manifest = verify_artifact(out)
+    assert (str(manifest.validation_window.start), str(manifest.validation_window.end)) == (  # type: ignore[union-attr]
+        "2024-04-09",
+        "2024-04-12",
+    )
+    declined = manifest.rows["declined_unlabelled_excluded"]
+    assert f"excluded  {declined:,} declined without a label" in printed.out
+    assert "champion" in printed.out and "CP@100" in printed.out
+    # The validation days end within the label delay of --as-of: said, not hidden.
+    assert "within the 3-day label delay of the validation days" in printed.err
+
+
+def test_decisions_stored_without_a_current_feature_are_refused_by_name(filled: Filled) -> None:
+    store = SQLiteAuditStore(filled.audit_file)
+    try:
+        with pytest.raises(TrainingDataError, match="without the features NOT_A_FEATURE"):
+            read_window(store, 0, 2**62, 0, [*feature_names(DEFAULT_FEATURES), "NOT_A_FEATURE"])
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize(
