@@ -128,8 +128,18 @@ def run(args: argparse.Namespace) -> int:
     if args.from_store:
         print(store_summary(run_from_store(args, config), args.out))
         return 0
-    if args.validate_from or args.validate_to:
-        raise UserError("--validate-from/--validate-to apply to --from-store only")
+    store_only = [
+        flag
+        for flag, value in (
+            ("--as-of", args.as_of),
+            ("--validate-from", args.validate_from),
+            ("--validate-to", args.validate_to),
+            ("--audit-file", args.audit_file),
+        )
+        if value is not None
+    ]
+    if store_only:
+        raise UserError(f"{', '.join(store_only)}: for --from-store only")
     try:
         history = load_transactions(args.data)
         _warn_short_warmup(history, args.train_from)
