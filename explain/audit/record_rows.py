@@ -8,6 +8,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from explain.audit import compact
 from explain.audit.store import AuditStoreError
 from explain.records import DecisionRecord
@@ -52,10 +54,21 @@ class RecordRows(ABC):
             raise AuditStoreError(f"stored decision does not parse: {exc}") from exc
 
     def _feature_values(self, record_json: str, record: bytes | None) -> dict[str, float]:
-        if record_json:
-            stored = json.loads(record_json)["explanation"]["attributions"]
-            return {a["feature"]: float(a["value"]) for a in stored}
-        assert record is not None  # the schema's CHECK: one form or the other
-        compact_record = compact.decode(bytes(record))
-        names = self._schema(compact_record.schema_id).feature_names
-        return dict(zip(names, compact.feature_values(compact_record).tolist(), strict=True))
+        names, values = self._feature_array(record_json, record)
+        return dict(zip(names, values.tolist(), strict=True))
+
+    def _feature_array(
+        self, record_json: str, record: bytes | None
+    ) -> tuple[tuple[str, ...], np.ndarray]:
+        """The feature names and values (float64, the very values decided) of a row."""
+        try:
+            if record_json:
+                stored = json.loads(record_json)["explanation"]["attributions"]
+                names = tuple(a["feature"] for a in stored)
+                return names, np.array([float(a["value"]) for a in stored], dtype=np.float64)
+            assert record is not None  # the schema's CHECK: one form or the other
+            compact_record = compact.decode(bytes(record))
+            schema = self._schema(compact_record.schema_id)
+            return tuple(schema.feature_names), compact.feature_values(compact_record)
+        except (ValueError, KeyError) as exc:
+            raise AuditStoreError(f"stored feature values do not parse: {exc}") from exc

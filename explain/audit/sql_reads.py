@@ -11,7 +11,13 @@ from typing import Any, ClassVar
 
 from explain.audit import filters
 from explain.audit.record_rows import RECORD_COLUMNS, VECTOR_COLUMNS, RecordRows
-from explain.audit.store import DecisionQuery, PageKey, RebuildEvent, StoredVector
+from explain.audit.store import (
+    DecisionQuery,
+    PageKey,
+    RebuildEvent,
+    StoredVector,
+    TrainingRow,
+)
 from explain.records import DecisionRecord, LabelRecord
 
 # Ids per ``IN (...)`` list: far below SQLite's 32,766 bound variables.
@@ -148,6 +154,52 @@ ORDER BY event_time_ms, written
     def written_mark(self) -> int | None:
         rows = self._fetchall(f"SELECT max({self.written}) FROM decisions")
         return None if rows[0][0] is None else int(rows[0][0])
+
+    def training_rows(
+        self, start_ms: int, end_ms: int, labels_known_by_ms: int
+    ) -> Iterator[TrainingRow]:
+        # Only the labels of the window's decisions are ranked, and only those known by
+        # the cut-off: a label that came later was not there to train on.
+        sql = f"""
+SELECT d.transaction_id, d.customer_id, d.event_time_ms, d.action, d.score, d.model_version,
+       d.record_json, d.record, latest.is_fraud
+FROM decisions AS d
+LEFT JOIN (
+    SELECT l.transaction_id, l.is_fraud,
+        row_number() OVER (
+            PARTITION BY l.transaction_id ORDER BY l.received_at_ms DESC, l.id DESC
+        ) AS recency
+    FROM labels AS l JOIN decisions AS w ON w.transaction_id = l.transaction_id
+    WHERE l.labelled_at_ms <= {self.mark}
+      AND w.event_time_ms >= {self.mark} AND w.event_time_ms < {self.mark}
+) AS latest ON latest.transaction_id = d.transaction_id AND latest.recency = 1
+WHERE d.event_time_ms >= {self.mark} AND d.event_time_ms < {self.mark}
+ORDER BY d.event_time_ms, d.{self.written}
+"""
+        params = (labels_known_by_ms, start_ms, end_ms, start_ms, end_ms)
+        for (
+            tid,
+            customer,
+            epoch_ms,
+            action,
+            score,
+            version,
+            record_json,
+            record,
+            fraud,
+        ) in self._stream(sql, params):
+            names, values = self._feature_array(record_json, record)
+            yield TrainingRow(
+                tid,
+                customer,
+                int(epoch_ms),
+                action,
+                float(score),
+                version,
+                names,
+                values,
+                None if fraud is None else bool(fraud),
+            )
 
     def latest_event_ms(self) -> int | None:
         rows = self._fetchall("SELECT max(event_time_ms) FROM decisions")

@@ -1,7 +1,7 @@
-"""The audit store contract, in three parts by job — the decision log (write, read by id),
-the rebuild source (warm start) and report queries — so SQLite (one machine) and
-PostgreSQL (at scale) sit behind the same scorer, and each part can be written and tested
-against its own small contract.
+"""The audit store contract, in four parts by job — the decision log (write, read by id),
+the rebuild source (warm start), the training source (retraining) and report queries —
+so SQLite (one machine) and PostgreSQL (at scale) sit behind the same scorer, and each
+part can be written and tested against its own small contract.
 
 Writes are asynchronous and grouped: :meth:`DecisionLog.submit` queues a record and returns a
 future that completes once the record is durable (committed and synced), so many requests
@@ -16,6 +16,8 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import numpy as np
 
 from explain.audit.columns import DecisionColumns, PeriodAggregates, columns_of
 from explain.audit.list_log import ListLog
@@ -80,6 +82,24 @@ class StoredVector:
     epoch_ms: int
     amount: float
     features: dict[str, float]
+
+
+@dataclass(frozen=True)
+class TrainingRow:
+    """A stored decision as retraining reads it: the feature values exactly as decided
+    (in the order of ``feature_names``, the explanation schema the record was stored with),
+    what the serving model answered, and the latest label known by the cut-off (None
+    without one)."""
+
+    transaction_id: str
+    customer_id: str
+    epoch_ms: int
+    action: Action
+    score: float
+    model_version: str
+    feature_names: tuple[str, ...]
+    values: np.ndarray
+    is_fraud: bool | None
 
 
 class DecisionLog(ABC):
@@ -177,6 +197,18 @@ class RebuildSource(ABC):
         ``since_epoch_ms``."""
 
 
+class TrainingSource(ABC):
+    """What retraining from the audit store reads (``riskscore train --from-store``)."""
+
+    @abstractmethod
+    def training_rows(
+        self, start_ms: int, end_ms: int, labels_known_by_ms: int
+    ) -> Iterator[TrainingRow]:
+        """Stored decisions with ``start_ms`` <= event time < ``end_ms``, in event-time
+        order (ties in decision order), each with its latest label (by receipt) among
+        those whose labelled-at time is at or before ``labels_known_by_ms``."""
+
+
 class ReportQueries(ABC):
     """Searches over stored decisions for compliance reports."""
 
@@ -256,6 +288,6 @@ def retention_cutoff_ms(older_than_days: int, now: datetime | None = None) -> in
     return datetime_to_epoch_ms(moment) - older_than_days * 86_400_000
 
 
-class AuditStore(DecisionLog, RebuildSource, ReportQueries, Retention, ListLog):
+class AuditStore(DecisionLog, RebuildSource, TrainingSource, ReportQueries, Retention, ListLog):
     """The whole contract a backend provides (SQLite here; PostgreSQL at scale). Parts of
     the service take only the part they use."""

@@ -56,11 +56,13 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_history_argument(parser: argparse.ArgumentParser) -> None:
+def add_history_argument(
+    parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup, required: bool = True
+) -> None:
     """``--data FILE``: a labelled history in the handbook schema."""
     parser.add_argument(
         "--data",
-        required=True,
+        required=required,
         type=Path,
         metavar="FILE",
         help="labelled history in the handbook schema (.csv or .csv.gz)",

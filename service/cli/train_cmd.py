@@ -20,6 +20,8 @@ from service.cli.arguments import (
     positive_int,
 )
 from service.cli.errors import UserError
+from service.cli.train_store import HELP as STORE_HELP
+from service.cli.train_store import add_store_options, run_from_store, store_summary
 
 _DEFAULTS = FastModelConfig()
 
@@ -37,6 +39,8 @@ average precision / ROC AUC and the thresholds come from them.
 Thresholds: decline = lowest score whose validation precision is >= 0.9 (with at least
 5 frauds); review = the next-riskiest band below it, at most 2 % of validation traffic.
 
+{STORE_HELP}
+
 Example:
   riskscore simulate --out history.csv.gz --days 120
   riskscore train --data history.csv.gz --train-from 2024-02-07 --train-to 2024-04-29 \\
@@ -50,7 +54,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_history_argument(parser)
+    source = parser.add_mutually_exclusive_group(required=True)
+    add_history_argument(source, required=False)
+    source.add_argument(
+        "--from-store",
+        action="store_true",
+        help="train on the audit store's decisions as decided, with the labels received",
+    )
     parser.add_argument(
         "--train-from",
         required=True,
@@ -99,6 +109,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="S",
         help="random seed; same data and options give the same model (default: %(default)s)",
     )
+    add_store_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -114,6 +125,21 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {str(args.out)!r} exists and is not a directory")
+    if args.from_store:
+        print(store_summary(run_from_store(args, config), args.out))
+        return 0
+    store_only = [
+        flag
+        for flag, value in (
+            ("--as-of", args.as_of),
+            ("--validate-from", args.validate_from),
+            ("--validate-to", args.validate_to),
+            ("--audit-file", args.audit_file),
+        )
+        if value is not None
+    ]
+    if store_only:
+        raise UserError(f"{', '.join(store_only)}: for --from-store only")
     try:
         history = load_transactions(args.data)
         _warn_short_warmup(history, args.train_from)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import psycopg
 import pytest
 
@@ -18,6 +19,7 @@ from explain.audit.postgres_store import PostgresAuditStore
 from explain.audit.sqlite_store import SQLiteAuditStore
 from explain.audit.store import AuditStore, AuditStoreError, DecisionQuery
 from explain.decision import to_record
+from explain.records import LabelRecord
 from explain.reports.query import page_key
 from features.currency import Pricing, RateTable
 from tests.explain.test_sqlite_audit_store import BASE, BASE_MS, make_label, make_record
@@ -386,3 +388,45 @@ def test_a_postgres_database_of_schema_version_1_gains_the_currency_columns(
         row = pg.execute("SELECT original_currency, rate_version FROM decisions").fetchone()
     assert sorted(versions) == [1, postgres_schema.SCHEMA_VERSION]
     assert row == (None, None)
+
+
+def test_training_rows_give_the_vectors_as_decided_and_the_labels_known_by_a_cut_off(
+    store: AuditStore,
+) -> None:
+    write_all(store, make_record("old", minutes=-60), make_record("a", minutes=1))
+    write_all(
+        store,
+        make_record("b", minutes=2, customer="c2", action="decline", score=0.7),
+        make_record("c", minutes=2),
+    )
+    day = BASE + timedelta(days=1)
+    labels = [
+        make_label("a", False, received_minutes=0),
+        make_label("a", True, received_minutes=5),
+        make_label("b", True, received_minutes=3),
+        # Received early, but known only on the third day (a chargeback dated later).
+        LabelRecord(
+            transaction_id="c", is_fraud=True, labelled_at=BASE + timedelta(days=3), received_at=day
+        ),
+    ]
+    for future in [store.submit_label(label) for label in labels]:
+        assert future.result(timeout=20) is None
+
+    def rows(known_by: datetime) -> list[tuple[str, str, float, bool | None]]:
+        read = store.training_rows(BASE_MS, BASE_MS + 600_000, int(known_by.timestamp() * 1000))
+        return [(r.transaction_id, r.action, r.score, r.is_fraud) for r in read]
+
+    assert rows(day + timedelta(days=1)) == [
+        ("a", "approve", 0.1, True),
+        ("b", "decline", 0.7, True),
+        ("c", "approve", 0.1, None),
+    ]
+    # Before a's second label was known, its first one is its latest.
+    assert [r[3] for r in rows(day + timedelta(minutes=4))] == [False, True, None]
+    assert [r[3] for r in rows(BASE)] == [None, None, None]
+    vectors = store.vectors_of(["a", "b", "c"])
+    for row in store.training_rows(BASE_MS, BASE_MS + 600_000, 0):
+        assert dict(zip(row.feature_names, row.values.tolist(), strict=True)) == (
+            vectors[row.transaction_id].features
+        )
+        assert row.values.dtype == np.float64

@@ -20,7 +20,7 @@ from explain.records import DecisionRecord
 from explain.schema import ExplanationSchema
 from service.app import WARM_START, create_app
 from service.settings import AUDIT_FILE, Settings
-from tests.reports.history import batches, payloads
+from tests.reports.history import batches, payloads, score_all
 
 SCORING_KEY = "s" * 24
 COMPLIANCE_KEY = "c" * 24
@@ -41,14 +41,8 @@ async def _fill(data_dir: Path) -> dict[str, bool]:
     transactions, truth = payloads()
     async with TestClient(TestServer(app)) as client:
         await app[WARM_START]
-        for batch in batches(transactions):
-            # A roomy budget: the second stage decides every in-band payment, so what the
-            # store holds does not depend on how loaded the machine is.
-            response = await client.post(
-                "/score/batch", json={"transactions": batch}, headers={"X-Deadline-Ms": "60000"}
-            )
-            assert response.status == 200
-            assert all("action" in item for item in (await response.json())["results"])
+        actions = await score_all(client, transactions)
+        assert set(actions) == {tx["transaction_id"] for tx in transactions}
         sent = {tid: fraud for i, (tid, fraud) in enumerate(truth.items()) if i % LABEL_EVERY == 0}
         labels = [{"transaction_id": tid, "is_fraud": fraud} for tid, fraud in sent.items()]
         for batch in batches(labels):
