@@ -26,6 +26,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +73,14 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="riskscore-overload-bench-") as data_dir:
         probe = None
         if capacity is None:
-            with _serving(Path(data_dir) / "probe", serve, tool, admission="false") as base:
-                probe = run_loop(_phase(base, bodies, probe_rate, probe_s, []))
+            with _serving(Path(data_dir) / "probe", serve, tool, admission="false") as served:
+                probe = run_loop(_phase(served, bodies, probe_rate, probe_s, []))
             capacity = float(probe["completed_per_s"])
             if capacity <= 0.0:
                 raise BenchError(f"no payment was answered in the probe: {probe}")
-        with _serving(Path(data_dir) / "overload", serve, tool, admission="true") as base:
+        with _serving(Path(data_dir) / "overload", serve, tool, admission="true") as served:
             figures = run_loop(
-                _drive(base, bodies, capacity, (factor, ceiling, duration_s, after_s))
+                _drive(served, bodies, capacity, (factor, ceiling, duration_s, after_s))
             )
         acknowledged = figures.pop("acknowledged")
         found = (
@@ -88,6 +89,7 @@ def measure(
             else stored(Path(data_dir) / "overload", acknowledged)
         )
     figures = {"capacity_per_s": capacity, "probe": probe, **figures}
+    figures["server_cpu_ms_per_refusal"] = _refusal_cost(probe, figures["overload"])
     return {
         **figures,
         "slo_ms": slo_ms,
@@ -110,28 +112,41 @@ def _placement() -> tuple[set[int], list[str], str]:
     )
 
 
+@dataclass(frozen=True)
+class _Server:
+    base: str
+    pid: int
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU time (user + system) the process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def _serving(data_dir: Path, serve: list[str], tool: set[int], admission: str) -> Iterator[str]:
+def _serving(data_dir: Path, serve: list[str], tool: set[int], admission: str) -> Iterator[_Server]:
     """A fresh `riskscore serve` (Kafka off) on ``data_dir``; this process on the tool's core
-    meanwhile. Yields the base URL."""
+    meanwhile."""
     data_dir.mkdir()
     port = free_port()
     env = riskscore_env(
         port=str(port), data_dir=str(data_dir), kafka="off", admission_control=admission
     )
     base = f"http://127.0.0.1:{port}"
-    with server([*serve, *riskscore_command("serve")], env, f"{base}/readyz", data_dir / "log"):
+    command = [*serve, *riskscore_command("serve")]
+    with server(command, env, f"{base}/readyz", data_dir / "log") as process:
         if tool:
             os.sched_setaffinity(0, tool)
         try:
-            yield base
+            yield _Server(base, process.pid)  # taskset execs: the pid is the server's
         finally:
             if tool:
                 os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
 
 
 async def _drive(
-    base: str,
+    served: _Server,
     bodies: Iterator[dict[str, Any]],
     capacity: float,
     overloading: tuple[float, float, float, float],
@@ -139,13 +154,13 @@ async def _drive(
     factor, ceiling, duration_s, after_s = overloading
     acknowledged: list[str] = []
     rate = min(factor * capacity, ceiling)
-    overload = await _phase(base, bodies, rate, duration_s, acknowledged)
-    after = await _phase(base, bodies, capacity / 2.0, after_s, acknowledged)
+    overload = await _phase(served, bodies, rate, duration_s, acknowledged)
+    after = await _phase(served, bodies, capacity / 2.0, after_s, acknowledged)
     return {"overload": overload, "after": after, "acknowledged": acknowledged}
 
 
 async def _phase(
-    base: str,
+    served: _Server,
     bodies: Iterator[dict[str, Any]],
     rate: float,
     seconds: float,
@@ -157,12 +172,20 @@ async def _phase(
         answers.append((intended, at, status, body))
 
     def target(recorder: Recorder) -> Target:
-        return HttpTarget(Endpoint.parse(base, "/score"), recorder, on_answer=keep)
+        return HttpTarget(Endpoint.parse(served.base, "/score"), recorder, on_answer=keep)
 
     recorder = Recorder()
     plan = Plan(duration_s=seconds, warmup_s=WARMUP_S)
+    cpu_before = _cpu_s(served.pid)
     report = await run_once(target, NO_FILE, bodies, RunConfig(plan, rate), recorder)
-    return _summarise(answers, recorder, report, rate, seconds, acknowledged)
+    cpu_s = _cpu_s(served.pid) - cpu_before
+    summary = _summarise(answers, recorder, report, rate, seconds, acknowledged)
+    # The server's CPU over the phase (warm-up included) per answer it gave: what a
+    # decision and what a refusal cost, whatever else shared the machine.
+    summary["server_cpu_s"] = cpu_s
+    summary["server_cpu_ms_per_answer"] = 1000.0 * cpu_s / max(1, len(answers))
+    summary["answers_with_warmup"] = dict(Counter(str(status) for _, _, status, _ in answers))
+    return summary
 
 
 def _summarise(
@@ -214,6 +237,18 @@ def _summarise(
             for s in range(int(seconds))
         ],
     }
+
+
+def _refusal_cost(probe: dict[str, Any] | None, overload: dict[str, Any]) -> float | None:
+    """The server's CPU per 429 in the overload phase, its decisions counted at the probe's
+    CPU per decision (every probe answer is a decision): None without a probe or refusals."""
+    answered = overload["answers_with_warmup"]
+    refused = answered.get(str(REFUSED), 0)
+    if probe is None or not refused:
+        return None
+    decided = sum(n for status, n in answered.items() if status != str(REFUSED))
+    decisions_ms = decided * probe["server_cpu_ms_per_answer"]
+    return max(0.0, 1000.0 * overload["server_cpu_s"] - decisions_ms) / refused
 
 
 def _transaction_id(body: bytes) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from loadtest.bench_overload import _recovered_within, _summarise
+from loadtest.bench_overload import _recovered_within, _refusal_cost, _summarise
 from loadtest.recorder import Recorder
 
 
@@ -53,3 +53,12 @@ def test_recovery_is_the_first_second_from_which_every_second_holds() -> None:
     assert _recovered_within([10.0, 12.0], 50.0) == 0.0
     assert _recovered_within([10.0, None], 50.0) is None
     assert _recovered_within([10.0, 90.0], 50.0) is None
+
+
+def test_a_refusals_cost_is_what_the_overload_spent_beyond_its_decisions() -> None:
+    probe = {"server_cpu_ms_per_answer": 0.5}
+    overload = {"server_cpu_s": 0.2, "answers_with_warmup": {"200": 100, "429": 500}}
+    # 200 ms of CPU: 100 decisions at 0.5 ms, the other 150 ms over 500 refusals.
+    assert _refusal_cost(probe, overload) == 0.3
+    assert _refusal_cost(None, overload) is None
+    assert _refusal_cost(probe, {**overload, "answers_with_warmup": {"200": 3}}) is None
