@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,15 +84,27 @@ def spec_of(manifest: SequenceManifest) -> SequenceSpec:
 
 
 def load_version(
-    version: ModelVersion, settings: Settings, spec: SequenceSpec | None
+    version: ModelVersion,
+    settings: Settings,
+    spec: SequenceSpec | None,
+    features: Sequence[str] | None = None,
 ) -> LoadedVersion:
     """Verify and load one version (blocking); :class:`ArtifactError` if its fast model is
-    unusable. Its sequence artifact is paired only if fitted for this very fast model and
-    shaped like the sequences kept (``spec``); otherwise the stage is off for it."""
+    unusable, or reads other inputs than the ``features`` the process computes. Its
+    sequence artifact is paired only if fitted for this very fast model and shaped like the
+    sequences kept (``spec``); otherwise the stage is off for it."""
     scoring = settings.scoring
     model = FastModel.load(
         version.fast_dir, num_threads=scoring.predict_threads, predictor=scoring.predictor
     )
+    if features is not None and list(model.feature_names) != list(features):
+        # Installed, it would answer every payment with an error (its input width differs,
+        # or worse, the same width in another order would score silently wrong).
+        raise ArtifactError(
+            f"model version {model.version} reads the features {model.feature_names}, "
+            f"this process computes {list(features)}: restart with its feature definitions "
+            "to serve it"
+        )
     if settings.sequence == "off":
         return LoadedVersion(version, model, None, None)
     if version.sequence_dir is None:
@@ -129,9 +141,11 @@ def kept_spec(directory: ModelDirectory, loaded: LoadedVersion) -> SequenceSpec 
     return spec_of(load_manifest_as(default_sequence_artifact_dir(), SequenceManifest))
 
 
-def warm(bundle: ModelBundle) -> None:
-    """Run the bundle once, so the first payment it scores pays no lazy set-up."""
-    x = np.zeros((1, len(bundle.model.feature_names)))
+def warm(bundle: ModelBundle, width: int) -> None:
+    """Run the bundle once on rows of the ``width`` the process computes (as
+    ``compile_hot_path`` does at start-up), so the first payment it scores pays no lazy
+    set-up, and a model that cannot take such rows fails here, not on every payment."""
+    x = np.zeros((1, width))
     for rows in (x, np.repeat(x, 4, axis=0)):
         bundle.model.predict_raw(rows)
         bundle.coder.code_many(rows, bundle.explainer.contributions(rows))
@@ -259,9 +273,10 @@ class ModelPromotion:
 
     def _load(self, version: ModelVersion) -> tuple[LoadedVersion, ModelBundle]:
         with _short_gil_turns():
-            loaded = load_version(version, self._settings, self._scorer.sequence_spec)
+            features = self._scorer.engine.feature_names
+            loaded = load_version(version, self._settings, self._scorer.sequence_spec, features)
             bundle = self._scorer.prepare(loaded.model, loaded.cascade)
-            warm(bundle)
+            warm(bundle, len(features))
         return loaded, bundle
 
     def _note(self, loaded: LoadedVersion) -> None:

@@ -1,0 +1,105 @@
+"""What a promotion refuses, in the process (real app, real client, real artifacts): a
+version whose inputs are not the features computed here, whatever error its load raises,
+a promotion with no admin key configured; what a process following the champion file does
+when it cannot follow."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from models.artifact_paths import default_artifact_dir
+from models.artifacts import DateWindow, load_manifest, write_artifact
+from models.config import FastModelConfig
+from models.errors import ArtifactError
+from models.train.booster import fit_booster
+from models.versions import POINTER_FILE
+from service.app import SCORER
+from service.model_promotion import ModelPromotion
+from tests.service.conftest import ClientFactory
+from tests.service.test_cascade_api import tx
+
+SCORING_KEY, ADMIN_KEY = "s" * 24, "a" * 24
+ADMIN = {"X-API-Key": ADMIN_KEY}
+SCORING = {"X-API-Key": SCORING_KEY}
+SHIPPED = load_manifest(default_artifact_dir()).model_version
+
+
+def _narrow_version(target: Path) -> str:
+    """A valid artifact that reads only the first five of the shipped model's features."""
+    names = load_manifest(default_artifact_dir()).feature_names[:5]
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(400, len(names)))
+    y = (x[:, 0] > 1.0).astype(np.int8)
+    config = FastModelConfig(num_trees=5, min_data_in_leaf=20, num_threads=1, seed=7)
+    booster = fit_booster(x, y, list(names), config)
+    manifest = write_artifact(
+        target,
+        booster,
+        training_window=DateWindow(start=date(2024, 1, 1), end=date(2024, 1, 31)),
+        validation_window=None,
+        data_name=None,
+        data_sha256=None,
+        rows={"train": 400},
+        metrics={},
+        config=config.to_dict(),
+        thresholds=load_manifest(default_artifact_dir()).thresholds,
+        created_at=datetime(2020, 1, 1, tzinfo=UTC),  # older: never the default champion
+    )
+    return manifest.model_version
+
+
+@pytest.fixture
+def model_root(tmp_path: Path) -> Path:
+    root = tmp_path / "models"
+    root.mkdir()
+    shutil.copytree(default_artifact_dir(), root / "shipped")
+    (root / POINTER_FILE).write_text(SHIPPED + "\n")
+    return root
+
+
+async def _client(
+    make_client: ClientFactory, root: Path, **overrides: Any
+) -> TestClient[Any, web.Application]:
+    keys = {"api_keys": (SCORING_KEY,), "admin_api_keys": (ADMIN_KEY,), **overrides}
+    return await make_client(model_dir=root, sequence="off", model_poll_s=0, **keys)
+
+
+def _promotion(client: TestClient[Any, web.Application]) -> ModelPromotion:
+    promotion = client.app[SCORER].promotion
+    assert promotion is not None
+    return promotion
+
+
+async def _scores(client: TestClient[Any, web.Application], i: int) -> str:
+    answer = await client.post("/score", json=tx(i), headers=SCORING)
+    assert answer.status == 200, await answer.text()
+    return str((await answer.json())["model_version"])
+
+
+async def test_a_version_reading_other_features_is_refused_and_scoring_goes_on(
+    make_client: ClientFactory, model_root: Path
+) -> None:
+    narrow = _narrow_version(model_root / "narrow")
+    client = await _client(make_client, model_root)
+
+    refused = await client.post(f"/models/{narrow}/promote", headers=ADMIN)
+    assert refused.status == 422, await refused.text()
+    error = (await refused.json())["error"]
+    assert error["type"] == "invalid_artifact"
+    assert "reads the features" in error["message"]
+    assert await _scores(client, 0) == SHIPPED
+    assert (model_root / POINTER_FILE).read_text().strip() == SHIPPED
+
+    # A process following a champion file that names it refuses it too.
+    (model_root / POINTER_FILE).write_text(narrow + "\n")
+    with pytest.raises(ArtifactError, match="reads the features"):
+        await _promotion(client).follow()
+    assert await _scores(client, 1) == SHIPPED
