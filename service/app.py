@@ -173,7 +173,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Applicat
         app,
         Views(scorer, settings, metrics),
         ReportViews(scorer.store, served_artifact_dir(settings, scorer), scorer.complete),
-        ModelViews(scorer),
+        ModelViews(scorer, admin_keys_set=bool(settings.http.admin_api_keys)),
     )
     if owned:
         app.cleanup_ctx.append(_owned_scorer_lifecycle)

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from models.errors import ArtifactError
 from service.api_models import ModelsResponse
-from service.errors import NotReady, ServiceError
+from service.errors import Forbidden, NotReady, ServiceError
 from service.handlers import JSON_TYPE
 from service.model_promotion import ModelPromotion
 from service.scorer import Scorer
@@ -24,8 +24,11 @@ class InvalidArtifact(ServiceError):
 class ModelViews:
     """``GET /models`` and ``POST /models/{version}/promote``."""
 
-    def __init__(self, scorer: Scorer) -> None:
+    def __init__(self, scorer: Scorer, admin_keys_set: bool) -> None:
         self._scorer = scorer
+        # Without admin keys no key is asked for at all (the auth middleware is installed
+        # only with RISKSCORE_API_KEYS): anyone reaching the port could swap the model.
+        self._admin_keys_set = admin_keys_set
 
     def _promotion(self) -> ModelPromotion:
         promotion = self._scorer.promotion
@@ -39,6 +42,11 @@ class ModelViews:
         return _answer(described)
 
     async def promote(self, request: web.Request) -> web.Response:
+        if not self._admin_keys_set:
+            raise Forbidden(
+                "promotion needs an admin key: set RISKSCORE_ADMIN_API_KEYS "
+                "(and RISKSCORE_API_KEYS) to promote model versions"
+            )
         promotion = self._promotion()
         try:
             await promotion.promote(request.match_info["version"])

@@ -103,3 +103,14 @@ async def test_a_version_reading_other_features_is_refused_and_scoring_goes_on(
     with pytest.raises(ArtifactError, match="reads the features"):
         await _promotion(client).follow()
     assert await _scores(client, 1) == SHIPPED
+
+
+async def test_without_admin_keys_no_promotion_is_possible(
+    make_client: ClientFactory, model_root: Path
+) -> None:
+    # No key at all configured: the service asks for none, so promotion must be off.
+    client = await make_client(model_dir=model_root, sequence="off", model_poll_s=0)
+    refused = await client.post("/models/shipped/promote")
+    assert refused.status == 403
+    assert "RISKSCORE_ADMIN_API_KEYS" in (await refused.json())["error"]["message"]
+    assert (model_root / POINTER_FILE).read_text().strip() == SHIPPED
