@@ -94,17 +94,34 @@ class ModelDirectory:
         self._single_sequence = sequence_dir
 
     def versions(self) -> list[ModelVersion]:
-        """Every version, oldest first (by ``created_at``, then name); unreadable ones are
-        logged and left out, so one broken directory does not hide the others."""
+        """Every version, oldest first (by ``created_at``, then name); unreadable ones and
+        ``model_version``s found in more than one directory are logged and left out, so one
+        broken directory does not hide the others."""
+        return self._scan()[0]
+
+    def find(self, key: str) -> ModelVersion | None:
+        """The version whose ``model_version`` (first) or directory name is ``key``;
+        :class:`ArtifactError` if ``key`` names a version found in several directories."""
+        versions, ambiguous = self._scan()
+        for version in versions:
+            if version.version == key:
+                return version
+        for model_version, names in ambiguous.items():
+            if key == model_version or key in names:
+                raise ArtifactError(_ambiguous(model_version, names))
+        return next((v for v in versions if v.name == key), None)
+
+    def _scan(self) -> tuple[list[ModelVersion], dict[str, list[str]]]:
+        """The versions, and the directories of each ``model_version`` found more than once
+        (which of them the champion file means cannot be told: none is served)."""
         if not self.versioned:
-            return [
-                ModelVersion(
-                    self.root.name, self.root, self._single_sequence, load_manifest(self.root)
-                )
-            ]
+            single = ModelVersion(
+                self.root.name, self.root, self._single_sequence, load_manifest(self.root)
+            )
+            return [single], {}
         if not self.root.is_dir():
             raise ArtifactError(f"{self.root}: not a directory of model versions")
-        found = []
+        found: dict[str, list[ModelVersion]] = {}
         for child in sorted(self.root.iterdir()):
             if not (child / MANIFEST_FILE).is_file():
                 continue
@@ -114,22 +131,20 @@ class ModelDirectory:
                 log.warning("model version %s left out: %s", child.name, exc)
                 continue
             sequence = child / SEQUENCE_DIR
-            found.append(
-                ModelVersion(child.name, child, sequence if sequence.is_dir() else None, manifest)
+            version = ModelVersion(
+                child.name, child, sequence if sequence.is_dir() else None, manifest
             )
-        if not found:
+            found.setdefault(version.version, []).append(version)
+        ambiguous = {k: [v.name for v in vs] for k, vs in found.items() if len(vs) > 1}
+        for model_version, names in ambiguous.items():
+            log.error("%s", _ambiguous(model_version, names))
+        unique = [vs[0] for vs in found.values() if len(vs) == 1]
+        if not unique:
             raise ArtifactError(
-                f"{self.root}: holds no model version (a subdirectory with {MANIFEST_FILE})"
+                f"{self.root}: holds no usable model version (a subdirectory with "
+                f"{MANIFEST_FILE} and a model_version of its own)"
             )
-        return sorted(found, key=lambda v: (v.manifest.created_at, v.name))
-
-    def find(self, key: str) -> ModelVersion | None:
-        """The version whose ``model_version`` (first) or directory name is ``key``."""
-        versions = self.versions()
-        for version in versions:
-            if version.version == key:
-                return version
-        return next((v for v in versions if v.name == key), None)
+        return sorted(unique, key=lambda v: (v.manifest.created_at, v.name)), ambiguous
 
     def read_pointer(self) -> str | None:
         """The champion's ``model_version`` as persisted, None if none is (or unversioned)."""
@@ -171,3 +186,10 @@ class ModelDirectory:
         if self.versioned:
             self.write_pointer(newest.version)
         return newest
+
+
+def _ambiguous(model_version: str, names: list[str]) -> str:
+    return (
+        f"model version {model_version} left out: it is in {len(names)} directories "
+        f"({', '.join(names)}); remove or rebuild all but one"
+    )

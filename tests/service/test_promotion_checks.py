@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from models.artifact_paths import default_artifact_dir
-from models.artifacts import DateWindow, load_manifest, write_artifact
+from models.artifacts import MANIFEST_FILE, DateWindow, load_manifest, write_artifact
 from models.config import FastModelConfig
 from models.errors import ArtifactError
 from models.train.booster import fit_booster
@@ -114,3 +114,23 @@ async def test_without_admin_keys_no_promotion_is_possible(
     assert refused.status == 403
     assert "RISKSCORE_ADMIN_API_KEYS" in (await refused.json())["error"]["message"]
     assert (model_root / POINTER_FILE).read_text().strip() == SHIPPED
+
+
+async def test_a_model_version_in_two_directories_is_left_out_and_not_promoted(
+    make_client: ClientFactory, model_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    twin = f"{SHIPPED}-twin"
+    for name in ("twin-a", "twin-b"):
+        shutil.copytree(default_artifact_dir(), model_root / name)
+        manifest = model_root / name / MANIFEST_FILE
+        manifest.write_text(manifest.read_text().replace(SHIPPED, twin))
+    client = await _client(make_client, model_root)
+
+    listed = await (await client.get("/models", headers=ADMIN)).json()
+    assert [v["version"] for v in listed["versions"]] == [SHIPPED]
+    assert "twin-a, twin-b" in caplog.text
+    for key in (twin, "twin-b"):
+        refused = await client.post(f"/models/{key}/promote", headers=ADMIN)
+        assert refused.status == 422, await refused.text()
+        assert "in 2 directories (twin-a, twin-b)" in (await refused.json())["error"]["message"]
+    assert await _scores(client, 0) == SHIPPED
