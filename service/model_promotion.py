@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,9 @@ log = logging.getLogger(__name__)
 # Longest a payment can still be in its second stage after its bundle was replaced (the
 # largest X-Deadline-Ms accepted): the replaced stage's thread is stopped after that.
 RETIRE_AFTER_S = 60.0
+# A writing of the champion file that failed is tried again after this long (the load
+# costs ~0.7 s of CPU: not at every poll), in case what failed was passing.
+RETRY_FAILED_S = 30.0
 # The GIL's turn length while a version loads in a thread (Python's default: 5 ms).
 LOADING_SWITCH_INTERVAL_S = 0.0005
 
@@ -192,7 +196,9 @@ class ModelPromotion:
         self._settings = settings
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
-        self._failed: tuple[str, int] | None = None  # the pointer's writing that failed
+        # The champion file's writing that failed to load here, and when it failed.
+        self._failed: tuple[tuple[str, int], float] | None = None
+        self.retry_failed_s = RETRY_FAILED_S
         registry = registry or CollectorRegistry()
         self._promotions = Counter(
             "riskscore_model_promotions",
@@ -215,14 +221,32 @@ class ModelPromotion:
             ["version"],
             registry=registry,
         )
+        self._mismatch = Gauge(
+            "riskscore_model_pointer_mismatch",
+            "1 while the version this process serves differs from the one its champion file "
+            "names (a following load failed or is in progress); 0 otherwise.",
+            registry=registry,
+        )
+        self._polls = Counter(
+            "riskscore_model_pointer_polls",
+            "Times this process read its champion file to follow it.",
+            registry=registry,
+        )
         self._note(champion)
 
     def describe(self) -> dict[str, Any]:
         """``GET /models``: the champion, the challenger (none yet) and every version."""
         versions = self.directory.versions()
         champion = next((v for v in versions if v.version == self.champion.version), self.champion)
+        try:
+            pointed = self.directory.read_pointer()
+        except ArtifactError as exc:
+            pointed = f"unreadable: {exc}"
         return {
             "champion": champion.describe(),
+            # What every process sharing the directory should serve: it differs from the
+            # champion served here while this process has not (yet) followed it.
+            "champion_file": pointed,
             "challenger": None,
             "versions": [
                 {**v.describe(), "champion": v.version == champion.version} for v in versions
@@ -253,12 +277,20 @@ class ModelPromotion:
         except ArtifactError:
             self._promotions.labels("refused").inc()
             raise
+        except Exception as exc:
+            # Whatever else a load raises (LightGBM, NumPy, ONNX Runtime) says the same: this
+            # version cannot be served; the champion stays.
+            self._promotions.labels("refused").inc()
+            raise ArtifactError(
+                f"model version {version.version} failed to load: {type(exc).__name__}: {exc}"
+            ) from exc
         if persist:
             await asyncio.to_thread(self.directory.write_pointer, version.version)
         old = self._scorer.install(bundle)
         previous = self.champion
         self.champion = version
         self._promotions.labels("promoted").inc()
+        self._mismatch.set(0)  # persisted here, or followed from the file
         self._served.clear()
         self._note(loaded)
         log.info(
@@ -308,18 +340,30 @@ class ModelPromotion:
         acted on after it, it would install the version that promotion replaced.
         """
         async with self._lock:
+            self._polls.inc()
             pointed, stamp = await asyncio.to_thread(self._read_pointer)
-            if pointed is None or pointed == self.champion.version or stamp == self._failed:
+            if pointed is None or pointed == self.champion.version:
+                self._mismatch.set(0)
+                return
+            self._mismatch.set(1)
+            now = time.monotonic()
+            failed = self._failed
+            if failed is not None and failed[0] == stamp and now - failed[1] < self.retry_failed_s:
                 return
             try:
-                version = await asyncio.to_thread(self.directory.find, pointed)
-                if version is None:
-                    raise ArtifactError(f"the champion file names {pointed!r}, not a version")
+                try:
+                    version = await asyncio.to_thread(self.directory.find, pointed)
+                    if version is None:
+                        raise ArtifactError(f"the champion file names {pointed!r}, not a version")
+                except ArtifactError:
+                    self._promotions.labels("refused").inc()  # as a version failing its checks
+                    raise
                 await self._promote(version, persist=False)
             except ArtifactError:
-                # Not loaded again until the file changes: a load costs ~0.7 s of CPU,
-                # which every process would otherwise spend at every poll.
-                self._failed = stamp
+                # Tried again after RETRY_FAILED_S, or at once when the file changes: a load
+                # costs ~0.7 s of CPU, which every process would otherwise spend at every
+                # poll; never retrying would leave it behind for good after a passing fault.
+                self._failed = (stamp, now) if stamp else None
                 raise
 
     def _read_pointer(self) -> tuple[str | None, tuple[str, int] | None]:

@@ -295,7 +295,13 @@ def test_another_process_follows_a_promotion(model_root: Path, tmp_path: Path) -
         while _metric(b.base, refused) < 1:
             assert time.monotonic() - tried < 10 * POLL_S + 5, "B never read the pointer"
             time.sleep(POLL_S / 2)
-        time.sleep(10 * POLL_S)  # ten more polls: an absence is what is checked here
+        assert _metric(b.base, "riskscore_model_pointer_mismatch") == 1
+        # Ten more readings of the file (well within the retry interval): not loaded again.
+        polls = "riskscore_model_pointer_polls_total"
+        until = _metric(b.base, polls) + 10
+        while _metric(b.base, polls) < until:
+            assert time.monotonic() - tried < 20 * POLL_S + 10, "B stopped reading the pointer"
+            time.sleep(POLL_S / 2)
         assert _metric(b.base, refused) == 1
         assert _score(b.base)[1]["model_version"] == V2
         assert "cannot follow the model pointer" in b.log.read_text()

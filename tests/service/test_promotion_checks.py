@@ -134,3 +134,65 @@ async def test_a_model_version_in_two_directories_is_left_out_and_not_promoted(
         assert refused.status == 422, await refused.text()
         assert "in 2 directories (twin-a, twin-b)" in (await refused.json())["error"]["message"]
     assert await _scores(client, 0) == SHIPPED
+
+
+async def test_a_follower_that_failed_retries_later_and_shows_its_lag(
+    make_client: ClientFactory, model_root: Path
+) -> None:
+    shutil.copytree(default_artifact_dir(), model_root / "next")
+    manifest = model_root / "next" / MANIFEST_FILE
+    manifest.write_text(manifest.read_text().replace(SHIPPED, f"{SHIPPED}-next"))
+    model = model_root / "next" / "model.txt"
+    good = model.read_bytes()
+    model.write_bytes(good + b"\n")  # a copy still in progress: not its SHA-256 yet
+    client = await _client(make_client, model_root)
+    promotion = _promotion(client)
+
+    async def metric(name: str) -> float:
+        text = await (await client.get("/metrics")).text()
+        return float(next(line for line in text.splitlines() if line.startswith(name)).split()[-1])
+
+    refused = 'riskscore_model_promotions_total{outcome="refused"}'
+    (model_root / POINTER_FILE).write_text(f"{SHIPPED}-next\n")
+    with pytest.raises(ArtifactError, match="SHA-256"):
+        await promotion.follow()
+    assert await metric("riskscore_model_pointer_mismatch") == 1
+    listed = await (await client.get("/models", headers=ADMIN)).json()
+    assert (listed["champion"]["version"], listed["champion_file"]) == (SHIPPED, f"{SHIPPED}-next")
+    await promotion.follow()  # within the retry interval: not loaded again
+    assert await metric(refused) == 1
+
+    # The copy completes; once the retry interval is over the follower loads it.
+    model.write_bytes(good)
+    promotion.retry_failed_s = 0.0  # the interval (30 s) is over
+    await promotion.follow()
+    assert await _scores(client, 0) == f"{SHIPPED}-next"
+    assert await metric("riskscore_model_pointer_mismatch") == 0
+
+    # A champion file naming no version at all is refused (counted), not silently ignored.
+    (model_root / POINTER_FILE).write_text("no-such-version\n")
+    with pytest.raises(ArtifactError, match="not a version"):
+        await promotion.follow()
+    assert await metric(refused) == 2
+
+
+async def test_any_load_failure_is_a_refusal_not_a_server_error(
+    make_client: ClientFactory, model_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(default_artifact_dir(), model_root / "next")
+    manifest = model_root / "next" / MANIFEST_FILE
+    manifest.write_text(manifest.read_text().replace(SHIPPED, f"{SHIPPED}-next"))
+    client = await _client(make_client, model_root)
+
+    # Errors other than ArtifactError (a library's own: LightGBM, ONNX Runtime, NumPy) are
+    # hard to provoke with a valid artifact: one is raised where the version loads.
+    def fails(*args: Any) -> Any:
+        raise ValueError("buffer source array is read-only")
+
+    monkeypatch.setattr("service.model_promotion.load_version", fails)
+    refused = await client.post(f"/models/{SHIPPED}-next/promote", headers=ADMIN)
+    assert refused.status == 422, await refused.text()
+    assert (
+        "ValueError: buffer source array is read-only" in (await refused.json())["error"]["message"]
+    )
+    assert await _scores(client, 0) == SHIPPED
