@@ -18,6 +18,7 @@ file against its SHA-256) when it is loaded.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,11 @@ POINTER_FILE = "champion"
 SEQUENCE_DIR = "sequence"
 # A pointer names one version: anything longer is not one.
 MAX_POINTER_BYTES = 1024
+
+
+class ChampionFileError(ArtifactError):
+    """The champion file cannot be written (a read-only or full file system): the versions
+    are fine, the directory is not writable."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +174,14 @@ class ModelDirectory:
                 f"{self.root} is a single artifact, not a directory of versions: "
                 "there is nothing to promote"
             )
-        write_file(self.root, POINTER_FILE, (version + "\n").encode("utf-8"))
+        try:
+            write_file(self.root, POINTER_FILE, (version + "\n").encode("utf-8"))
+            _sync_directory(self.root)
+        except OSError as exc:
+            raise ChampionFileError(
+                f"{self.root / POINTER_FILE}: cannot be written ({exc}); the champion is "
+                "unchanged: make the model directory writable to promote"
+            ) from exc
 
     def champion(self) -> ModelVersion:
         """The version to serve at start-up: the persisted champion; with no pointer, the
@@ -184,7 +197,14 @@ class ModelDirectory:
             return version
         newest = self.versions()[-1]
         if self.versioned:
-            self.write_pointer(newest.version)
+            try:
+                self.write_pointer(newest.version)
+            except ChampionFileError as exc:
+                # A read-only model directory (a mounted volume) still serves: its newest
+                # version, which the other processes sharing it pick the same way.
+                log.warning(
+                    "serving the newest version %s without pinning it: %s", newest.version, exc
+                )
         return newest
 
 
@@ -193,3 +213,13 @@ def _ambiguous(model_version: str, names: list[str]) -> str:
         f"model version {model_version} left out: it is in {len(names)} directories "
         f"({', '.join(names)}); remove or rebuild all but one"
     )
+
+
+def _sync_directory(path: Path) -> None:
+    """Make a rename in ``path`` durable: without it, a crash right after the promotion can
+    bring back the old champion file although the new one was reported written."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from models.errors import ArtifactError
+from models.versions import ChampionFileError
 from service.api_models import ModelsResponse
 from service.errors import Forbidden, NotReady, ServiceError
 from service.handlers import JSON_TYPE
@@ -19,6 +20,13 @@ class InvalidArtifact(ServiceError):
 
     status = 422
     type = "invalid_artifact"
+
+
+class ChampionFileUnwritable(ServiceError):
+    """The version loaded, but the champion file could not be written; nothing changed."""
+
+    status = 503
+    type = "champion_file_unwritable"
 
 
 class ModelViews:
@@ -50,6 +58,8 @@ class ModelViews:
         promotion = self._promotion()
         try:
             await promotion.promote(request.match_info["version"])
+        except ChampionFileError as exc:
+            raise ChampionFileUnwritable(f"model version not promoted: {exc}") from None
         except ArtifactError as exc:
             raise InvalidArtifact(f"model version not promoted: {exc}") from None
         described = await asyncio.to_thread(promotion.describe)

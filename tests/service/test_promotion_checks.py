@@ -5,6 +5,7 @@ when it cannot follow."""
 
 from __future__ import annotations
 
+import errno
 import shutil
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from models.artifacts import MANIFEST_FILE, DateWindow, load_manifest, write_art
 from models.config import FastModelConfig
 from models.errors import ArtifactError
 from models.train.booster import fit_booster
-from models.versions import POINTER_FILE
+from models.versions import POINTER_FILE, ModelDirectory
 from service.app import SCORER
 from service.model_promotion import ModelPromotion
 from tests.service.conftest import ClientFactory
@@ -196,3 +197,40 @@ async def test_any_load_failure_is_a_refusal_not_a_server_error(
         "ValueError: buffer source array is read-only" in (await refused.json())["error"]["message"]
     )
     assert await _scores(client, 0) == SHIPPED
+
+
+def _read_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing into the model directory fails as on a read-only mount (the tests run as a
+    user whom file permissions do not stop, so the failure is raised where it would be)."""
+
+    def refuse(*args: Any) -> str:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("models.versions.write_file", refuse)
+
+
+async def test_an_unwritable_champion_file_is_a_503_and_changes_nothing(
+    make_client: ClientFactory, model_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(default_artifact_dir(), model_root / "next")
+    manifest = model_root / "next" / MANIFEST_FILE
+    manifest.write_text(manifest.read_text().replace(SHIPPED, f"{SHIPPED}-next"))
+    client = await _client(make_client, model_root)
+    _read_only(monkeypatch)
+
+    refused = await client.post(f"/models/{SHIPPED}-next/promote", headers=ADMIN)
+    assert refused.status == 503, await refused.text()
+    error = (await refused.json())["error"]
+    assert error["type"] == "champion_file_unwritable"
+    assert "Read-only file system" in error["message"]
+    assert await _scores(client, 0) == SHIPPED
+
+
+def test_a_read_only_directory_without_champion_file_serves_its_newest_version(
+    model_root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    (model_root / POINTER_FILE).unlink()
+    _read_only(monkeypatch)
+    assert ModelDirectory(model_root).champion().version == SHIPPED
+    assert "without pinning it" in caplog.text
+    assert not (model_root / POINTER_FILE).exists()
