@@ -57,6 +57,14 @@ def _narrow_version(target: Path) -> str:
     return manifest.model_version
 
 
+def _copy(root: Path, name: str, model_version: str | None = None) -> None:
+    """The shipped fast model as version ``name`` (default model_version: shipped-name)."""
+    shutil.copytree(default_artifact_dir(), root / name)
+    manifest = root / name / MANIFEST_FILE
+    new = model_version or f"{SHIPPED}-{name}"
+    manifest.write_text(manifest.read_text().replace(SHIPPED, new))
+
+
 @pytest.fixture
 def model_root(tmp_path: Path) -> Path:
     root = tmp_path / "models"
@@ -122,9 +130,7 @@ async def test_a_model_version_in_two_directories_is_left_out_and_not_promoted(
 ) -> None:
     twin = f"{SHIPPED}-twin"
     for name in ("twin-a", "twin-b"):
-        shutil.copytree(default_artifact_dir(), model_root / name)
-        manifest = model_root / name / MANIFEST_FILE
-        manifest.write_text(manifest.read_text().replace(SHIPPED, twin))
+        _copy(model_root, name, twin)
     client = await _client(make_client, model_root)
 
     listed = await (await client.get("/models", headers=ADMIN)).json()
@@ -140,9 +146,7 @@ async def test_a_model_version_in_two_directories_is_left_out_and_not_promoted(
 async def test_a_follower_that_failed_retries_later_and_shows_its_lag(
     make_client: ClientFactory, model_root: Path
 ) -> None:
-    shutil.copytree(default_artifact_dir(), model_root / "next")
-    manifest = model_root / "next" / MANIFEST_FILE
-    manifest.write_text(manifest.read_text().replace(SHIPPED, f"{SHIPPED}-next"))
+    _copy(model_root, "next")
     model = model_root / "next" / "model.txt"
     good = model.read_bytes()
     model.write_bytes(good + b"\n")  # a copy still in progress: not its SHA-256 yet
@@ -180,9 +184,7 @@ async def test_a_follower_that_failed_retries_later_and_shows_its_lag(
 async def test_any_load_failure_is_a_refusal_not_a_server_error(
     make_client: ClientFactory, model_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shutil.copytree(default_artifact_dir(), model_root / "next")
-    manifest = model_root / "next" / MANIFEST_FILE
-    manifest.write_text(manifest.read_text().replace(SHIPPED, f"{SHIPPED}-next"))
+    _copy(model_root, "next")
     client = await _client(make_client, model_root)
 
     # Errors other than ArtifactError (a library's own: LightGBM, ONNX Runtime, NumPy) are
@@ -212,9 +214,7 @@ def _read_only(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_an_unwritable_champion_file_is_a_503_and_changes_nothing(
     make_client: ClientFactory, model_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shutil.copytree(default_artifact_dir(), model_root / "next")
-    manifest = model_root / "next" / MANIFEST_FILE
-    manifest.write_text(manifest.read_text().replace(SHIPPED, f"{SHIPPED}-next"))
+    _copy(model_root, "next")
     client = await _client(make_client, model_root)
     _read_only(monkeypatch)
 
