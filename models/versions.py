@@ -223,3 +223,24 @@ def _sync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def manifest_for(path: Path, model_version: str | None = None) -> Manifest:
+    """The fast-model manifest that ``path`` (RISKSCORE_MODEL_DIR, or a report's
+    ``--model-dir``) gives for ``model_version``: a single artifact's own; in a directory
+    of versions, that version's, or the champion's when none is named (without writing the
+    champion file: reports only read). :class:`ArtifactError` if there is none; a path that
+    is neither keeps the single artifact's message (no manifest there)."""
+    directory = ModelDirectory(path)
+    if not directory.versioned or not path.is_dir():
+        return load_manifest(path)
+    try:
+        versions = directory.versions()
+    except ArtifactError:
+        return load_manifest(path)  # no version in it: say what a single artifact lacks
+    if model_version is None:
+        model_version = directory.read_pointer() or versions[-1].version
+    version = directory.find(model_version)
+    if version is None:
+        raise ArtifactError(f"{path}: holds no model version {model_version!r}")
+    return version.manifest

@@ -21,7 +21,7 @@ from models.cascade import Cascade
 from models.errors import ArtifactError
 from models.fast import ModelSlot
 from models.sequence import SequenceModel
-from models.versions import ModelDirectory
+from models.versions import ModelDirectory, manifest_for
 from service.app_keys import METRICS, SCORER, SETTINGS, STREAM, WARM_START
 from service.audit_backend import open_audit_store
 from service.card_number_guard import card_number_middleware
@@ -172,7 +172,12 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Applicat
     setup_routes(
         app,
         Views(scorer, settings, metrics),
-        ReportViews(scorer.store, served_artifact_dir(settings, scorer), scorer.complete),
+        ReportViews(
+            scorer.store,
+            served_artifact_dir(settings, scorer),
+            scorer.complete,
+            lambda version: manifest_for(settings.scoring.artifact_dir, version),
+        ),
         ModelViews(scorer, admin_keys_set=bool(settings.http.admin_api_keys)),
     )
     if owned:
