@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -161,6 +162,14 @@ def warm(bundle: ModelBundle, width: int) -> None:
         bundle.cascade.model.logits(np.stack([sequence, sequence]))
 
 
+# Loads that overlap (a promotion here and a follow, two processes' tests in one) share
+# the short interval: the first to start saves the process's and sets it, the last to end
+# restores it. Without the count, the second load's exit would restore the short one.
+_loading_lock = threading.Lock()
+_loading = 0
+_saved_interval = 0.0
+
+
 @contextlib.contextmanager
 def _short_gil_turns() -> Iterator[None]:
     """Hand the GIL back to the event loop sooner while a version loads beside it.
@@ -169,14 +178,21 @@ def _short_gil_turns() -> Iterator[None]:
     tables in compiled code that keeps it). Each time the event loop gives the GIL up for
     a socket call, it then waits for the loading thread's turn to end: 5 ms by default,
     several times per request. Shorter turns during the load keep that wait short; the
-    interval is the process's, so it is restored right after (one promotion at a time).
+    interval is the process's, so it is restored once no load is running.
     """
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(LOADING_SWITCH_INTERVAL_S)
+    global _loading, _saved_interval
+    with _loading_lock:
+        if _loading == 0:
+            _saved_interval = sys.getswitchinterval()
+            sys.setswitchinterval(LOADING_SWITCH_INTERVAL_S)
+        _loading += 1
     try:
         yield
     finally:
-        sys.setswitchinterval(before)
+        with _loading_lock:
+            _loading -= 1
+            if _loading == 0:
+                sys.setswitchinterval(_saved_interval)
 
 
 class ModelPromotion:
