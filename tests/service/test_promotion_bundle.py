@@ -6,8 +6,10 @@ other's stage."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import shutil
+import weakref
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,30 @@ async def test_a_promotion_never_pairs_one_versions_fast_score_with_the_others_s
     assert (second["model_version"], second["stage"]) == (new[0], "sequence")
     record = await (await client.get(f"/decisions/{tx(1)['transaction_id']}", headers=KEY)).json()
     assert record["sequence"]["model_version"] == new[1]
+
+
+async def test_a_retired_stage_is_freed_not_kept_until_shutdown(
+    make_client: ClientFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "models"
+    root.mkdir()
+    first, used, last = _version(root, "a"), _version(root, "b"), _version(root, "c")
+    (root / POINTER_FILE).write_text(first[0])
+    monkeypatch.setattr("service.model_promotion.RETIRE_AFTER_S", 0.0)
+    client = await make_client(model_dir=root, api_keys=(SCORING_KEY,), admin_api_keys=(ADMIN_KEY,))
+    scorer = client.app[SCORER]
+    assert (await client.post(f"/models/{used[0]}/promote", headers=ADMIN)).status == 200
+    stage = scorer.bundle.cascade
+    assert stage is not None
+    answer = await (await client.post("/score", json=tx(0), headers=PATIENT)).json()
+    assert (answer["model_version"], answer["stage"]) == (used[0], "sequence")
+
+    assert (await client.post(f"/models/{last[0]}/promote", headers=ADMIN)).status == 200
+    retired = weakref.ref(stage)
+    del stage
+    # Its retirement is due at once (RETIRE_AFTER_S = 0): wait for the loop to run it.
+    while (alive := retired()) is not None and not alive._closed:
+        await asyncio.sleep(0)
+    del alive
+    gc.collect()
+    assert retired() is None
