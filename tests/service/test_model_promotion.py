@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -352,3 +353,22 @@ def test_a_single_artifact_is_one_version_with_nothing_to_persist() -> None:
     assert directory.read_pointer() is None
     with pytest.raises(ArtifactError, match="nothing to promote"):
         directory.write_pointer(SHIPPED)
+
+
+def test_the_champion_file_rename_is_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "models"
+    root.mkdir()
+    _version(root, "1", SHIPPED, None)
+    synced: list[bool] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    ModelDirectory(root).write_pointer(SHIPPED)
+    # The file's contents, then the directory holding its new name, in that order.
+    assert synced == [False, True]
