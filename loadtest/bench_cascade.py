@@ -126,7 +126,9 @@ async def _drive(
 Answer = tuple[float, float, int, bytes]  # intended send, answer time, status, body
 
 
-def score_target(base: str) -> tuple[list[Answer], Callable[[Recorder], Target]]:
+def score_target(
+    base: str, headers: dict[str, str] | None = None
+) -> tuple[list[Answer], Callable[[Recorder], Target]]:
     """A ``/score`` target for ``run_once`` that keeps every answer, and the answers."""
     answers: list[Answer] = []
 
@@ -134,12 +136,15 @@ def score_target(base: str) -> tuple[list[Answer], Callable[[Recorder], Target]]
         answers.append((intended, at, status, body))
 
     def target(recorder: Recorder) -> Target:
-        return HttpTarget(Endpoint.parse(base, "/score"), recorder, on_answer=keep)
+        endpoint = Endpoint.parse(base, "/score")
+        return HttpTarget(endpoint, recorder, headers=headers, on_answer=keep)
 
     return answers, target
 
 
-async def _send_history(base: str, before: list[dict[str, Any]]) -> None:
+async def _send_history(
+    base: str, before: list[dict[str, Any]], headers: dict[str, str] | None = None
+) -> None:
     """The history in batches, one at a time over one connection, in time order."""
     batches: list[dict[str, object]] = [
         {"transactions": before[i : i + HISTORY_BATCH]}
@@ -148,7 +153,7 @@ async def _send_history(base: str, before: list[dict[str, Any]]) -> None:
 
     def target(recorder: Recorder) -> Target:
         endpoint = Endpoint.parse(base, "/score/batch")
-        return HttpTarget(endpoint, recorder, max_connections=1, inspect_body=True)
+        return HttpTarget(endpoint, recorder, headers=headers, max_connections=1, inspect_body=True)
 
     plan = Plan(duration_s=1.0, drain_timeout_s=600.0)
     config = RunConfig(plan, AS_FAST_AS_POSSIBLE)

@@ -47,6 +47,8 @@ from loadtest.server_process import (
 MANIFEST, SEQUENCE_DIR, POINTER = "manifest.json", "sequence", "champion"
 SECOND_SUFFIX = "-second"
 PROMOTE_TIMEOUT_S = 120.0
+# Keys of the throw-away service the benchmark starts (promotion needs an admin key).
+SCORING_KEY, ADMIN_KEY = "bench-scoring-key-0000", "bench-admin-key-00000000"
 
 
 def model_directory(root: Path) -> tuple[str, str]:
@@ -93,6 +95,8 @@ def measure(
         port = free_port()
         env = riskscore_env(port=str(port), data_dir=str(Path(work) / "var"), kafka="off")
         env["RISKSCORE_MODEL_DIR"] = str(root)
+        # Promotion is refused unless admin keys are configured.
+        env["RISKSCORE_API_KEYS"], env["RISKSCORE_ADMIN_API_KEYS"] = SCORING_KEY, ADMIN_KEY
         base = f"http://127.0.0.1:{port}"
         with server(riskscore_command("serve"), env, f"{base}/readyz", Path(work) / "serve.log"):
             run = run_loop(
@@ -121,8 +125,8 @@ async def _drive(
     promotions: int,
     versions: tuple[str, str],
 ) -> dict[str, Any]:
-    await _send_history(base, before)
-    answers, target = score_target(base)
+    await _send_history(base, before, {"X-API-Key": SCORING_KEY})
+    answers, target = score_target(base, {"X-API-Key": SCORING_KEY})
     recorder = Recorder()
 
     plan = Plan(duration_s=seconds, warmup_s=warmup_s)
@@ -153,7 +157,8 @@ async def _promote_repeatedly(
     while recorder.measure_from == 0.0:  # the schedule sets it as it starts
         await asyncio.sleep(0.01)
     timeout = aiohttp.ClientTimeout(total=PROMOTE_TIMEOUT_S)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    admin = {"X-API-Key": ADMIN_KEY}
+    async with aiohttp.ClientSession(timeout=timeout, headers=admin) as session:
         for k in range(1, promotions + 1):
             at = recorder.measure_from + k * seconds / (promotions + 1)
             await asyncio.sleep(max(0.0, at - time.perf_counter()))

@@ -18,6 +18,7 @@ file against its SHA-256) when it is loaded.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,11 @@ POINTER_FILE = "champion"
 SEQUENCE_DIR = "sequence"
 # A pointer names one version: anything longer is not one.
 MAX_POINTER_BYTES = 1024
+
+
+class ChampionFileError(ArtifactError):
+    """The champion file cannot be written (a read-only or full file system): the versions
+    are fine, the directory is not writable."""
 
 
 @dataclass(frozen=True)
@@ -94,17 +100,34 @@ class ModelDirectory:
         self._single_sequence = sequence_dir
 
     def versions(self) -> list[ModelVersion]:
-        """Every version, oldest first (by ``created_at``, then name); unreadable ones are
-        logged and left out, so one broken directory does not hide the others."""
+        """Every version, oldest first (by ``created_at``, then name); unreadable ones and
+        ``model_version``s found in more than one directory are logged and left out, so one
+        broken directory does not hide the others."""
+        return self._scan()[0]
+
+    def find(self, key: str) -> ModelVersion | None:
+        """The version whose ``model_version`` (first) or directory name is ``key``;
+        :class:`ArtifactError` if ``key`` names a version found in several directories."""
+        versions, ambiguous = self._scan()
+        for version in versions:
+            if version.version == key:
+                return version
+        for model_version, names in ambiguous.items():
+            if key == model_version or key in names:
+                raise ArtifactError(_ambiguous(model_version, names))
+        return next((v for v in versions if v.name == key), None)
+
+    def _scan(self) -> tuple[list[ModelVersion], dict[str, list[str]]]:
+        """The versions, and the directories of each ``model_version`` found more than once
+        (which of them the champion file means cannot be told: none is served)."""
         if not self.versioned:
-            return [
-                ModelVersion(
-                    self.root.name, self.root, self._single_sequence, load_manifest(self.root)
-                )
-            ]
+            single = ModelVersion(
+                self.root.name, self.root, self._single_sequence, load_manifest(self.root)
+            )
+            return [single], {}
         if not self.root.is_dir():
             raise ArtifactError(f"{self.root}: not a directory of model versions")
-        found = []
+        found: dict[str, list[ModelVersion]] = {}
         for child in sorted(self.root.iterdir()):
             if not (child / MANIFEST_FILE).is_file():
                 continue
@@ -114,22 +137,20 @@ class ModelDirectory:
                 log.warning("model version %s left out: %s", child.name, exc)
                 continue
             sequence = child / SEQUENCE_DIR
-            found.append(
-                ModelVersion(child.name, child, sequence if sequence.is_dir() else None, manifest)
+            version = ModelVersion(
+                child.name, child, sequence if sequence.is_dir() else None, manifest
             )
-        if not found:
+            found.setdefault(version.version, []).append(version)
+        ambiguous = {k: [v.name for v in vs] for k, vs in found.items() if len(vs) > 1}
+        for model_version, names in ambiguous.items():
+            log.error("%s", _ambiguous(model_version, names))
+        unique = [vs[0] for vs in found.values() if len(vs) == 1]
+        if not unique:
             raise ArtifactError(
-                f"{self.root}: holds no model version (a subdirectory with {MANIFEST_FILE})"
+                f"{self.root}: holds no usable model version (a subdirectory with "
+                f"{MANIFEST_FILE} and a model_version of its own)"
             )
-        return sorted(found, key=lambda v: (v.manifest.created_at, v.name))
-
-    def find(self, key: str) -> ModelVersion | None:
-        """The version whose ``model_version`` (first) or directory name is ``key``."""
-        versions = self.versions()
-        for version in versions:
-            if version.version == key:
-                return version
-        return next((v for v in versions if v.name == key), None)
+        return sorted(unique, key=lambda v: (v.manifest.created_at, v.name)), ambiguous
 
     def read_pointer(self) -> str | None:
         """The champion's ``model_version`` as persisted, None if none is (or unversioned)."""
@@ -153,7 +174,14 @@ class ModelDirectory:
                 f"{self.root} is a single artifact, not a directory of versions: "
                 "there is nothing to promote"
             )
-        write_file(self.root, POINTER_FILE, (version + "\n").encode("utf-8"))
+        try:
+            write_file(self.root, POINTER_FILE, (version + "\n").encode("utf-8"))
+            _sync_directory(self.root)
+        except OSError as exc:
+            raise ChampionFileError(
+                f"{self.root / POINTER_FILE}: cannot be written ({exc}); the champion is "
+                "unchanged: make the model directory writable to promote"
+            ) from exc
 
     def champion(self) -> ModelVersion:
         """The version to serve at start-up: the persisted champion; with no pointer, the
@@ -169,5 +197,50 @@ class ModelDirectory:
             return version
         newest = self.versions()[-1]
         if self.versioned:
-            self.write_pointer(newest.version)
+            try:
+                self.write_pointer(newest.version)
+            except ChampionFileError as exc:
+                # A read-only model directory (a mounted volume) still serves: its newest
+                # version, which the other processes sharing it pick the same way.
+                log.warning(
+                    "serving the newest version %s without pinning it: %s", newest.version, exc
+                )
         return newest
+
+
+def _ambiguous(model_version: str, names: list[str]) -> str:
+    return (
+        f"model version {model_version} left out: it is in {len(names)} directories "
+        f"({', '.join(names)}); remove or rebuild all but one"
+    )
+
+
+def _sync_directory(path: Path) -> None:
+    """Make a rename in ``path`` durable: without it, a crash right after the promotion can
+    bring back the old champion file although the new one was reported written."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def manifest_for(path: Path, model_version: str | None = None) -> Manifest:
+    """The fast-model manifest that ``path`` (RISKSCORE_MODEL_DIR, or a report's
+    ``--model-dir``) gives for ``model_version``: a single artifact's own; in a directory
+    of versions, that version's, or the champion's when none is named (without writing the
+    champion file: reports only read). :class:`ArtifactError` if there is none; a path that
+    is neither keeps the single artifact's message (no manifest there)."""
+    directory = ModelDirectory(path)
+    if not directory.versioned or not path.is_dir():
+        return load_manifest(path)
+    try:
+        versions = directory.versions()
+    except ArtifactError:
+        return load_manifest(path)  # no version in it: say what a single artifact lacks
+    if model_version is None:
+        model_version = directory.read_pointer() or versions[-1].version
+    version = directory.find(model_version)
+    if version is None:
+        raise ArtifactError(f"{path}: holds no model version {model_version!r}")
+    return version.manifest

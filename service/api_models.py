@@ -142,7 +142,13 @@ class ModelVersionInfo(BaseModel):
 
 
 class ModelsResponse(BaseModel):
-    champion: ModelVersionInfo
+    champion: ModelVersionInfo = Field(description="The version this process serves.")
+    champion_file: str | None = Field(
+        default=None,
+        description="The version the champion file names, which every process sharing the "
+        "model directory follows; differs from champion.version while this process has "
+        "not (yet) loaded it. Null with a single artifact.",
+    )
     challenger: ModelVersionInfo | None = Field(
         description="The version scoring in the shadow of the champion (none yet: null)."
     )

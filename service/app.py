@@ -23,7 +23,7 @@ from models.fast import ModelSlot
 from models.rules.policy import Policy
 from models.rules.ruleset import RuleSet
 from models.sequence import SequenceModel
-from models.versions import ModelDirectory
+from models.versions import ModelDirectory, manifest_for
 from service.app_keys import METRICS, SCORER, SETTINGS, STREAM, WARM_START
 from service.audit_backend import open_audit_store
 from service.card_number_guard import card_number_middleware
@@ -191,8 +191,13 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> web.Applicat
     setup_routes(
         app,
         Views(scorer, settings, metrics),
-        ReportViews(scorer.store, served_artifact_dir(settings, scorer), scorer.complete),
-        ModelViews(scorer),
+        ReportViews(
+            scorer.store,
+            served_artifact_dir(settings, scorer),
+            scorer.complete,
+            lambda version: manifest_for(settings.scoring.artifact_dir, version),
+        ),
+        ModelViews(scorer, admin_keys_set=bool(settings.http.admin_api_keys)),
         ListViews(scorer.store, scorer.lists, scorer.policy, settings),
     )
     if owned:

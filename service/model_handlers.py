@@ -7,8 +7,9 @@ import asyncio
 from aiohttp import web
 
 from models.errors import ArtifactError
+from models.versions import ChampionFileError
 from service.api_models import ModelsResponse
-from service.errors import NotReady, ServiceError
+from service.errors import Forbidden, NotReady, ServiceError
 from service.handlers import JSON_TYPE
 from service.model_promotion import ModelPromotion
 from service.scorer import Scorer
@@ -21,11 +22,21 @@ class InvalidArtifact(ServiceError):
     type = "invalid_artifact"
 
 
+class ChampionFileUnwritable(ServiceError):
+    """The version loaded, but the champion file could not be written; nothing changed."""
+
+    status = 503
+    type = "champion_file_unwritable"
+
+
 class ModelViews:
     """``GET /models`` and ``POST /models/{version}/promote``."""
 
-    def __init__(self, scorer: Scorer) -> None:
+    def __init__(self, scorer: Scorer, admin_keys_set: bool) -> None:
         self._scorer = scorer
+        # Without admin keys no key is asked for at all (the auth middleware is installed
+        # only with RISKSCORE_API_KEYS): anyone reaching the port could swap the model.
+        self._admin_keys_set = admin_keys_set
 
     def _promotion(self) -> ModelPromotion:
         promotion = self._scorer.promotion
@@ -39,9 +50,16 @@ class ModelViews:
         return _answer(described)
 
     async def promote(self, request: web.Request) -> web.Response:
+        if not self._admin_keys_set:
+            raise Forbidden(
+                "promotion needs an admin key: set RISKSCORE_ADMIN_API_KEYS "
+                "(and RISKSCORE_API_KEYS) to promote model versions"
+            )
         promotion = self._promotion()
         try:
             await promotion.promote(request.match_info["version"])
+        except ChampionFileError as exc:
+            raise ChampionFileUnwritable(f"model version not promoted: {exc}") from None
         except ArtifactError as exc:
             raise InvalidArtifact(f"model version not promoted: {exc}") from None
         described = await asyncio.to_thread(promotion.describe)

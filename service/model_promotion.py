@@ -26,7 +26,9 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +57,9 @@ log = logging.getLogger(__name__)
 # Longest a payment can still be in its second stage after its bundle was replaced (the
 # largest X-Deadline-Ms accepted): the replaced stage's thread is stopped after that.
 RETIRE_AFTER_S = 60.0
+# A writing of the champion file that failed is tried again after this long (the load
+# costs ~0.7 s of CPU: not at every poll), in case what failed was passing.
+RETRY_FAILED_S = 30.0
 # The GIL's turn length while a version loads in a thread (Python's default: 5 ms).
 LOADING_SWITCH_INTERVAL_S = 0.0005
 
@@ -84,15 +89,27 @@ def spec_of(manifest: SequenceManifest) -> SequenceSpec:
 
 
 def load_version(
-    version: ModelVersion, settings: Settings, spec: SequenceSpec | None
+    version: ModelVersion,
+    settings: Settings,
+    spec: SequenceSpec | None,
+    features: Sequence[str] | None = None,
 ) -> LoadedVersion:
     """Verify and load one version (blocking); :class:`ArtifactError` if its fast model is
-    unusable. Its sequence artifact is paired only if fitted for this very fast model and
-    shaped like the sequences kept (``spec``); otherwise the stage is off for it."""
+    unusable, or reads other inputs than the ``features`` the process computes. Its
+    sequence artifact is paired only if fitted for this very fast model and shaped like the
+    sequences kept (``spec``); otherwise the stage is off for it."""
     scoring = settings.scoring
     model = FastModel.load(
         version.fast_dir, num_threads=scoring.predict_threads, predictor=scoring.predictor
     )
+    if features is not None and list(model.feature_names) != list(features):
+        # Installed, it would answer every payment with an error (its input width differs,
+        # or worse, the same width in another order would score silently wrong).
+        raise ArtifactError(
+            f"model version {model.version} reads the features {model.feature_names}, "
+            f"this process computes {list(features)}: restart with its feature definitions "
+            "to serve it"
+        )
     if settings.sequence == "off":
         return LoadedVersion(version, model, None, None)
     if version.sequence_dir is None:
@@ -129,9 +146,11 @@ def kept_spec(directory: ModelDirectory, loaded: LoadedVersion) -> SequenceSpec 
     return spec_of(load_manifest_as(default_sequence_artifact_dir(), SequenceManifest))
 
 
-def warm(bundle: ModelBundle) -> None:
-    """Run the bundle once, so the first payment it scores pays no lazy set-up."""
-    x = np.zeros((1, len(bundle.model.feature_names)))
+def warm(bundle: ModelBundle, width: int) -> None:
+    """Run the bundle once on rows of the ``width`` the process computes (as
+    ``compile_hot_path`` does at start-up), so the first payment it scores pays no lazy
+    set-up, and a model that cannot take such rows fails here, not on every payment."""
+    x = np.zeros((1, width))
     for rows in (x, np.repeat(x, 4, axis=0)):
         bundle.model.predict_raw(rows)
         bundle.coder.code_many(rows, bundle.explainer.contributions(rows))
@@ -143,6 +162,14 @@ def warm(bundle: ModelBundle) -> None:
         bundle.cascade.model.logits(np.stack([sequence, sequence]))
 
 
+# Loads that overlap (a promotion here and a follow, two processes' tests in one) share
+# the short interval: the first to start saves the process's and sets it, the last to end
+# restores it. Without the count, the second load's exit would restore the short one.
+_loading_lock = threading.Lock()
+_loading = 0
+_saved_interval = 0.0
+
+
 @contextlib.contextmanager
 def _short_gil_turns() -> Iterator[None]:
     """Hand the GIL back to the event loop sooner while a version loads beside it.
@@ -151,14 +178,21 @@ def _short_gil_turns() -> Iterator[None]:
     tables in compiled code that keeps it). Each time the event loop gives the GIL up for
     a socket call, it then waits for the loading thread's turn to end: 5 ms by default,
     several times per request. Shorter turns during the load keep that wait short; the
-    interval is the process's, so it is restored right after (one promotion at a time).
+    interval is the process's, so it is restored once no load is running.
     """
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(LOADING_SWITCH_INTERVAL_S)
+    global _loading, _saved_interval
+    with _loading_lock:
+        if _loading == 0:
+            _saved_interval = sys.getswitchinterval()
+            sys.setswitchinterval(LOADING_SWITCH_INTERVAL_S)
+        _loading += 1
     try:
         yield
     finally:
-        sys.setswitchinterval(before)
+        with _loading_lock:
+            _loading -= 1
+            if _loading == 0:
+                sys.setswitchinterval(_saved_interval)
 
 
 class ModelPromotion:
@@ -178,7 +212,9 @@ class ModelPromotion:
         self._settings = settings
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
-        self._failed: tuple[str, int] | None = None  # the pointer's writing that failed
+        # The champion file's writing that failed to load here, and when it failed.
+        self._failed: tuple[tuple[str, int], float] | None = None
+        self.retry_failed_s = RETRY_FAILED_S
         registry = registry or CollectorRegistry()
         self._promotions = Counter(
             "riskscore_model_promotions",
@@ -201,14 +237,32 @@ class ModelPromotion:
             ["version"],
             registry=registry,
         )
+        self._mismatch = Gauge(
+            "riskscore_model_pointer_mismatch",
+            "1 while the version this process serves differs from the one its champion file "
+            "names (a following load failed or is in progress); 0 otherwise.",
+            registry=registry,
+        )
+        self._polls = Counter(
+            "riskscore_model_pointer_polls",
+            "Times this process read its champion file to follow it.",
+            registry=registry,
+        )
         self._note(champion)
 
     def describe(self) -> dict[str, Any]:
         """``GET /models``: the champion, the challenger (none yet) and every version."""
         versions = self.directory.versions()
         champion = next((v for v in versions if v.version == self.champion.version), self.champion)
+        try:
+            pointed = self.directory.read_pointer()
+        except ArtifactError as exc:
+            pointed = f"unreadable: {exc}"
         return {
             "champion": champion.describe(),
+            # What every process sharing the directory should serve: it differs from the
+            # champion served here while this process has not (yet) followed it.
+            "champion_file": pointed,
             "challenger": None,
             "versions": [
                 {**v.describe(), "champion": v.version == champion.version} for v in versions
@@ -239,12 +293,20 @@ class ModelPromotion:
         except ArtifactError:
             self._promotions.labels("refused").inc()
             raise
+        except Exception as exc:
+            # Whatever else a load raises (LightGBM, NumPy, ONNX Runtime) says the same: this
+            # version cannot be served; the champion stays.
+            self._promotions.labels("refused").inc()
+            raise ArtifactError(
+                f"model version {version.version} failed to load: {type(exc).__name__}: {exc}"
+            ) from exc
         if persist:
             await asyncio.to_thread(self.directory.write_pointer, version.version)
         old = self._scorer.install(bundle)
         previous = self.champion
         self.champion = version
         self._promotions.labels("promoted").inc()
+        self._mismatch.set(0)  # persisted here, or followed from the file
         self._served.clear()
         self._note(loaded)
         log.info(
@@ -259,9 +321,10 @@ class ModelPromotion:
 
     def _load(self, version: ModelVersion) -> tuple[LoadedVersion, ModelBundle]:
         with _short_gil_turns():
-            loaded = load_version(version, self._settings, self._scorer.sequence_spec)
+            features = self._scorer.engine.feature_names
+            loaded = load_version(version, self._settings, self._scorer.sequence_spec, features)
             bundle = self._scorer.prepare(loaded.model, loaded.cascade)
-            warm(bundle)
+            warm(bundle, len(features))
         return loaded, bundle
 
     def _note(self, loaded: LoadedVersion) -> None:
@@ -293,18 +356,30 @@ class ModelPromotion:
         acted on after it, it would install the version that promotion replaced.
         """
         async with self._lock:
+            self._polls.inc()
             pointed, stamp = await asyncio.to_thread(self._read_pointer)
-            if pointed is None or pointed == self.champion.version or stamp == self._failed:
+            if pointed is None or pointed == self.champion.version:
+                self._mismatch.set(0)
+                return
+            self._mismatch.set(1)
+            now = time.monotonic()
+            failed = self._failed
+            if failed is not None and failed[0] == stamp and now - failed[1] < self.retry_failed_s:
                 return
             try:
-                version = await asyncio.to_thread(self.directory.find, pointed)
-                if version is None:
-                    raise ArtifactError(f"the champion file names {pointed!r}, not a version")
+                try:
+                    version = await asyncio.to_thread(self.directory.find, pointed)
+                    if version is None:
+                        raise ArtifactError(f"the champion file names {pointed!r}, not a version")
+                except ArtifactError:
+                    self._promotions.labels("refused").inc()  # as a version failing its checks
+                    raise
                 await self._promote(version, persist=False)
             except ArtifactError:
-                # Not loaded again until the file changes: a load costs ~0.7 s of CPU,
-                # which every process would otherwise spend at every poll.
-                self._failed = stamp
+                # Tried again after RETRY_FAILED_S, or at once when the file changes: a load
+                # costs ~0.7 s of CPU, which every process would otherwise spend at every
+                # poll; never retrying would leave it behind for good after a passing fault.
+                self._failed = (stamp, now) if stamp else None
                 raise
 
     def _read_pointer(self) -> tuple[str | None, tuple[str, int] | None]:

@@ -85,8 +85,12 @@ class ReportViews:
         store: AuditStore,
         artifact_dir: Path | Callable[[], Path],
         complete: Callable[[DecisionRecord], DecisionRecord] | None = None,
+        version_manifest: Callable[[str], Manifest] | None = None,
     ) -> None:
         self._store = store
+        # The manifest of a given model version (a decision's), when the served artifact
+        # is one of several versions; by default the served artifact's.
+        self._version_manifest = version_manifest
         # A callable: the served model's artifact, which a promotion changes.
         self._artifact_dir = artifact_dir if callable(artifact_dir) else lambda: artifact_dir
         # Computes a stored record's second-stage attributions (they are not stored).
@@ -98,6 +102,17 @@ class ReportViews:
             return load_manifest(self._artifact_dir())
         except ArtifactError:
             log.warning("no readable manifest in %s for a report", self._artifact_dir())
+            return None
+
+    def _manifest_of(self, model_version: str) -> Manifest | None:
+        if self._version_manifest is None:
+            return self._manifest()
+        try:
+            return self._version_manifest(model_version)
+        except ArtifactError as exc:
+            log.warning(
+                "no readable manifest of model version %s for a report: %s", model_version, exc
+            )
             return None
 
     async def search(self, request: web.Request) -> web.Response:
@@ -165,7 +180,8 @@ class ReportViews:
             raise NotFound(f"no decision recorded for transaction {transaction_id!r}")
         record = await asyncio.to_thread(self._complete, record)
         labels = await asyncio.to_thread(self._store.labels, transaction_id)
-        page = await asyncio.to_thread(decision_page, record, labels, self._manifest())
+        manifest = await asyncio.to_thread(self._manifest_of, record.model_version)
+        page = await asyncio.to_thread(decision_page, record, labels, manifest)
         return await _rendered(page, fmt, f"decision-{transaction_id}")
 
     async def summary_report(self, request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 
 from explain.decision import Decision
@@ -44,7 +45,9 @@ class SecondStage:
         self._policy = policy
         self._budget_ms = budget_ms
         self._running: set[asyncio.Task[None]] = set()
-        self._used: set[Cascade] = set()  # closed at drain
+        # Closed at drain; weak, so a stage retired by a promotion (its ONNX sessions, its
+        # thread) is freed rather than kept until shutdown.
+        self._used: weakref.WeakSet[Cascade] = weakref.WeakSet()
 
     def escalate(
         self,

@@ -22,8 +22,8 @@ from explain.reports.query import DecisionFilter, ListFilter, iter_pages
 from explain.reports.summary import summarize
 from features.card_numbers import REFUSAL, CardNumberRefused
 from features.schema import validation_problems
-from models.artifacts import load_manifest
 from models.errors import ArtifactError
+from models.versions import manifest_for
 from service.cli.audit_cmd import audit_file_option, open_store
 from service.cli.errors import UserError, load_settings
 
@@ -170,7 +170,7 @@ def run_summary(args: argparse.Namespace) -> int:
     selection = _selection(args)
     artifact = args.model_dir or load_settings().scoring.artifact_dir
     try:
-        manifest = load_manifest(artifact)
+        manifest = manifest_for(artifact)  # with a directory of versions: the champion's
     except ArtifactError as exc:
         raise UserError(f"cannot read the model manifest: {exc}") from exc
     with closing(_open_store(args)) as store, _progress() as bar:
@@ -205,15 +205,16 @@ def _screened(value: str, option: str) -> str:
 def run_decision(args: argparse.Namespace) -> int:
     args.transaction_id = _screened(args.transaction_id, "TRANSACTION_ID")
     artifact = args.model_dir or load_settings().scoring.artifact_dir
-    try:
-        manifest = load_manifest(artifact)
-    except ArtifactError:
-        manifest = None  # the report says the checksum is in that artifact's manifest
     with closing(_open_store(args)) as store:
         try:
             record = store.get(args.transaction_id)
             if record is None:
                 raise UserError(f"no decision recorded for transaction {args.transaction_id!r}")
+            try:
+                # With a directory of versions: the manifest of the version that decided.
+                manifest = manifest_for(artifact, record.model_version)
+            except ArtifactError:
+                manifest = None  # the report says the checksum is in that artifact's manifest
             _write(args, decision_page(record, store.labels(args.transaction_id), manifest))
         except (AuditStoreError, OSError) as exc:
             raise UserError(str(exc)) from exc

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -34,6 +35,8 @@ COMPLIANCE_KEY = "c" * 24
 ADMIN_KEY = "a" * 24
 SHIPPED = load_manifest(default_artifact_dir()).model_version
 V2, UNPAIRED, BROKEN = f"{SHIPPED}-v2", f"{SHIPPED}-unpaired", f"{SHIPPED}-broken"
+V2_THRESHOLDS = {"review": 0.0, "decline": 0.0}
+SHIPPED_THRESHOLDS = load_manifest(default_artifact_dir()).thresholds
 STARTUP_TIMEOUT_S = 120.0
 POLL_S = 0.2
 
@@ -44,17 +47,23 @@ def _edit(path: Path, **changes: Any) -> None:
     path.write_text(json.dumps(data))
 
 
-def _version(root: Path, name: str, model_version: str, sequence_for: str | None) -> None:
+def _version(
+    root: Path,
+    name: str,
+    model_version: str,
+    sequence_for: str | None,
+    thresholds: dict[str, Any] | None = None,
+) -> None:
     """A copy of the shipped fast model as version ``name`` (manifests are not checksummed
     themselves: editing them keeps every file verified), with the shipped sequence
     artifact re-labelled as fitted for ``sequence_for`` (None: no sequence artifact)."""
     target = root / name
     shutil.copytree(default_artifact_dir(), target)
-    _edit(
-        target / MANIFEST_FILE,
-        model_version=model_version,
-        created_at=f"2024-05-0{len(name)}T00:00:00Z",
-    )
+    manifest = target / MANIFEST_FILE
+    changes: dict[str, Any] = {"model_version": model_version}
+    if thresholds is not None:
+        changes["thresholds"] = {**json.loads(manifest.read_text())["thresholds"], **thresholds}
+    _edit(manifest, created_at=f"2024-05-0{len(name)}T00:00:00Z", **changes)
     if sequence_for is not None:
         shutil.copytree(default_sequence_artifact_dir(), target / SEQUENCE_DIR)
         _edit(target / SEQUENCE_DIR / MANIFEST_FILE, fast_model_version=sequence_for)
@@ -65,7 +74,9 @@ def model_root(tmp_path: Path) -> Path:
     root = tmp_path / "models"
     root.mkdir()
     _version(root, "1", SHIPPED, SHIPPED)
-    _version(root, "22", V2, V2)
+    # Its thresholds differ (it declines every payment): an answer whose action does not
+    # follow its own version's thresholds was decided by a mix of the two.
+    _version(root, "22", V2, V2, V2_THRESHOLDS)
     # Its sequence artifact was fitted for the shipped model, not for this one.
     _version(root, "333", UNPAIRED, SHIPPED)
     _version(root, "4444", BROKEN, None)
@@ -182,6 +193,7 @@ def _under_load(base: str, promote: Any, workers: int = 4, after: int = 5) -> li
     """Each worker scores one payment after another until it has scored ``after`` payments
     since ``promote()`` returned; its answers' (status, model_version) in order."""
     started, promoted = threading.Barrier(workers + 1), threading.Event()
+    decisions: list[dict[str, Any]] = []
     answers: list[list[Any]] = [[] for _ in range(workers)]
 
     def work(mine: list[Any]) -> None:
@@ -191,6 +203,7 @@ def _under_load(base: str, promote: Any, workers: int = 4, after: int = 5) -> li
             done = promoted.is_set()
             status, body = _score(base)
             mine.append((status, body.get("model_version"), done))
+            decisions.append(body)
             since += done
 
     threads = [threading.Thread(target=work, args=(a,)) for a in answers]
@@ -203,7 +216,18 @@ def _under_load(base: str, promote: Any, workers: int = 4, after: int = 5) -> li
         promoted.set()
         for thread in threads:
             thread.join(timeout=120)
+    for body in decisions:
+        _check_thresholds(body)
     return answers
+
+
+def _check_thresholds(body: dict[str, Any]) -> None:
+    """The answer's action is the one its own version's thresholds give its score."""
+    if body["model_version"] == V2:
+        assert body["action"] == "decline", body  # its thresholds decline everything
+    else:
+        assert body["model_version"] == SHIPPED, body
+        assert body["action"] == SHIPPED_THRESHOLDS.action(body["score"]), body
 
 
 def test_versions_promotion_rollback_and_restart(model_root: Path, tmp_path: Path) -> None:
@@ -295,7 +319,13 @@ def test_another_process_follows_a_promotion(model_root: Path, tmp_path: Path) -
         while _metric(b.base, refused) < 1:
             assert time.monotonic() - tried < 10 * POLL_S + 5, "B never read the pointer"
             time.sleep(POLL_S / 2)
-        time.sleep(10 * POLL_S)  # ten more polls: an absence is what is checked here
+        assert _metric(b.base, "riskscore_model_pointer_mismatch") == 1
+        # Ten more readings of the file (well within the retry interval): not loaded again.
+        polls = "riskscore_model_pointer_polls_total"
+        until = _metric(b.base, polls) + 10
+        while _metric(b.base, polls) < until:
+            assert time.monotonic() - tried < 20 * POLL_S + 10, "B stopped reading the pointer"
+            time.sleep(POLL_S / 2)
         assert _metric(b.base, refused) == 1
         assert _score(b.base)[1]["model_version"] == V2
         assert "cannot follow the model pointer" in b.log.read_text()
@@ -323,3 +353,22 @@ def test_a_single_artifact_is_one_version_with_nothing_to_persist() -> None:
     assert directory.read_pointer() is None
     with pytest.raises(ArtifactError, match="nothing to promote"):
         directory.write_pointer(SHIPPED)
+
+
+def test_the_champion_file_rename_is_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "models"
+    root.mkdir()
+    _version(root, "1", SHIPPED, None)
+    synced: list[bool] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    ModelDirectory(root).write_pointer(SHIPPED)
+    # The file's contents, then the directory holding its new name, in that order.
+    assert synced == [False, True]
