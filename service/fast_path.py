@@ -108,8 +108,16 @@ class FastPath:
             self._bundle_cache = cached
         return cached
 
-    def run(self, txs: list[Transaction]) -> list[Draft | IdempotencyConflict]:
-        """Decide ``txs`` on the fast path, in order; one result per payment."""
+    def run(
+        self, txs: list[Transaction], asked: list[bool] | None = None
+    ) -> list[Draft | IdempotencyConflict]:
+        """Decide ``txs`` on the fast path, in order; one result per payment.
+
+        ``asked``: per payment, whether the audit store was asked about its id already. A
+        payment the state replays (it knows the id) without that is not added to its
+        customer's sequence: the store may hold its decision (a plain retry), and a retry
+        whose position the sequence has trimmed since would be appended again, at the end.
+        """
         if not txs:
             return []
         bundle = self.bundle()
@@ -129,7 +137,10 @@ class FastPath:
         scores = sigmoid(raw)
         raw_list, score_list = raw.tolist(), scores.tolist()
         t2 = time.perf_counter()
-        views = self._append_sequences(kept, x, score_list, bundle.cascade)
+        again = set(update.replayed)
+        positions = range(len(txs)) if accepted is None else accepted
+        unasked = [at in again and not (asked is not None and asked[at]) for at in positions]
+        views = self._append_sequences(kept, x, score_list, bundle.cascade, unasked)
         t3 = time.perf_counter()
         contributions = bundle.explainer.contributions(x)
         t4 = time.perf_counter()
@@ -138,8 +149,6 @@ class FastPath:
         # The sequences are the feature state's too: their upkeep counts as features.
         timings = {"features": ms((t1 - t0 + t3 - t2) / n), "model": ms((t2 - t1) / n)}
         timings["explain"] = ms((t4 - t3) / n)
-        again = set(update.replayed)
-        positions = range(len(txs)) if accepted is None else accepted
         drafts: list[Draft] = []
         for i, (tx, at) in enumerate(zip(kept, positions, strict=True)):
             drafts.append(
@@ -170,6 +179,7 @@ class FastPath:
         x: np.ndarray,
         scores: list[float],
         cascade: Cascade | None,
+        left_out: list[bool],
     ) -> list[SequenceView | None]:
         """Add each payment to its customer's sequence; the view the second stage will see
         for each payment in its band.
@@ -178,10 +188,18 @@ class FastPath:
         own append: before a later payment of the same customer in this batch joins the ring.
         """
         sequences = self._sequences
+        views: list[SequenceView | None] = [None] * len(txs)
         if sequences is None:
-            return [None] * len(txs)
+            return views
+        if any(left_out):
+            rows = [i for i, out in enumerate(left_out) if not out]
+            txs, x, scores = [txs[i] for i in rows], x[rows], [scores[i] for i in rows]
+        else:
+            rows = list(range(len(txs)))
+        if not rows:
+            return views
         # Kept up even while the served version has no second stage: a later one may.
-        return sequences.append_many(
+        appended = sequences.append_many(
             [tx.customer_id for tx in txs],
             [tx.transaction_id for tx in txs],
             [tx.epoch_ms for tx in txs],
@@ -189,6 +207,9 @@ class FastPath:
             x,
             [cascade is not None and cascade.wants(score) for score in scores],
         )
+        for i, view in zip(rows, appended, strict=True):
+            views[i] = view
+        return views
 
 
 def _applied_without_record(tx: Transaction) -> IdempotencyConflict:

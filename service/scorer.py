@@ -386,7 +386,9 @@ class Scorer:
         """
         futures: list[asyncio.Future[Scored]] = []
         try:
-            drafts = self._fast_path.run([r.tx for r in requests])
+            drafts = self._fast_path.run(
+                [r.tx for r in requests], [future is not None for future in reserved]
+            )
             to_record: list[Decision] = []
             record_futures: list[asyncio.Future[Scored]] = []
             escalated: list[Draft] = []

@@ -112,3 +112,30 @@ async def test_a_payment_applied_but_never_recorded_is_decided_exactly_once_on_r
     assert response.status == 409
     assert (await response.json())["error"]["type"] == "idempotency_conflict"
     await restarted.close()
+
+
+async def test_a_retry_of_a_recorded_payment_leaves_the_customers_sequence_alone(
+    make_client: ClientFactory, everything_in_band: Path, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # The state replays the retried id (it knows it); the store holds its decision. The
+    # sequence keeps 32 positions, so after 35 later payments the retried one's position
+    # is trimmed: appending it again would put it at the end, in every later view.
+    db = redis.Redis.from_url(redis_server.url(9))
+    db.flushdb()
+    client = await make_client(
+        sequence_model_dir=everything_in_band,
+        feature_state_url=redis_server.url(9),
+        data_dir=tmp_path / "state",
+    )
+    payments = [tx(i) for i in range(36)]
+    await _score(client, payments)
+    (sequence_key,) = [key for key in db.scan_iter("*") if key.endswith(b":seq")]
+    before = db.lrange(sequence_key, 0, -1)
+    retried = await client.post("/score", json=payments[0], headers=ROOMY)
+    assert retried.status == 200
+    assert retried.headers.get(REPLAYED_HEADER) == "true"
+    assert db.lrange(sequence_key, 0, -1) == before
+    await _score(client, [tx(36)])
+    record = await (await client.get(f"/decisions/{tx(36)['transaction_id']}")).json()
+    assert payments[0]["transaction_id"] not in _decided(record)["sequence"]
+    await client.close()

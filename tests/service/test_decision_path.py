@@ -217,12 +217,12 @@ async def test_a_failure_while_a_lookup_waits_is_answered_and_frees_the_id(
     real = scorer._fast_path.run
     calls = 0
 
-    def fails_once(txs: list[Transaction]) -> Any:
+    def fails_once(txs: list[Transaction], asked: list[bool] | None = None) -> Any:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise RuntimeError("transient failure")
-        return real(txs)
+        return real(txs, asked)
 
     monkeypatch.setattr(scorer._fast_path, "run", fails_once)
     with pytest.raises(RuntimeError, match="transient failure"):
