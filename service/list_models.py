@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from features.card_numbers import contains_card_number
 from models.rules.lists import ListName
 
 MAX_REASON_CHARS = 500
@@ -22,8 +23,17 @@ class ListChangeRequest(BaseModel):
         min_length=1,
         max_length=MAX_REASON_CHARS,
         pattern=r"^[^\x00-\x1f\x7f]+$",
-        description="Why: a case number, a ticket, a sentence (one line).",
+        description="Why: a case number, a ticket, a sentence (one line; never a card number).",
     )
+
+    @field_validator("reason")
+    @classmethod
+    def _no_card_number(cls, reason: str) -> str:
+        # The reason is recorded for good (list changes are immutable) and quoted in every
+        # decision the entry acts on: a card number there could never be removed.
+        if contains_card_number(reason):
+            raise ValueError("a reason cannot hold a card number; refer to the card by its token")
+        return reason
 
 
 class ListChangeResponse(BaseModel):

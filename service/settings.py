@@ -91,7 +91,8 @@ class HttpSettings(BaseSettings):
     """Comma-separated API keys of the admin role: changes of the allow and block lists
     (PUT/DELETE /lists/...) and model versions (GET /models, promotion), which no other
     role may change; without one those endpoints refuse everyone (403). Each list change
-    records the key's SHA-256 digest, never the key. Needs RISKSCORE_API_KEYS set too."""
+    records the key's SHA-256 digest, never the key. Without RISKSCORE_API_KEYS, the other
+    endpoints stay open."""
 
     @field_validator("api_keys", "compliance_api_keys", "admin_api_keys", mode="before")
     @classmethod
@@ -125,11 +126,7 @@ class HttpSettings(BaseSettings):
         return self
 
     def _admin_keys_apart(self) -> None:
-        if self.admin_api_keys and not self.api_keys:
-            raise ValueError(
-                "RISKSCORE_ADMIN_API_KEYS: admin API keys need scoring API keys "
-                "(RISKSCORE_API_KEYS) as well"
-            )
+        # Admin keys alone are allowed: the admin endpoints need one, the rest stays open.
         if set(self.admin_api_keys) & {*self.api_keys, *self.compliance_api_keys}:
             raise ValueError(
                 "RISKSCORE_ADMIN_API_KEYS: an admin key cannot also be a scoring or a "

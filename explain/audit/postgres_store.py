@@ -29,6 +29,9 @@ from explain.audit.store import AuditStore, AuditStoreError, Pruned, retention_c
 from features.schema import datetime_to_epoch_ms
 from features.url_redaction import redact
 
+# The advisory lock that orders the writers of list changes (any fixed number of our own).
+LIST_CHANGES_LOCK = 0x7269736B6C697374  # "risklist"
+
 
 class PostgresAuditStore(GroupCommitLog, SqlReads, SqlListLog, AuditStore):
     """An :class:`AuditStore` in a PostgreSQL database (``postgresql://…``), its schema
@@ -175,6 +178,10 @@ class PostgresAuditStore(GroupCommitLog, SqlReads, SqlListLog, AuditStore):
         conn = connect(self._url, autocommit=True, **self._timeouts)
         try:
             with conn.transaction():
+                # Ids from a sequence are handed out at insert, not at commit: without one
+                # writer at a time, a change committed after a later id was polled would be
+                # skipped by every running process (they apply ids above their version).
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (LIST_CHANGES_LOCK,))
                 return [
                     int(
                         conn.execute(

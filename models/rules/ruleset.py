@@ -38,6 +38,7 @@ class RuleSet:
     _compiled: dict[tuple[str, ...], tuple[CompiledRule, ...]] = field(
         default_factory=dict, repr=False
     )
+    _version: str | None = field(default=None, repr=False)
 
     @classmethod
     def parse(cls, text: str, source: str = "rules") -> RuleSet:
@@ -54,9 +55,12 @@ class RuleSet:
 
     @property
     def version(self) -> str:
-        """``rules-`` and 12 hex digits of the SHA-256 of the rules as parsed."""
-        canonical = "\n".join(f"{r.name}: {r.text} -> {r.action}" for r in self.rules)
-        return "rules-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        """``rules-`` and 12 hex digits of the SHA-256 of the rules as parsed (computed once:
+        every decision records it)."""
+        if self._version is None:
+            canonical = "\n".join(f"{r.name}: {r.text} -> {r.action}" for r in self.rules)
+            self._version = "rules-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        return self._version
 
     def compiled(self, feature_names: Sequence[str]) -> tuple[CompiledRule, ...]:
         """The rules bound to positions for a model with these features (once per layout:
@@ -69,7 +73,7 @@ class RuleSet:
             found = tuple(
                 CompiledRule(
                     rule.name,
-                    compile_condition(rule.condition, layout, self.source, known),
+                    _compile(rule, layout, self.source, known),
                     rule.action,
                     ACTION_RANK[rule.action],
                     rule.text,
@@ -78,3 +82,12 @@ class RuleSet:
             )
             self._compiled[key] = found
         return found
+
+
+def _compile(
+    rule: ParsedRule, layout: FactsLayout, source: str, known: frozenset[str]
+) -> Callable[[Sequence[Any]], Any]:
+    try:
+        return compile_condition(rule.condition, layout, source, known)
+    except RecursionError:
+        raise RuleSyntaxError("the rule nests too deeply", rule.line, 1, source) from None

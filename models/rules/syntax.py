@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from features.card_numbers import contains_card_number
+
 RuleAction = Literal["review", "decline"]
 ACTIONS: tuple[str, ...] = ("approve", "review", "decline")
 KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false"})
@@ -338,10 +340,25 @@ def parse_rules(text: str, source: str = "rules") -> list[ParsedRule]:
     rules: list[ParsedRule] = []
     seen: dict[str, int] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
+        if contains_card_number(raw):
+            # A rule's text is copied into every decision it fires on, and decisions are
+            # immutable: a card number there could never be removed.
+            raise RuleSyntaxError(
+                "a card number cannot be written in a rule file (its text is recorded with "
+                "every decision the rule fires on)",
+                number,
+                1,
+                source,
+            )
         line = strip_comment(raw)
         if not line.strip():
             continue
-        parsed = _Parser(tokenize(line, number, source), source).rule(line)
+        try:
+            parsed = _Parser(tokenize(line, number, source), source).rule(line)
+        except RecursionError:
+            # A crafted rule of hundreds of nested terms: an error with its line, never a
+            # traceback (and never a different verdict between `rules check` and serve).
+            raise RuleSyntaxError("the rule nests too deeply", number, 1, source) from None
         if parsed.name in seen:
             column = line.index(parsed.name) + 1
             raise RuleSyntaxError(

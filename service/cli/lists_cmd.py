@@ -14,7 +14,7 @@ from pathlib import Path
 
 from explain.audit.list_log import NewListChange
 from explain.audit.store import AuditStoreError
-from features.card_numbers import CardNumberRefused
+from features.card_numbers import CardNumberRefused, contains_card_number
 from models.rules.lists import LIST_NAMES, ListName, ListOp, ListState
 from service.audit_backend import open_audit_store
 from service.cli.audit_cmd import audit_file_option, open_store
@@ -89,6 +89,8 @@ def read_changes(text: str, actor: str, screen: object) -> list[NewListChange]:
             raise UserError(f"line {line}: say why (the reason column) for an addition")
         if len(reason) > MAX_REASON_CHARS or not reason.isprintable():
             raise UserError(f"line {line}: a reason is one line of at most {MAX_REASON_CHARS}")
+        if contains_card_number(reason):
+            raise UserError(f"line {line}: a reason cannot hold a card number; use its token")
         try:
             value = screen(value)
         except CardNumberRefused as exc:

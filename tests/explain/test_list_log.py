@@ -3,13 +3,16 @@ versioned by the latest id, and immutable in the database itself — SQLite and 
 
 from __future__ import annotations
 
+import threading
+import time
+
 import msgspec
 import psycopg
 import pytest
 
 from explain.audit import compact
 from explain.audit.list_log import NewListChange
-from explain.audit.postgres_store import PostgresAuditStore
+from explain.audit.postgres_store import LIST_CHANGES_LOCK, PostgresAuditStore
 from explain.audit.store import AuditStore, DecisionQuery
 from explain.decision import Reasons, from_record, response_json, to_record, with_overrides
 from models.rules.lists import ListState
@@ -141,3 +144,44 @@ def test_a_postgres_database_of_schema_version_2_gains_the_list_history(
         assert sorted(versions) == [2, 3]
         with pytest.raises(psycopg.Error, match="immutable"):
             pg.execute("DELETE FROM list_changes")
+
+
+def test_postgres_list_changes_commit_in_the_order_of_their_ids(postgres_url: str) -> None:
+    # Ids come from a sequence at insert time. A writer still in its transaction (a large
+    # `riskscore lists load`) holds a lower id than a change committed meanwhile; a process
+    # polling in between moved past that id and skipped the slow change for good.
+    PostgresAuditStore(postgres_url).close(timeout=10)  # the schema
+    reader = PostgresAuditStore(postgres_url)
+    writer = PostgresAuditStore(postgres_url)
+    policy = Policy()
+    sync = ListSync(reader, policy)
+    slow = psycopg.connect(postgres_url)
+    try:
+        # A writer mid-transaction, as the store writes: the lock, then its insert.
+        slow.execute("SELECT pg_advisory_xact_lock(%s)", (LIST_CHANGES_LOCK,))
+        slow.execute(
+            "INSERT INTO list_changes (list_name, value, op, reason, actor, changed_at_ms)"
+            " VALUES ('blocked_customers', 'C-SLOW', 'add', 'case 1', 'cli', 0)"
+        )
+        fast = threading.Thread(
+            target=writer.append_list_changes,
+            args=([NewListChange("blocked_customers", "C-FAST", "add", "case 2", "k")],),
+        )
+        fast.start()
+        deadline = time.monotonic() + 30
+        with psycopg.connect(postgres_url, autocommit=True) as watcher:
+            # The condition waited on: the second writer queued behind the first's lock.
+            while not watcher.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone()[0]:
+                assert time.monotonic() < deadline, "the second writer did not wait its turn"
+                time.sleep(0.01)
+        assert not sync.refresh_if_changed()  # nothing committed yet
+        slow.commit()
+        fast.join(timeout=30)
+        sync.refresh_if_changed()
+        assert set(policy.lists.entries["blocked_customers"]) == {"C-SLOW", "C-FAST"}
+    finally:
+        slow.close()
+        reader.close(timeout=10)
+        writer.close(timeout=10)

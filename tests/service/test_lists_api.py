@@ -40,6 +40,12 @@ async def test_each_refused_input(make_client: ClientFactory, transaction: dict[
         (client.put(put, json={"reason": ""}, headers=_as(ADMIN)), 422, "validation_error"),
         (client.put(put, json={"reason": "x" * 501}, headers=_as(ADMIN)), 422, "validation_error"),
         (client.put(put, json={"reason": "a\nb"}, headers=_as(ADMIN)), 422, "validation_error"),
+        # Recorded for good and quoted in decisions: a card number there is refused.
+        (
+            client.put(put, json={"reason": f"stolen card {CARD}"}, headers=_as(ADMIN)),
+            422,
+            "validation_error",
+        ),
         (
             client.put(put, json={"reason": "x", "by": "me"}, headers=_as(ADMIN)),
             422,
