@@ -96,6 +96,8 @@ class ListViews:
         if not required and not request.body_exists:
             return ""
         data = await read_json(request, self._settings.http.max_body_bytes)
+        if not required and data == {}:
+            return ""  # a removal's reason is optional, in an empty object as with no body
         try:
             return ListChangeRequest.model_validate(data).reason
         except ValidationError as exc:

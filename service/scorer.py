@@ -92,7 +92,7 @@ class Scorer:
         self._models = models
         # Lists and rules, after the model (block > allow > rules > model).
         self.policy = policy or Policy()
-        self.lists = ListSync(store, self.policy)
+        self.lists = ListSync(store, self.policy, None if metrics is None else metrics.registry)
         self._pricing = pricing or Pricing()
         self._store = store
         self._engine: FeatureState = engine or OnlineFeatureEngine()

@@ -62,7 +62,8 @@ _TOKEN = re.compile(
       | (?P<NAME>[A-Za-z_][A-Za-z0-9_]*)
       | (?P<OP>->|<=|>=|==|!=|[<>():,+\-*/])
     """,
-    re.VERBOSE,
+    # ASCII: ``\d`` would take other scripts' digits, which no rule means as a number.
+    re.VERBOSE | re.ASCII,
 )
 
 

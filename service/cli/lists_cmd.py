@@ -10,6 +10,7 @@ import argparse
 import csv
 import getpass
 import io
+import sys
 from pathlib import Path
 
 from explain.audit.list_log import NewListChange
@@ -76,7 +77,8 @@ def read_changes(text: str, actor: str, screen: object) -> list[NewListChange]:
     for row in reader:
         line = reader.line_num
         name = (row.get("list") or "").strip()
-        value = (row.get("value") or "").strip()
+        # The value as written: ids are matched exactly, and HTTP keeps spaces too.
+        value = row.get("value") or ""
         reason = (row.get("reason") or "").strip()
         op = (row.get("op") or "add").strip() or "add"
         if name not in LIST_NAMES:
@@ -91,6 +93,12 @@ def read_changes(text: str, actor: str, screen: object) -> list[NewListChange]:
             raise UserError(f"line {line}: a reason is one line of at most {MAX_REASON_CHARS}")
         if contains_card_number(reason):
             raise UserError(f"line {line}: a reason cannot hold a card number; use its token")
+        if value != value.strip():
+            print(
+                f"line {line}: note: the value {value!r} keeps its surrounding spaces "
+                "(ids are matched exactly)",
+                file=sys.stderr,
+            )
         try:
             value = screen(value)
         except CardNumberRefused as exc:

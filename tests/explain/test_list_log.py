@@ -3,6 +3,7 @@ versioned by the latest id, and immutable in the database itself — SQLite and 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -185,3 +186,31 @@ def test_postgres_list_changes_commit_in_the_order_of_their_ids(postgres_url: st
         slow.close()
         reader.close(timeout=10)
         writer.close(timeout=10)
+
+
+async def test_a_failed_poll_is_counted_and_the_copy_shows_its_age(open_store: Opener) -> None:
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    reader = open_store()
+    sync = ListSync(reader, Policy(), registry)
+
+    def sample(name: str) -> float | None:
+        return registry.get_sample_value(name)
+
+    assert sample("riskscore_lists_last_refresh_timestamp_seconds") == 0
+    before = time.time()
+    assert sync.refresh_if_changed() is False
+    refreshed = sample("riskscore_lists_last_refresh_timestamp_seconds")
+    assert refreshed is not None and refreshed >= before
+    assert sample("riskscore_lists_version") == 0
+    # The store goes away: each poll fails, is counted, and the copy's age stops moving.
+    reader.close(timeout=10)
+    sync.start(0.01)
+    try:
+        async with asyncio.timeout(10):
+            while (sample("riskscore_lists_poll_failures_total") or 0) < 2:
+                await asyncio.sleep(0.01)
+    finally:
+        await sync.stop()
+    assert sample("riskscore_lists_last_refresh_timestamp_seconds") == refreshed

@@ -78,6 +78,8 @@ def test_conditions_hold_as_written(
         ("a: amount > 1 and 2 -> review", "1:19", "'and' needs a condition, not a number"),
         ("a: CUSTOMER_ID_NB_TX_1DAY_WINDOW > 1 -> review", "1:4", "not an input of the model"),
         ("and: amount > 1 -> review", "1:1", "expected a rule name"),
+        # Another script's digits are not a number a rule means (Arabic-Indic five).
+        ("a: amount > \u0665 -> review", "1:13", "unexpected character"),
         # Deep nesting: an error with its line, never a RecursionError's traceback.
         ("a: " + "(" * 2000 + "amount > 1" + ")" * 2000 + " -> review", "1:1", "nests too"),
         ("a: " + "not " * 3000 + "amount > 1 -> review", "1:1", "nests too deeply"),

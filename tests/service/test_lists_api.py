@@ -102,3 +102,24 @@ async def test_a_tokenised_card_on_a_list_matches_the_payments_of_that_card(
     assert decision["action"] == "decline"
     assert decision["reasons"][0]["code"] == "LIST_blocked_customers"
     assert CARD_PATH not in decision["reasons"][0]["text"]
+
+
+async def test_a_removal_takes_an_empty_body_and_the_lists_show_on_metrics(
+    make_client: ClientFactory,
+) -> None:
+    client = await make_client(api_keys=(API_KEY,), admin_api_keys=(ADMIN,))
+    put = "/lists/blocked_customers/c1"
+    assert (await client.put(put, json={"reason": "case 7"}, headers=_as(ADMIN))).status == 200
+    # The reason of a removal is optional: no body, or an empty object, as documented.
+    removed = await client.delete(put, json={}, headers=_as(ADMIN))
+    assert removed.status == 200, await removed.text()
+    assert (await removed.json())["reason"] == ""
+    metrics = await (await client.get("/metrics")).text()
+    assert "riskscore_lists_version 2.0" in metrics
+    stamp = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith("riskscore_lists_last_refresh_timestamp_seconds ")
+    )
+    assert float(stamp.split()[1]) > 0
+    assert "riskscore_lists_poll_failures_total 0.0" in metrics

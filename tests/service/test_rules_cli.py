@@ -70,3 +70,16 @@ def test_lists_load_sets_the_lists_before_the_first_start(
     assert main(["lists", "show"]) == 0
     shown = capsys.readouterr().out
     assert "blocked_terminals (1)\n  t-9\tskimmer" in shown
+
+
+def test_lists_load_keeps_a_value_as_written_as_http_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RISKSCORE_DATA_DIR", str(tmp_path / "var"))
+    listed = tmp_path / "lists.csv"
+    listed.write_text("list,value,reason\nblocked_customers, c-1,typed with a space\n")
+    assert main(["lists", "load", str(listed), "--by", "ops"]) == 0
+    # Ids are matched exactly: the space is kept (as `PUT /lists/...` keeps it), and said.
+    assert "line 2: note: the value ' c-1' keeps its surrounding spaces" in capsys.readouterr().err
+    assert main(["lists", "show"]) == 0
+    assert "blocked_customers (1)\n   c-1\ttyped with a space" in capsys.readouterr().out
