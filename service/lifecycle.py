@@ -20,6 +20,7 @@ import logging
 from features.online import OnlineFeatureEngine
 from features.state import FeatureStateUnavailable
 from service.checkpointing import CHECKPOINT_FILE, Checkpointer
+from service.heap_settling import HeapSettler, settle_heap
 from service.model_promotion import served_artifact_dir
 from service.model_signals import ModelSignals, SignalsLoop
 from service.prometheus_metrics import ScoringMetrics, StreamCollector
@@ -27,7 +28,6 @@ from service.scorer import Scorer
 from service.settings import Settings
 from service.state_lock import StateLock
 from service.stream_runner import StreamRunner
-from service.warm_start import settle_heap
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class ScoringProcess:
         self.warm_start: asyncio.Task[int] | None = None
         self.stream: StreamRunner | None = None
         self.signals: SignalsLoop | None = None
+        self.heap = HeapSettler()
         self._shut_down = False
         self.checkpoints = Checkpointer(
             scorer, settings.data_dir / CHECKPOINT_FILE, settings.scoring.checkpoint_interval_s
@@ -75,6 +76,7 @@ class ScoringProcess:
             self.signals = SignalsLoop(signals, scoring.signals_interval_s)
             self.signals.start(after=self.warm_start)
         self.checkpoints.start()
+        self.heap.start()
         if self.scorer.promotion is not None:
             self.scorer.promotion.start_polling(scoring.model_poll_s)
         self.scorer.lists.start(self.settings.rules.lists_poll_ms / 1000.0)
@@ -117,6 +119,7 @@ class ScoringProcess:
                 await asyncio.wait_for(asyncio.shield(self.warm_start), settings.shutdown_timeout_s)
         await self.scorer.drain(settings.shutdown_timeout_s)
         await self.checkpoints.stop()
+        await self.heap.stop()
         await asyncio.to_thread(self.scorer.store.close, settings.shutdown_timeout_s)
         log.info("audit store flushed and closed")
         self.scorer.engine.close()

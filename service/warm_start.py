@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Callable, Iterator
 from itertools import islice
@@ -143,18 +142,3 @@ def compile_hot_path(engine: FeatureState, fast_path: FastPath, cascade: Cascade
         cascade.model.logits(sequence[None])
         cascade.model.logits(np.stack([sequence, sequence]))
         cascade.model.explain([sequence])
-
-
-# Collections of the youngest generation are cheap; full ones walk every tracked object,
-# and the feature state holds millions (id maps, label references). Measured under load,
-# a full collection paused the event loop 50-140 ms, growing with the state. So: collect
-# the young generation less often, and move everything alive after the warm start out of
-# the collector's reach (gc.freeze), so that full collections walk only what came since.
-GC_THRESHOLDS = (50_000, 50, 100)
-
-
-def settle_heap() -> None:
-    """After a warm start: freeze what is alive, collect the young generation less often."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)

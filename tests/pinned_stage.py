@@ -3,12 +3,9 @@ stage to decide a good share of payments whatever band the shipped policy chose.
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
-from models.artifact_paths import default_sequence_artifact_dir
-from models.artifacts import MANIFEST_FILE
+from models.band_override import band_widened_copy
 
 # The band and rule pinned around the shipped student (an earlier build's policy, served
 # as sigmoid, without a quantile map; its weights were fitted to an earlier student's
@@ -29,8 +26,4 @@ def pinned_stage(target: Path) -> Path:
 
     The manifest does not checksum itself, so editing it keeps the ONNX files verified.
     """
-    shutil.copytree(default_sequence_artifact_dir(), target, dirs_exist_ok=True)
-    manifest = json.loads((target / MANIFEST_FILE).read_text())
-    manifest["band"], manifest["combination"] = PINNED_BAND, PINNED_COMBINATION
-    (target / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-    return target
+    return band_widened_copy(target, **PINNED_BAND, combination=PINNED_COMBINATION)

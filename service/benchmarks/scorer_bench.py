@@ -29,8 +29,8 @@ from features.schema import Transaction
 from features.simulated_stream import FIRST_CALLS, timed_stream
 from loadtest.durations import summary_ms
 from models.fast import ModelSlot
+from service.heap_settling import settle_heap
 from service.scorer import Scorer
-from service.warm_start import settle_heap
 
 
 def _cpu() -> tuple[float, float]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from models.artifact_paths import default_artifact_dir
+from models.band_override import band_widened_copy
 from service.cli.arguments import non_negative_int, positive_int
 from service.cli.errors import UserError
 
@@ -78,8 +80,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "cascade",
         help="the second stage over HTTP, normal and with an injected delay",
         description=(
-            "Starts `riskscore serve` twice (Kafka off, fresh audit store): once as shipped, "
-            "once with --delay-ms injected into the second stage. Sends each a week of "
+            "Starts `riskscore serve` three times (Kafka off, fresh audit store): once as "
+            "shipped, once with --delay-ms injected into the second stage, and once with that "
+            "delay and the band widened to every score (a copy of the shipped sequence "
+            "artifact), so that every payment escalates and must fall back. Sends each a week of "
             "simulated history in batches, then replays the same stream open-loop at --rate "
             "(the first --warmup payments not counted) and reports, per phase, the share "
             "escalated to the "
@@ -285,9 +289,17 @@ def run_stream(args: argparse.Namespace) -> int:
 
 def run_cascade(args: argparse.Namespace) -> int:
     bench = _load_generator("bench_cascade")
-    result = _measured(
-        bench, args.count, float(args.rate), args.delay_ms, args.budget_ms, args.warmup
-    )
+    with tempfile.TemporaryDirectory(prefix="riskscore-every-payment-") as scratch:
+        every_payment = band_widened_copy(Path(scratch) / "sequence")
+        result = _measured(
+            bench,
+            args.count,
+            float(args.rate),
+            args.delay_ms,
+            args.budget_ms,
+            args.warmup,
+            every_payment,
+        )
     print(bench.report(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

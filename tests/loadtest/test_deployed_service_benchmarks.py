@@ -42,16 +42,19 @@ def test_bench_cascade_against_a_real_service(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"{count} payments (after 0 not counted) at 100/s, budget 50 ms")
     assert lines[3].startswith("| normal | ") and lines[4].startswith("| +200 ms injected | ")
+    assert lines[5].startswith("| +200 ms injected, every payment escalated | ")
 
     figures = json.loads(out.read_text())
     assert (figures["count"], figures["warmup"], figures["rate"]) == (count, 0, 100.0)
     assert figures["history_sent_first"] > 10_000  # a week of the simulated population
-    for name in ("normal", "slow_second_stage"):
+    for name in ("normal", "slow_second_stage", "slow_every_payment"):
         phase = figures[name]
         assert phase["errors"] == {}
         assert phase["statuses"] == {"200": count}
         assert sum(phase["stages"].values()) == count
         assert phase["latency_all"]["n"] == count
+        # The service's own time to decide is inside the client's time for each answer.
+        assert 0 < phase["server_decided"]["max_ms"] <= phase["latency_all"]["max_ms"]
         escalated = round(phase["escalated_share"] * count)
         assert phase["latency_escalated"].get("n", 0) == escalated
         assert sum(phase["fallback_reasons"].values()) == escalated
@@ -67,6 +70,18 @@ def test_bench_cascade_against_a_real_service(tmp_path: Path) -> None:
     # 200 ms injected into a 50 ms budget: the second stage never decides.
     assert figures["slow_second_stage"]["stages"] == {"fast": count}
     assert "None" not in figures["slow_second_stage"]["fallback_reasons"]
+    # With the band widened to every score, every payment escalates into the slowed stage
+    # and every one falls back.
+    every = figures["slow_every_payment"]
+    assert (
+        every["every_payment_escalated"]
+        and not figures["slow_second_stage"]["every_payment_escalated"]
+    )
+    assert every["escalated_share"] == 1.0
+    assert every["stages"] == {"fast": count}
+    assert (
+        sum(every["fallback_reasons"].values()) == count and "None" not in every["fallback_reasons"]
+    )
 
 
 @pytest.mark.slow

@@ -4,8 +4,6 @@ the X-Deadline-Ms budget, fault injection, and the sequence explanation on recor
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -14,8 +12,7 @@ import numpy as np
 import pytest
 
 from features.definitions import feature_names
-from models.artifact_paths import default_sequence_artifact_dir
-from models.artifacts import MANIFEST_FILE
+from models.band_override import band_widened_copy
 from service.app_keys import SCORER
 from tests.service.conftest import ClientFactory
 
@@ -26,12 +23,7 @@ def everything_in_band(tmp_path: Path) -> Path:
 
     The manifest does not checksum itself, so editing the band keeps the files verified.
     """
-    target = tmp_path / "sequence"
-    shutil.copytree(default_sequence_artifact_dir(), target)
-    manifest = json.loads((target / MANIFEST_FILE).read_text())
-    manifest["band"] = {"low": 0.0, "high": 1.0}
-    (target / MANIFEST_FILE).write_text(json.dumps(manifest))
-    return target
+    return band_widened_copy(tmp_path / "sequence")
 
 
 # A generous budget where a test needs the stage to decide: a loaded machine must not turn
@@ -79,11 +71,7 @@ async def test_in_band_payments_are_decided_by_the_sequence_stage_and_explained(
 async def test_out_of_band_payments_stay_on_the_fast_path(
     make_client: ClientFactory, tmp_path: Path
 ) -> None:
-    target = tmp_path / "narrow"
-    shutil.copytree(default_sequence_artifact_dir(), target)
-    manifest = json.loads((target / MANIFEST_FILE).read_text())
-    manifest["band"] = {"low": 0.999998, "high": 0.999999}
-    (target / MANIFEST_FILE).write_text(json.dumps(manifest))
+    target = band_widened_copy(tmp_path / "narrow", low=0.999998, high=0.999999)
     client = await make_client(sequence_model_dir=target)
     body = await (await client.post("/score", json=tx(0))).json()
     assert (body["stage"], body["fallback"], body["fallback_reason"]) == ("fast", False, None)
