@@ -3,9 +3,12 @@ card number as a list value follows the card-number policy."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from models.band_override import band_widened_copy
 from tests.service.conftest import API_KEY, ClientFactory
+from tests.service.test_cascade_api import ROOMY
 
 ADMIN = "a" * 24
 CARD = "4111 1111 1111 1111"
@@ -123,3 +126,42 @@ async def test_a_removal_takes_an_empty_body_and_the_lists_show_on_metrics(
     )
     assert float(stamp.split()[1]) > 0
     assert "riskscore_lists_poll_failures_total 0.0" in metrics
+
+
+async def test_a_retry_after_a_block_gets_the_original_decision_and_the_next_payment_is_declined(
+    make_client: ClientFactory, transaction: dict[str, Any]
+) -> None:
+    client = await make_client(api_keys=(API_KEY,), admin_api_keys=(ADMIN,))
+    first = await (await client.post("/score", json=transaction, headers=_as(API_KEY))).json()
+    assert first["action"] != "decline"
+    customer = transaction["customer_id"]
+    blocked = await client.put(
+        f"/lists/blocked_customers/{customer}", json={"reason": "case 9"}, headers=_as(ADMIN)
+    )
+    assert blocked.status == 200
+    # The retry of a decided payment is that decision, not a new one under today's lists.
+    retry = await client.post("/score", json=transaction, headers=_as(API_KEY))
+    assert retry.headers.get("Idempotent-Replayed") == "true"
+    assert await retry.json() == first
+    # A new payment of that customer is declined by the list.
+    later = {**transaction, "transaction_id": transaction["transaction_id"] + "-2"}
+    decision = await (await client.post("/score", json=later, headers=_as(API_KEY))).json()
+    assert decision["action"] == "decline"
+    assert decision["reasons"][0]["code"] == "LIST_blocked_customers"
+
+
+async def test_a_block_holds_for_a_payment_the_second_stage_decides(
+    make_client: ClientFactory, transaction: dict[str, Any], tmp_path: Path
+) -> None:
+    stage = band_widened_copy(tmp_path / "sequence")  # every payment escalates
+    client = await make_client(
+        api_keys=(API_KEY,), admin_api_keys=(ADMIN,), sequence_model_dir=stage
+    )
+    customer = transaction["customer_id"]
+    put = f"/lists/blocked_customers/{customer}"
+    assert (await client.put(put, json={"reason": "case 10"}, headers=_as(ADMIN))).status == 200
+    headers = {**_as(API_KEY), **ROOMY}
+    decision = await (await client.post("/score", json=transaction, headers=headers)).json()
+    assert decision["stage"] == "sequence"  # the stage spoke, and the block still wins
+    assert decision["action"] == "decline"
+    assert decision["reasons"][0]["code"] == "LIST_blocked_customers"
