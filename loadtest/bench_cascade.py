@@ -214,7 +214,9 @@ def _summarise(phase: dict[str, Any], delay_ms: float, budget_ms: float) -> dict
         # The service's own time to decide (arrival to decision, before the durable write
         # and the answer's way back): what separates a slow decision from a slow write,
         # network or client.
-        "server_decided": summary_ms(np.array([r["server_ms"] or 0.0 for r in results]) / 1000.0),
+        "server_decided": summary_ms(
+            np.array([r["server_ms"] for r in results if r["server_ms"] is not None]) / 1000.0
+        ),
         "over_budget_plus_5ms": int((ms > limit).sum()),
         # Each late answer as the client and the service saw it: where its time went.
         "over_budget_answers": [r for r in results if r["ms"] > limit][:100],

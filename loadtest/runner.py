@@ -60,8 +60,11 @@ async def run_once(
     # (measured with a gc callback), and every answer due in that time was counted late
     # against the service. What is alive before it is frozen; cycles made during it wait
     # for the collection after it (a run lasts minutes, its garbage cycles are few).
+    # The caller's collector state is given back as it was.
+    was_enabled, was_frozen = gc.isenabled(), gc.get_freeze_count() > 0
     gc.collect()
-    gc.freeze()
+    if not was_frozen:
+        gc.freeze()
     gc.disable()
     try:
         await run_schedule(
@@ -73,8 +76,10 @@ async def run_once(
             _show if config.progress else None,
         )
     finally:
-        gc.enable()
-        gc.unfreeze()
+        if was_enabled:
+            gc.enable()
+        if not was_frozen:
+            gc.unfreeze()
         target.close()
         if config.progress:
             print(file=sys.stderr)

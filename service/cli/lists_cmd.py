@@ -10,7 +10,6 @@ import argparse
 import csv
 import getpass
 import io
-import sys
 from pathlib import Path
 
 from explain.audit.list_log import NewListChange
@@ -61,7 +60,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show.set_defaults(run=run_show)
 
 
-def read_changes(text: str, actor: str, screen: object) -> list[NewListChange]:
+def read_changes(text: str, actor: str, screen: object) -> list[tuple[int, NewListChange]]:
     """The changes of a list file, or :class:`UserError` naming the first bad line.
 
     ``screen`` is the card-number policy's ``screen`` (a card number as a value is refused
@@ -77,7 +76,6 @@ def read_changes(text: str, actor: str, screen: object) -> list[NewListChange]:
     for row in reader:
         line = reader.line_num
         name = (row.get("list") or "").strip()
-        # The value as written: ids are matched exactly, and HTTP keeps spaces too.
         value = row.get("value") or ""
         reason = (row.get("reason") or "").strip()
         op = (row.get("op") or "add").strip() or "add"
@@ -94,18 +92,34 @@ def read_changes(text: str, actor: str, screen: object) -> list[NewListChange]:
         if contains_card_number(reason):
             raise UserError(f"line {line}: a reason cannot hold a card number; use its token")
         if value != value.strip():
-            print(
-                f"line {line}: note: the value {value!r} keeps its surrounding spaces "
-                "(ids are matched exactly)",
-                file=sys.stderr,
+            # Ids are matched exactly: " c-1" would never match customer c-1, and stripping
+            # it silently would record another value than the file says.
+            raise UserError(
+                f"line {line}: the value {value!r} has spaces around it; ids are matched "
+                "exactly, so write it without them"
             )
         try:
             value = screen(value)
         except CardNumberRefused as exc:
             raise UserError(f"line {line}: value: {exc}") from None
         list_name: ListName = name
-        changes.append(NewListChange(list_name, value, op, reason, actor))
+        changes.append((line, NewListChange(list_name, value, op, reason, actor)))
     return changes
+
+
+def check_removals(changes: list[tuple[int, NewListChange]], current: ListState) -> None:
+    """:class:`UserError` for a removal of a value that is not on its list when the file's
+    earlier lines have been applied (over HTTP the same removal is a 404): a removal that
+    removes nothing would leave an entry in force while the operator believes it gone."""
+    listed = {name: set(values) for name, values in current.entries.items()}
+    for line, change in changes:
+        values = listed[change.list_name]
+        if change.op == "add":
+            values.add(change.value)
+        elif change.value in values:
+            values.discard(change.value)
+        else:
+            raise UserError(f"line {line}: {change.value!r} is not on the {change.list_name} list")
 
 
 def run_load(args: argparse.Namespace) -> int:
@@ -122,7 +136,8 @@ def run_load(args: argparse.Namespace) -> int:
     except AuditStoreError as exc:
         raise UserError(str(exc)) from exc
     try:
-        stored = store.append_list_changes(changes)
+        check_removals(changes, ListState().applied(store.list_changes_after(0)))
+        stored = store.append_list_changes([change for _, change in changes])
     except AuditStoreError as exc:
         raise UserError(str(exc)) from exc
     finally:

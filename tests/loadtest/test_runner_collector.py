@@ -47,3 +47,15 @@ async def test_no_collection_during_a_run_and_the_collector_is_back_after_it() -
     assert min(watched.frozen) > 1_000
     # After it: collections as before, nothing left frozen.
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+async def test_a_caller_that_turned_the_collector_off_finds_it_off() -> None:
+    gc.unfreeze()
+    gc.disable()
+    try:
+        plan = Plan(duration_s=0.02, drain_timeout_s=0)
+        bodies = iter([{"transaction_id": str(i)} for i in range(10)])
+        await run_once(SilentTarget, Workload([], []), bodies, RunConfig(plan, 200.0))
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+    finally:
+        gc.enable()

@@ -72,14 +72,31 @@ def test_lists_load_sets_the_lists_before_the_first_start(
     assert "blocked_terminals (1)\n  t-9\tskimmer" in shown
 
 
-def test_lists_load_keeps_a_value_as_written_as_http_does(
+def test_lists_load_refuses_a_value_with_spaces_and_a_removal_that_removes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RISKSCORE_DATA_DIR", str(tmp_path / "var"))
     listed = tmp_path / "lists.csv"
-    listed.write_text("list,value,reason\nblocked_customers, c-1,typed with a space\n")
+    listed.write_text("list,value,reason\nallowed_customers,c-1,vip\n")
     assert main(["lists", "load", str(listed), "--by", "ops"]) == 0
-    # Ids are matched exactly: the space is kept (as `PUT /lists/...` keeps it), and said.
-    assert "line 2: note: the value ' c-1' keeps its surrounding spaces" in capsys.readouterr().err
+    capsys.readouterr()
+    # " c-1" would never match customer c-1: refused, not recorded and not stripped.
+    listed.write_text("list,value,reason,op\nallowed_customers, c-1,,remove\n")
+    assert main(["lists", "load", str(listed)]) == 2
+    assert "line 2: the value ' c-1' has spaces around it" in capsys.readouterr().err
+    # A removal of a value the list does not hold is refused whole (HTTP answers 404).
+    listed.write_text(
+        "list,value,reason,op\nblocked_terminals,t-1,skimmer,add\nallowed_customers,c-2,,remove\n"
+    )
+    assert main(["lists", "load", str(listed)]) == 2
+    assert "line 3: 'c-2' is not on the allowed_customers list" in capsys.readouterr().err
+    # Removals see the file's earlier lines; nothing of the refused file was recorded.
+    listed.write_text(
+        "list,value,reason,op\nblocked_terminals,t-1,skimmer,add\n"
+        "blocked_terminals,t-1,,remove\nallowed_customers,c-1,,remove\n"
+    )
+    assert main(["lists", "load", str(listed)]) == 0
+    assert "3 list changes recorded" in capsys.readouterr().out
     assert main(["lists", "show"]) == 0
-    assert "blocked_customers (1)\n   c-1\ttyped with a space" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "c-1" not in shown and "t-1" not in shown
