@@ -31,7 +31,7 @@ from loadtest.http_client import Endpoint, HttpTarget
 from loadtest.recorder import Recorder
 from loadtest.runner import RunConfig, run_loop, run_once
 from loadtest.schedule import Plan, Target
-from loadtest.server_counters import fallback_reasons, scrape, shares
+from loadtest.server_counters import fallback_reasons, scrape, server_tails, shares
 from loadtest.server_process import (
     BenchError,
     free_port,
@@ -139,6 +139,7 @@ async def _drive(
         "server": {
             **shares(counted_before, counted_after),
             "fallback_reasons": fallback_reasons(counted_before, counted_after),
+            "tails": server_tails(counted_before, counted_after),
         },
     }
 
@@ -250,5 +251,11 @@ def report(figures: dict[str, Any]) -> str:
     lines.append("the service's counters (warm-up included): fallbacks by reason")
     for name in phases:
         s = figures[name]["server"]
-        lines.append(f"  {name}: {s['decisions']} decisions, {s['fallback_reasons'] or 'none'}")
+        t = s["tails"]
+        lines.append(
+            f"  {name}: {s['decisions']} decisions, {s['fallback_reasons'] or 'none'}; "
+            f"/score over 50 ms from receipt to response {t['score_over_50ms']} of "
+            f"{t['score_requests']}, durable writes over 10 ms {t['store_over_10ms']} of "
+            f"{t['store_writes']}"
+        )
     return "\n".join(lines)

@@ -30,15 +30,34 @@ class DecisionCounts:
     second_stage: float = 0.0
     fallbacks: float = 0.0
     fallback_reasons: dict[str, float] = field(default_factory=dict)
+    # Cumulative histogram counts: (all, within the bound) of /score requests from receipt
+    # to response, and of durable audit writes. They place a late answer: in the service's
+    # handler, in its write, or outside both (sockets, the client).
+    score_requests: tuple[float, float] = (0.0, 0.0)
+    store_writes: tuple[float, float] = (0.0, 0.0)
+
+
+# The bounds of the server-side tails counted (histogram bucket edges of the service).
+SCORE_BOUND = "0.05"
+STORE_BOUND = "0.01"
 
 
 def parse(text: str) -> DecisionCounts:
     """Sum riskscore's decision counters out of a Prometheus text exposition."""
     decisions = second_stage = fallbacks = 0.0
     reasons: dict[str, float] = {}
+    score = [0.0, 0.0]
+    store = [0.0, 0.0]
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "riskscore_decisions_total":
+            labels = sample.labels
+            if sample.name == "riskscore_http_request_duration_seconds_bucket":
+                if labels.get("route") == "/score" and labels.get("le") in ("+Inf", SCORE_BOUND):
+                    score[labels["le"] == SCORE_BOUND] += sample.value
+            elif sample.name == "riskscore_stage_duration_seconds_bucket":
+                if labels.get("stage") == "store" and labels.get("le") in ("+Inf", STORE_BOUND):
+                    store[labels["le"] == STORE_BOUND] += sample.value
+            elif sample.name == "riskscore_decisions_total":
                 decisions += sample.value
                 if sample.labels.get("stage") == "sequence":
                     second_stage += sample.value
@@ -46,7 +65,9 @@ def parse(text: str) -> DecisionCounts:
                 fallbacks += sample.value
                 reason = sample.labels.get("reason", "unknown")
                 reasons[reason] = reasons.get(reason, 0.0) + sample.value
-    return DecisionCounts(decisions, second_stage, fallbacks, reasons)
+    return DecisionCounts(
+        decisions, second_stage, fallbacks, reasons, (score[0], score[1]), (store[0], store[1])
+    )
 
 
 def scrape(url: str) -> DecisionCounts:
@@ -68,6 +89,21 @@ def shares(before: DecisionCounts, after: DecisionCounts) -> dict[str, Any]:
         "decisions": int(decisions),
         "escalated_share": round((second_stage + fallbacks) / decisions, 4),
         "fallback_share": round(fallbacks / decisions, 4),
+    }
+
+
+def server_tails(before: DecisionCounts, after: DecisionCounts) -> dict[str, int]:
+    """Between two scrapes: /score requests over 50 ms from receipt to response, and
+    durable writes over 10 ms, as the service measured them."""
+
+    def over(a: tuple[float, float], b: tuple[float, float]) -> int:
+        return int((b[0] - a[0]) - (b[1] - a[1]))
+
+    return {
+        "score_requests": int(after.score_requests[0] - before.score_requests[0]),
+        "score_over_50ms": over(before.score_requests, after.score_requests),
+        "store_writes": int(after.store_writes[0] - before.store_writes[0]),
+        "store_over_10ms": over(before.store_writes, after.store_writes),
     }
 
 

@@ -61,6 +61,11 @@ def test_bench_cascade_against_a_real_service(tmp_path: Path) -> None:
         # What the client read in the answers is what the service counted.
         server = phase["server"]
         assert server["decisions"] == count
+        # Every /score request and each durable write was timed by the service too.
+        tails = server["tails"]
+        assert tails["score_requests"] == count
+        assert 0 < tails["store_writes"] <= count
+        assert 0 <= tails["score_over_50ms"] <= count and tails["store_over_10ms"] >= 0
         assert server["escalated_share"] == pytest.approx(phase["escalated_share"], abs=1e-4)
         client_fallbacks = {k: v for k, v in phase["fallback_reasons"].items() if k != "None"}
         assert server["fallback_reasons"] == client_fallbacks

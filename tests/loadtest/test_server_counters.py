@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.cli import main
-from loadtest.server_counters import DecisionCounts, fallback_reasons, parse, shares
+from loadtest.server_counters import DecisionCounts, fallback_reasons, parse, server_tails, shares
 from tests.service.test_serve_process import _free_port, _serving
 
 
@@ -82,3 +82,30 @@ def test_unreadable_server_metrics_stop_the_run_before_it_starts(
     assert main([*argv, "--server-metrics", dead, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert f"cannot read server metrics at {dead}" in err
+
+
+def test_the_service_side_tails_between_two_reads() -> None:
+    def exposition(score: tuple[int, int], store: tuple[int, int]) -> str:
+        request = "riskscore_http_request_duration_seconds_bucket"
+        return "\n".join(
+            [
+                "# TYPE riskscore_http_request_duration_seconds histogram",
+                f'{request}{{le="0.025",route="/score"}} 1.0',
+                f'{request}{{le="0.05",route="/score"}} {score[1]}.0',
+                f'{request}{{le="+Inf",route="/score"}} {score[0]}.0',
+                f'{request}{{le="+Inf",route="/lists"}} 99.0',
+                "# TYPE riskscore_stage_duration_seconds histogram",
+                f'riskscore_stage_duration_seconds_bucket{{le="0.01",stage="store"}} {store[1]}.0',
+                f'riskscore_stage_duration_seconds_bucket{{le="+Inf",stage="store"}} {store[0]}.0',
+                'riskscore_stage_duration_seconds_bucket{le="+Inf",stage="model"} 77.0',
+            ]
+        )
+
+    before = parse(exposition(score=(10, 9), store=(10, 10)))
+    after = parse(exposition(score=(110, 104), store=(60, 57)))
+    assert server_tails(before, after) == {
+        "score_requests": 100,
+        "score_over_50ms": 5,
+        "store_writes": 50,
+        "store_over_10ms": 3,
+    }
