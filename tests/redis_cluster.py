@@ -44,6 +44,11 @@ class RedisClusterServers:
         """A client of the whole cluster (``db`` ignored, as in :meth:`url`)."""
         return RedisCluster(host="127.0.0.1", port=self.nodes[0].port)
 
+    def flush(self, db: int = 0) -> None:
+        """Empty the database (every node's)."""
+        with self.client(db) as client:
+            client.flushdb()
+
     def node_clients(self) -> list[redis.Redis]:
         return [redis.Redis(host="127.0.0.1", port=node.port) for node in self.nodes]
 
@@ -118,6 +123,8 @@ class RedisTarget(Protocol):
     def url(self, db: int = 0) -> str: ...
 
     def client(self, db: int = 0) -> redis.Redis | RedisCluster: ...
+
+    def flush(self, db: int = 0) -> None: ...
 
 
 @pytest.fixture(scope="session")

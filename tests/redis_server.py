@@ -34,6 +34,11 @@ class RedisServer:
     def client(self, db: int = 0) -> redis.Redis:
         return redis.Redis.from_url(self.url(db))
 
+    def flush(self, db: int = 0) -> None:
+        """Empty the database (every node's)."""
+        with self.client(db) as client:
+            client.flushdb()
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from features.data import TransactionFrame, frame_from_pandas
 from features.offline import compute_features
@@ -29,8 +30,15 @@ DAY = 86_400_000
 @pytest.fixture
 def target(redis_target: RedisTarget) -> RedisTarget:
     """One server or a cluster, emptied."""
-    redis_target.client(1).flushdb()
+    redis_target.flush(1)
     return redis_target
+
+
+@pytest.fixture
+def client(target: RedisTarget) -> Iterator[redis.Redis | RedisCluster]:
+    """A client of the same database, to look at what the backend wrote."""
+    with target.client(1) as client:
+        yield client
 
 
 @pytest.fixture
@@ -123,11 +131,10 @@ def test_a_redelivery_with_its_digest_gets_its_first_features_and_changes_nothin
 
 
 def test_ids_applied_by_an_older_version_still_take_labels_and_refuse_repeats(
-    state: RedisFeatureState, target: RedisTarget
+    state: RedisFeatureState, client: redis.Redis | RedisCluster
 ) -> None:
     digest = hashlib.sha256(b"payment").hexdigest()
     state.update_many(["tx-1"], ["c"], ["t"], [DAY], [DAY], [10.0], digests=[digest])
-    client = target.client(1)
     keys = [k for k in client.scan_iter(state.keys.pattern) if b"{x:" not in k]
     for key in keys:  # as an older version wrote it: the event's seq alone, as text
         client.hset(key, "itx-1", "0")
@@ -163,10 +170,9 @@ def test_label_outcomes_follow_the_memory_engine(state: RedisFeatureState) -> No
 
 
 def test_every_key_carries_one_entity_hash_tag(
-    state: RedisFeatureState, target: RedisTarget
+    state: RedisFeatureState, client: redis.Redis | RedisCluster
 ) -> None:
     state.update_raw("tx-1", "c-42", "t-9", DAY, DAY, 10.0)
-    client = target.client(1)
     keys = sorted(k.decode() for k in client.scan_iter(KeyNames(plan_digest(state.plan)).pattern))
     prefix = f"rs:{plan_digest(state.plan)}:"
     assert keys == [
@@ -181,9 +187,9 @@ def test_every_key_carries_one_entity_hash_tag(
 
 
 def test_functions_lost_by_the_server_are_loaded_again(
-    state: RedisFeatureState, target: RedisTarget
+    state: RedisFeatureState, client: redis.Redis | RedisCluster
 ) -> None:
-    client = target.client(1)  # on a cluster, FUNCTION FLUSH empties every primary
+    # On a cluster, FUNCTION FLUSH empties every primary.
     state.update_raw("tx-1", "c", "t", DAY, DAY, 10.0)
     client.function_flush()
     x = state.update_raw("tx-2", "c", "t", DAY + 1, DAY + 1, 20.0)
