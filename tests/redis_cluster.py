@@ -53,28 +53,39 @@ class RedisClusterServers:
         return [redis.Redis(host="127.0.0.1", port=node.port) for node in self.nodes]
 
 
-def start_cluster(directory: Path, primaries: int = PRIMARIES) -> RedisClusterServers:
-    """Start ``primaries`` cluster-enabled servers in ``directory`` and join them."""
+def start_cluster(
+    directory: Path, primaries: int = PRIMARIES, replicas: int = 0, node_timeout_ms: int = 5000
+) -> RedisClusterServers:
+    """Start ``primaries`` cluster-enabled servers in ``directory`` (and ``replicas`` for
+    each) and join them. A node silent for ``node_timeout_ms`` is failed over."""
     cli = shutil.which("redis-cli") or shutil.which("valkey-cli")
     if cli is None:
         pytest.fail(f"redis-cli is not installed; install it with: {INSTALL_HINT}")
     nodes: list[RedisServer] = []
     try:
-        for i in range(primaries):
+        for i in range(primaries * (1 + replicas)):
             home = directory / f"node-{i}"
             home.mkdir()
             nodes.append(
                 start_redis(
                     home,
                     *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
-                    *("--cluster-node-timeout", "5000"),
+                    *("--cluster-node-timeout", str(node_timeout_ms)),
                     # The bus port is the client port + 10000 unless named: a free one.
                     *("--cluster-port", str(free_port())),
                 )
             )
         addresses = [f"127.0.0.1:{node.port}" for node in nodes]
         created = subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            [
+                cli,
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                str(replicas),
+                "--cluster-yes",
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -109,6 +120,12 @@ def _wait_until_ok(servers: RedisClusterServers) -> None:
 
 def _ok(info: dict[str, str], nodes: int) -> bool:
     return info.get("cluster_state") == "ok" and info.get("cluster_known_nodes") == str(nodes)
+
+
+def function_libraries(port: int) -> list[bytes]:
+    """The names of the function libraries a node holds (FUNCTION LIST, RESP2 pairs)."""
+    with redis.Redis(host="127.0.0.1", port=port) as node:
+        return [lib[lib.index(b"library_name") + 1] for lib in node.function_list()]
 
 
 def stop_cluster(servers: RedisClusterServers) -> None:

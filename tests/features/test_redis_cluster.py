@@ -8,14 +8,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import redis
 from redis.connection import Connection
 
 from features.redis_cluster_state import RedisClusterFeatureState, open_redis_state
 from features.redis_cluster_url import split_cluster_url
 from features.redis_state import LIBRARY
 from features.state import FeatureStateUnavailable
-from tests.redis_cluster import RedisClusterServers
+from tests.redis_cluster import RedisClusterServers, function_libraries
 from tests.redis_server import free_port
 
 DAY = 86_400_000
@@ -114,7 +113,7 @@ def test_the_functions_reach_every_primary_and_a_primary_without_them_gets_them(
     state: RedisClusterFeatureState, redis_cluster: RedisClusterServers
 ) -> None:
     nodes = redis_cluster.node_clients()
-    assert all(_libraries(node) == [LIBRARY.encode()] for node in nodes)
+    assert all(function_libraries(n.port) == [LIBRARY.encode()] for n in redis_cluster.nodes)
     # One primary loses them (restarted empty, or new): its calls are refused, the
     # library is loaded again and those calls sent once more.
     nodes[1].function_flush()
@@ -130,14 +129,9 @@ def test_the_functions_reach_every_primary_and_a_primary_without_them_gets_them(
     assert update.refused == []
     count = list(state.feature_names).index("CUSTOMER_ID_NB_TX_1DAY_WINDOW")
     assert (update.values[:, count] == 1.0).all()
-    assert _libraries(nodes[1]) == [LIBRARY.encode()]
+    assert function_libraries(redis_cluster.nodes[1].port) == [LIBRARY.encode()]
     for node in nodes:
         node.close()
-
-
-def _libraries(node: redis.Redis) -> list[bytes]:
-    """The names of the function libraries a node holds (FUNCTION LIST, RESP2 pairs)."""
-    return [lib[lib.index(b"library_name") + 1] for lib in node.function_list()]
 
 
 def test_an_unreachable_cluster_is_one_clear_error() -> None:
