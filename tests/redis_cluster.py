@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 import redis
@@ -31,18 +31,52 @@ _AGREEMENT_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
+class ClusterTls:
+    """A TLS-only cluster with a password: the self-signed certificate (its own
+    authority) and key every node presents, and the password every node asks for."""
+
+    cert: Path
+    key: Path
+    password: str
+
+    def server_options(self, port: int) -> tuple[str, ...]:
+        return (
+            *("--port", "0", "--tls-port", str(port), "--tls-cluster", "yes"),
+            *("--tls-replication", "yes", "--tls-auth-clients", "no"),
+            *("--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key)),
+            *("--tls-ca-cert-file", str(self.cert)),
+            *("--requirepass", self.password, "--masterauth", self.password),
+        )
+
+    def cli_options(self) -> tuple[str, ...]:
+        return ("--tls", "--cacert", str(self.cert), "-a", self.password, "--no-auth-warning")
+
+    def client_options(self) -> dict[str, object]:
+        return {"ssl": True, "ssl_ca_certs": str(self.cert), "password": self.password}
+
+
+@dataclass(frozen=True)
 class RedisClusterServers:
     nodes: tuple[RedisServer, ...]
+    tls: ClusterTls | None = None
 
     def url(self, db: int = 0) -> str:
         """The cluster URL (every node named; Cluster has database 0 only, so ``db`` is
         ignored: tests that use several databases on one server flush the cluster)."""
         hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
-        return f"redis+cluster://{hosts}"
+        if self.tls is None:
+            return f"redis+cluster://{hosts}"
+        return (
+            f"rediss+cluster://:{self.tls.password}@{hosts}"
+            f"?ssl_ca_certs={self.tls.cert}&ssl_cert_reqs=required"
+        )
+
+    def _client_options(self) -> dict[str, Any]:
+        return {} if self.tls is None else self.tls.client_options()
 
     def client(self, db: int = 0) -> RedisCluster:
         """A client of the whole cluster (``db`` ignored, as in :meth:`url`)."""
-        return RedisCluster(host="127.0.0.1", port=self.nodes[0].port)
+        return RedisCluster(host="127.0.0.1", port=self.nodes[0].port, **self._client_options())
 
     def flush(self, db: int = 0) -> None:
         """Empty the database (every node's)."""
@@ -50,14 +84,22 @@ class RedisClusterServers:
             client.flushdb()
 
     def node_clients(self) -> list[redis.Redis]:
-        return [redis.Redis(host="127.0.0.1", port=node.port) for node in self.nodes]
+        return [
+            redis.Redis(host="127.0.0.1", port=node.port, **self._client_options())
+            for node in self.nodes
+        ]
 
 
 def start_cluster(
-    directory: Path, primaries: int = PRIMARIES, replicas: int = 0, node_timeout_ms: int = 5000
+    directory: Path,
+    primaries: int = PRIMARIES,
+    replicas: int = 0,
+    node_timeout_ms: int = 5000,
+    tls: ClusterTls | None = None,
 ) -> RedisClusterServers:
     """Start ``primaries`` cluster-enabled servers in ``directory`` (and ``replicas`` for
-    each) and join them. A node silent for ``node_timeout_ms`` is failed over."""
+    each) and join them. A node silent for ``node_timeout_ms`` is failed over. With
+    ``tls`` the nodes speak TLS only, to clients and to each other."""
     cli = shutil.which("redis-cli") or shutil.which("valkey-cli")
     if cli is None:
         pytest.fail(f"redis-cli is not installed; install it with: {INSTALL_HINT}")
@@ -66,33 +108,30 @@ def start_cluster(
         for i in range(primaries * (1 + replicas)):
             home = directory / f"node-{i}"
             home.mkdir()
+            port = free_port()
             nodes.append(
                 start_redis(
                     home,
+                    *(() if tls is None else tls.server_options(port)),
                     *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
                     *("--cluster-node-timeout", str(node_timeout_ms)),
                     # The bus port is the client port + 10000 unless named: a free one.
                     *("--cluster-port", str(free_port())),
+                    port=port,
                 )
             )
         addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        options = (*(() if tls is None else tls.cli_options()), "--cluster", "create")
+        joined = (*addresses, "--cluster-replicas", str(replicas), "--cluster-yes")
         created = subprocess.run(
-            [
-                cli,
-                "--cluster",
-                "create",
-                *addresses,
-                "--cluster-replicas",
-                str(replicas),
-                "--cluster-yes",
-            ],
+            [cli, *options, *joined],
             capture_output=True,
             text=True,
             timeout=60,
         )
         if created.returncode != 0:
             pytest.fail(f"redis-cli --cluster create failed:\n{created.stdout}{created.stderr}")
-        servers = RedisClusterServers(tuple(nodes))
+        servers = RedisClusterServers(tuple(nodes), tls)
         _wait_until_ok(servers)
         return servers
     except BaseException:
