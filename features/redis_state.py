@@ -15,7 +15,9 @@ time, as the in-process engine drops them.
 
 The client is redis-py's connection with hiredis, driven directly: commands are packed
 here once per payment (the constant arguments pre-encoded) and sent in one write, which
-cuts the client's per-command overhead that the pipeline API costs.
+cuts the client's per-command overhead that the pipeline API costs. On Redis Cluster the
+same calls go through redis-py's cluster pipeline instead, which routes each to its
+slot's node (:mod:`features.redis_cluster_state`).
 """
 
 from __future__ import annotations
