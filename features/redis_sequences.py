@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from features.redis_state import RedisFeatureState, pack_command
+from features.redis_state import RedisFeatureState
 from features.sequence import SequenceSpec, SequenceStore, SequenceView, view_of
 from features.state import FeatureStateUnavailable
 
@@ -62,11 +62,11 @@ class RedisSequences(SequenceStore):
             return []
         if features.shape != (n, len(self.spec.feature_names)):
             raise ValueError(f"features of shape {features.shape} do not fit the sequences")
-        commands = []
+        commands: list[tuple[bytes, ...]] = []
         for i in range(n):
             tid = str(transaction_ids[i]).encode()
             commands.append(
-                pack_command(
+                (
                     b"FCALL",
                     b"rs_seq_append_2",
                     b"1",
@@ -77,12 +77,12 @@ class RedisSequences(SequenceStore):
                     b"1" if wanted[i] else b"0",
                 )
             )
-        replies = self._state.round_trip(b"".join(commands), n)
+        replies = self._state.run_commands(commands)
         return [self._view(replies[i], int(epoch_ms[i])) if wanted[i] else None for i in range(n)]
 
     def view(self, customer_id: Hashable, current_ms: int) -> SequenceView:
         key = self._keys.customer_sequence(customer_id)
-        (items,) = self._state.round_trip(pack_command(b"LRANGE", key, b"0", b"-1"), 1)
+        (items,) = self._state.run_commands([(b"LRANGE", key, b"0", b"-1")])
         return self._view(items, current_ms)
 
     def _view(self, items: Any, current_ms: int) -> SequenceView:

@@ -15,7 +15,9 @@ time, as the in-process engine drops them.
 
 The client is redis-py's connection with hiredis, driven directly: commands are packed
 here once per payment (the constant arguments pre-encoded) and sent in one write, which
-cuts the client's per-command overhead that the pipeline API costs.
+cuts the client's per-command overhead that the pipeline API costs. On Redis Cluster the
+same calls go through redis-py's cluster pipeline instead, which routes each to its
+slot's node (:mod:`features.redis_cluster_state`).
 """
 
 from __future__ import annotations
@@ -151,11 +153,15 @@ class RedisFeatureState(FeatureState):
             return ";".join(",".join(str(v) for v in row) for row in rows).encode()
 
         ttl = str(self._ttl_ms).encode()
-        # Per call: the packed header (array length, FCALL, function, key count) and the
-        # constant tail (TTL, each key's windows).
+        # Per call: the kinds it carries and its constant tail (TTL, each key's windows),
+        # as arguments (for a client that packs commands itself: the cluster's pipeline,
+        # features/redis_cluster_state.py)...
+        self._call_tails = [
+            (call, [ttl] + [windows(kind) for kind in call]) for call in self._calls
+        ]
+        # ...and packed: the header (array length, FCALL, function, key count), the tail.
         self._packed_calls: list[tuple[tuple[int, ...], bytes, bytes]] = []
-        for call in self._calls:
-            tail = [ttl] + [windows(kind) for kind in call]
+        for call, tail in self._call_tails:
             length = 3 + len(call) + 4 + len(tail)
             head = b"*%d\r\n" % length + _bulk(b"FCALL") + _bulk(b"rs_update_2")
             head += _bulk(str(len(call)).encode())
@@ -177,15 +183,13 @@ class RedisFeatureState(FeatureState):
         # SET <lookup> <entities> NX PX <ttl>: the label's way back to the payment's entities.
         self._lookup_command = (b"*6\r\n" + _bulk(b"SET"), _bulk(b"NX") + _bulk(b"PX") + _bulk(ttl))
         self._builders = [_key_builder(self._keys, entity) for entity in kinds]
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
         self._url = url
         self._connection: Any = None
         try:
+            self._client = self._connect(url, timeout_s)
             self.load_library()
-            self._connection = self._client.connection_pool.get_connection()
-        except redis.RedisError as exc:
+            self._connection = self._dedicated_connection()
+        except (redis.RedisError, redis.exceptions.RedisClusterException, ValueError) as exc:
             raise FeatureStateUnavailable(f"feature state at {redact(url)}: {exc}") from None
         # Compile (or load from cache) the feature kernel now, not on the first payment.
         fill_features(
@@ -200,6 +204,16 @@ class RedisFeatureState(FeatureState):
             np.zeros(1, dtype=np.bool_),
             np.zeros(1, dtype=np.bool_),
         )
+
+    def _connect(self, url: str, timeout_s: float) -> Any:
+        """The client of one server (a cluster's subclass connects to all of them)."""
+        return self._redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+
+    def _dedicated_connection(self) -> Any:
+        """The connection payments use: one, driven directly (see the module's doc)."""
+        return self._client.connection_pool.get_connection()
 
     def load_library(self) -> None:
         """(Re)load the Redis Functions: FUNCTION LOAD REPLACE, idempotent."""
@@ -217,6 +231,52 @@ class RedisFeatureState(FeatureState):
         amounts: Sequence[float],
         digests: Sequence[str] | None = None,
     ) -> BatchUpdate:
+        n = len(transaction_ids)
+        replies = self._apply(
+            transaction_ids, customer_ids, terminal_ids, epoch_ms, amounts, digests
+        )
+        # Each call answers raw little-endian doubles (see reply_size); the lookup's OK
+        # (or nil: an earlier copy of the payment set it) is not needed.
+        per_tx = len(self._calls) + (1 if self._label_kinds else 0)
+        n_calls = len(self._calls)
+        answers = [r for i, r in enumerate(replies) if i % per_tx < n_calls]
+        packed = np.frombuffer(b"".join(answers), dtype="<f8")
+        if len(packed) != n * self._width:
+            raise FeatureStateUnavailable("feature state: a reply does not fit the feature plan")
+        values = np.empty((n, len(self.feature_names)), dtype=np.float64)
+        duplicate = np.zeros(n, dtype=np.bool_)
+        replayed = np.zeros(n, dtype=np.bool_)
+        fill_features(
+            packed.reshape(n, self._width),
+            self._offsets,
+            self._gaps,
+            self._flags,
+            np.asarray(amounts, dtype=np.float64),
+            np.asarray(local_epoch_ms, dtype=np.int64),
+            self._outputs,
+            values,
+            duplicate,
+            replayed,
+        )
+        refused = np.flatnonzero(duplicate).tolist() if duplicate.any() else []
+        again = np.flatnonzero(replayed).tolist() if replayed.any() else []
+        if n:
+            latest = max(epoch_ms)
+            if latest > self._watermark:
+                self._watermark = int(latest)
+        return BatchUpdate(values, refused, again)
+
+    def _apply(
+        self,
+        transaction_ids: Sequence[Hashable],
+        customer_ids: Sequence[Hashable],
+        terminal_ids: Sequence[Hashable],
+        epoch_ms: Sequence[int],
+        amounts: Sequence[float],
+        digests: Sequence[str] | None,
+    ) -> list[Any]:
+        """Send a batch's calls (per payment: one per hash tag, then the label lookup's
+        SET) in one write and return every reply, in order."""
         n = len(transaction_ids)
         builders, calls, label_kinds = self._builders, self._packed_calls, self._label_kinds
         lookup_head, lookup_tail = self._lookup_command
@@ -256,41 +316,12 @@ class RedisFeatureState(FeatureState):
                 )
                 chunks.append(lookup_tail)
         per_tx = len(calls) + (1 if label_kinds else 0)
-        replies = self._round_trip(b"".join(chunks), n * per_tx)
-        # Each call answers raw little-endian doubles (see reply_size); the lookup's OK
-        # (or nil: an earlier copy of the payment set it) is not needed.
-        n_calls = len(calls)
-        answers = [r for i, r in enumerate(replies) if i % per_tx < n_calls]
-        packed = np.frombuffer(b"".join(answers), dtype="<f8")
-        if len(packed) != n * self._width:
-            raise FeatureStateUnavailable("feature state: a reply does not fit the feature plan")
-        values = np.empty((n, len(self.feature_names)), dtype=np.float64)
-        duplicate = np.zeros(n, dtype=np.bool_)
-        replayed = np.zeros(n, dtype=np.bool_)
-        fill_features(
-            packed.reshape(n, self._width),
-            self._offsets,
-            self._gaps,
-            self._flags,
-            np.asarray(amounts, dtype=np.float64),
-            np.asarray(local_epoch_ms, dtype=np.int64),
-            self._outputs,
-            values,
-            duplicate,
-            replayed,
-        )
-        refused = np.flatnonzero(duplicate).tolist() if duplicate.any() else []
-        again = np.flatnonzero(replayed).tolist() if replayed.any() else []
-        if n:
-            latest = max(epoch_ms)
-            if latest > self._watermark:
-                self._watermark = int(latest)
-        return BatchUpdate(values, refused, again)
+        return self._round_trip(b"".join(chunks), n * per_tx)
 
-    def round_trip(self, packed: bytes, expected: int) -> list[Any]:
-        """Send packed commands on the state's connection and read their replies (the
-        customers' sequences share it: :mod:`features.redis_sequences`)."""
-        return self._round_trip(packed, expected)
+    def run_commands(self, commands: Sequence[Sequence[bytes]]) -> list[Any]:
+        """Send commands in one round trip and read their replies, in order (the
+        customers' sequences share the state's connection: :mod:`features.redis_sequences`)."""
+        return self._round_trip(b"".join(pack_command(*c) for c in commands), len(commands))
 
     @property
     def keys(self) -> KeyNames:
@@ -338,23 +369,22 @@ class RedisFeatureState(FeatureState):
         """Two round trips: the payment's entities, then ``FCALL rs_label_2`` on them."""
         if not self._label_kinds:
             return LabelOutcome.UNKNOWN
-        (found,) = self._round_trip(
-            pack_command(b"GET", self._keys.label_lookup(transaction_id)), 1
-        )
+        (found,) = self.run_commands([(b"GET", self._keys.label_lookup(transaction_id))])
         if found is None:
             return LabelOutcome.UNKNOWN
         entity_keys = found.split(b"\n")
-        command = pack_command(
-            b"FCALL",
-            b"rs_label_2",
-            str(len(entity_keys)).encode(),
-            *entity_keys,
-            str(transaction_id).encode(),
-            b"1" if is_fraud else b"0",
-            *self._label_windows,
-        )
-        (result,) = self._round_trip(command, 1)
-        return _LABEL_OUTCOMES[int(result)]
+        tid, label = str(transaction_id).encode(), b"1" if is_fraud else b"0"
+        # One call per hash tag, so that no call spans two Cluster slots (with the
+        # default features only the terminal takes labels: one call).
+        calls = []
+        for group in _by_hash_tag(entity_keys):
+            keys = [entity_keys[i] for i in group]
+            windows = [self._label_windows[i] for i in group]
+            calls.append(
+                (b"FCALL", b"rs_label_2", str(len(keys)).encode(), *keys, tid, label, *windows)
+            )
+        # Each call answers its best outcome (applied > unchanged > not held).
+        return _LABEL_OUTCOMES[max(int(r) for r in self.run_commands(calls))]
 
     # ------------------------------------------------------------- duplicates
 
@@ -375,7 +405,7 @@ class RedisFeatureState(FeatureState):
         # The pool's own connection (thread-safe), not the one payments use.
         try:
             self._client.ping()
-        except self._redis.RedisError as exc:
+        except (self._redis.RedisError, self._redis.exceptions.RedisClusterException) as exc:
             return f"the feature state at {redact(self._url)} does not answer: {exc}"
         return None
 
@@ -390,6 +420,15 @@ def replay_digest(digest: str) -> bytes:
     """The 16 bytes of a payload's SHA-256 (hex) that the state keeps with its id: what a
     re-delivery must match to get the payment's features back."""
     return bytes.fromhex(digest[:32])
+
+
+def _by_hash_tag(keys: Sequence[bytes]) -> list[list[int]]:
+    """The positions of ``keys`` grouped by their hash tag (the part in braces), in order."""
+    groups: dict[bytes, list[int]] = {}
+    for i, key in enumerate(keys):
+        start = key.index(b"{")
+        groups.setdefault(key[start : key.index(b"}", start)], []).append(i)
+    return list(groups.values())
 
 
 def _key_builder(keys: KeyNames, entity: Entity) -> Callable[[Hashable, Hashable], bytes]:

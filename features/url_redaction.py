@@ -22,6 +22,8 @@ def redact(url: str) -> str:
     'postgresql://audit@db:5432/rs?password=***&sslmode=require'
     >>> redact("redis://:s3cret@127.0.0.1:6379/0")
     'redis://:***@127.0.0.1:6379/0'
+    >>> redact("rediss+cluster://app:s3cret@r1:7000,r2:7000")
+    'rediss+cluster://app:***@r1:7000,r2:7000'
     >>> redact("postgresql:///riskscore?host=/run/postgresql")
     'postgresql:///riskscore?host=/run/postgresql'
     >>> redact("postgresql:///riskscore?password=s3cret")
@@ -30,7 +32,9 @@ def redact(url: str) -> str:
     try:
         parts = urlsplit(url)
         password = parts.password
-        port = parts.port
+        hosts = parts.netloc.rpartition("@")[2]
+        if "," not in hosts:  # one host (a cluster URL names several: no one port)
+            parts.port  # noqa: B018 (a port that is not a number raises here)
     except ValueError:  # not a URL we can take apart: show none of it
         return "(a malformed URL)"
     query = parts.query
@@ -40,10 +44,7 @@ def redact(url: str) -> str:
         return url  # as given: urlunsplit would drop an empty host's "//"
     netloc = parts.netloc
     if password is not None:
-        host = parts.hostname or ""
-        if port is not None:
-            host = f"{host}:{port}"
-        netloc = f"{parts.username or ''}:***@{host}"
+        netloc = f"{parts.username or ''}:***@{hosts}"
     if secret_parameter:
         query = urlencode(
             [(k, "***" if k in _SECRET_PARAMETERS else v) for k, v in pairs], safe="*/"

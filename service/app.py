@@ -13,6 +13,7 @@ from aiohttp.typedefs import Middleware
 
 from explain.explainer import make_explainer
 from features.online import OnlineFeatureEngine
+from features.redis_cluster_state import open_redis_state
 from features.redis_sequences import RedisSequences
 from features.redis_state import RedisFeatureState
 from features.sequence import SequenceSpec, SequenceStore
@@ -126,12 +127,13 @@ def build_policy(settings: Settings, feature_names: list[str]) -> Policy:
 
 
 def build_feature_state(settings: Settings) -> FeatureState:
-    """The feature-state backend the settings name: in the process, or Redis."""
+    """The feature-state backend the settings name: in the process, or Redis (one
+    server or a cluster)."""
     url = settings.scoring.feature_state_url
     if url is None:
         return OnlineFeatureEngine()
     try:
-        return RedisFeatureState(url)
+        return open_redis_state(url)
     except FeatureStateUnavailable as exc:
         raise FeatureStateUnavailable(f"RISKSCORE_FEATURE_STATE_URL: {exc}") from None
 

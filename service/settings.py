@@ -169,10 +169,12 @@ class ScoringSettings(BaseSettings):
     RISKSCORE_DATA_DIR) this often and at shutdown, so a restart replays only the payments
     after it; 0 writes none."""
 
-    feature_state_url: str | None = Field(default=None, pattern=r"^(redis|rediss)://")
+    feature_state_url: str | None = Field(default=None, pattern=r"^rediss?(\+cluster)?://")
     """Where the online feature state lives: unset keeps it in the process (memory);
     redis://HOST:PORT/DB (rediss:// for TLS) shares it in Redis >= 7 or Valkey, where it
-    outlives the process and nothing is replayed at start-up."""
+    outlives the process and nothing is replayed at start-up;
+    redis+cluster://HOST:PORT[,HOST:PORT...] (rediss+cluster:// for TLS) in a Redis
+    Cluster."""
 
     signals_interval_s: float = Field(default=300.0, ge=0.0)
     """How often the drift (PSI per feature) and decline precision/recall gauges on
@@ -544,7 +546,7 @@ def allowed_values(model: type[BaseSettings], name: str) -> str:
     if model is AuditSettings and name == "url":
         return "a `postgresql://` URL"
     if model is ScoringSettings and name == "feature_state_url":
-        return "a `redis://` or `rediss://` URL"
+        return "a `redis://`, `rediss://`, `redis+cluster://` or `rediss+cluster://` URL"
     if model is ScoringSettings and name == "currency":
         return "an ISO 4217 code (`EUR`, `USD`, ...)"
     if model is ScoringSettings and name == "currency_rates":

@@ -67,5 +67,7 @@ def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest
 _DATABASES = itertools.count(1)
 
 
-# The real redis-server of the feature-state tests (tests/redis_server.py).
+# The real redis-server of the feature-state tests (tests/redis_server.py); the same on a
+# throwaway 3-primary Redis Cluster, and both as one parameter (tests/redis_cluster.py).
+from tests.redis_cluster import redis_cluster, redis_target  # noqa: E402, F401
 from tests.redis_server import redis_server  # noqa: E402, F401

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 
 INSTALL_HINT = "sudo apt-get install redis-server (Redis >= 7) or a Valkey package"
 READY_LINE = "Ready to accept connections"
@@ -29,6 +30,14 @@ class RedisServer:
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis.from_url(self.url(db))
+
+    def flush(self, db: int = 0) -> None:
+        """Empty the database (every node's)."""
+        with self.client(db) as client:
+            client.flushdb()
 
 
 def free_port() -> int:

@@ -3,6 +3,9 @@
     python -m service.benchmarks.feature_state_bench --url redis://127.0.0.1:6379/15
         [--data HISTORY.csv.gz] [--count N] [--blocks B] [--json OUT]
 
+``--url`` names one server or a cluster (``redis+cluster://HOST:PORT[,HOST:PORT...]``:
+each payment's calls then go out as a cluster pipeline, one write per node it touches).
+
 Both backends get the same payments one at a time, as the scorer hands a lone payment to
 the state (``update_all`` of one), with each payment's label fed 7 days after it, as
 in production. The history is cut into ``--blocks`` consecutive blocks and each block is
@@ -10,7 +13,9 @@ run on the memory backend, then on the redis one: a machine whose load changes
 during the run then weighs on both alike. Reports p50/p99 per payment and per label,
 and the difference of the medians (the cost the backend adds to a decision).
 
-The Redis database named by ``--url`` is emptied first: give it one of its own.
+The Redis database named by ``--url`` (every node of a cluster) is emptied first: give
+it one of its own. The load average (1 minute) is reported before and after the run,
+since the machine's other work weighs on every figure.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import time
 from pathlib import Path
 
@@ -26,7 +32,7 @@ import numpy as np
 from features.data import TransactionFrame, frame_from_pandas, load_transactions
 from features.definitions import LABEL_DELAY
 from features.online import OnlineFeatureEngine
-from features.redis_state import RedisFeatureState
+from features.redis_cluster_state import open_redis_state
 from features.simulator import SimulationConfig, simulate
 from features.state import FeatureState
 from loadtest.durations import summary_ms
@@ -66,10 +72,11 @@ class _Timed:
 
 
 def measure(history: TransactionFrame, url: str, blocks: int) -> dict[str, object]:
-    redis_state = RedisFeatureState(url)
+    redis_state = open_redis_state(url)
     redis_state._client.flushdb()  # the benchmark's own database, emptied (see --help)
     memory = _Timed(OnlineFeatureEngine(), history)
     shared = _Timed(redis_state, history)
+    load_before = os.getloadavg()[0]
     bounds = np.linspace(0, len(history), blocks + 1).astype(int).tolist()
     for start, end in itertools.pairwise(bounds):
         memory.run(start, end)
@@ -84,6 +91,7 @@ def measure(history: TransactionFrame, url: str, blocks: int) -> dict[str, objec
         "redis_label": summary_ms(shared.labels),
         "added_per_decision_us": (red["p50_ms"] - mem["p50_ms"]) * 1000.0,
         "max_abs_difference": float(np.max(np.abs(memory.values - shared.values))),
+        "load_average": [load_before, os.getloadavg()[0]],
     }
 
 
@@ -93,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--url", required=True, help="redis://HOST:PORT/DB, emptied first")
+    parser.add_argument(
+        "--url",
+        required=True,
+        help="redis://HOST:PORT/DB or redis+cluster://HOST:PORT[,HOST:PORT...], emptied first",
+    )
     parser.add_argument("--data", type=Path, help="handbook-schema history (default: simulated)")
     parser.add_argument("--count", type=int, default=20_000, help="payments replayed")
     parser.add_argument("--blocks", type=int, default=10, help="alternating blocks per backend")
@@ -116,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             )
     print(f"added per decision (p50 difference): {result['added_per_decision_us']:.1f} µs")
     print(f"largest difference between the backends' features: {result['max_abs_difference']}")
+    load = result["load_average"]
+    assert isinstance(load, list)
+    before, after = load
+    print(f"load average (1 min): {before:.1f} before, {after:.1f} after")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

@@ -32,7 +32,7 @@ from features.data import TransactionFrame, load_transactions
 from features.offline import compute_features
 from features.online import OnlineFeatureEngine
 from features.rebuild import rebuild_state
-from features.redis_state import RedisFeatureState
+from features.redis_cluster_state import open_redis_state
 
 TOLERANCE = 1e-9
 # The 24 features both online engines and the offline one compute, in their order.
@@ -46,7 +46,7 @@ def partition_of(customers: np.ndarray, processes: int) -> np.ndarray:
 
 def _replay(url: str, history: TransactionFrame, out: str, start: Any) -> None:
     start.wait()  # the processes begin together, as consumers of a running group do
-    state = RedisFeatureState(url)
+    state = open_redis_state(url)
     try:
         np.save(out, rebuild_state(history, state))
     finally:

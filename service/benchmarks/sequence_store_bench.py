@@ -26,8 +26,8 @@ import numpy as np
 from features.data import frame_from_pandas
 from features.definitions import DEFAULT_FEATURES
 from features.rebuild import rebuild_state
+from features.redis_cluster_state import open_redis_state
 from features.redis_sequences import RedisSequences
-from features.redis_state import RedisFeatureState
 from features.sequence import DEFAULT_SEQUENCE_LENGTH, OnlineSequences, SequenceSpec, SequenceStore
 from features.simulator import SimulationConfig, simulate
 from loadtest.durations import summary_ms
@@ -48,7 +48,7 @@ def measure(url: str, count: int, blocks: int) -> dict[str, object]:
     history = frame_from_pandas(simulate(config), "simulated").take(slice(0, count))
     features = rebuild_state(history)
     spec = SequenceSpec(DEFAULT_SEQUENCE_LENGTH, tuple(d.name for d in DEFAULT_FEATURES))
-    state = RedisFeatureState(url)
+    state = open_redis_state(url)
     state._client.flushdb()  # the benchmark's own database, emptied (see --help)
     stores: dict[str, SequenceStore] = {
         "memory": OnlineSequences(spec),

@@ -8,25 +8,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 
 from features.data import load_transactions
 from features.online import OnlineFeatureEngine
 from features.rebuild import rebuild_state
-from features.redis_state import RedisFeatureState
-from tests.redis_server import RedisServer
+from features.redis_cluster_state import open_redis_state
+from tests.redis_cluster import RedisTarget
 
 pytestmark = [pytest.mark.handbook, pytest.mark.slow]
 
 
 def test_redis_backend_equals_memory_backend_on_a_handbook_slice(
-    handbook_dir: Path, redis_server: RedisServer
+    handbook_dir: Path, redis_target: RedisTarget
 ) -> None:
     history = load_transactions(handbook_dir / "transactions_dev.csv.gz")
     days = history.day
     history = history.take(days < days.min() + np.timedelta64(21, "D"))
-    redis.Redis.from_url(redis_server.url(3)).flushdb()
-    state = RedisFeatureState(redis_server.url(3))
+    redis_target.flush(3)
+    state = open_redis_state(redis_target.url(3))
     try:
         stored = rebuild_state(history, state)  # labels fed 7 days after their payment
     finally:

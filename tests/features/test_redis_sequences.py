@@ -1,4 +1,5 @@
-"""The ``redis`` sequence store against a real redis-server: the same sequences as the
+"""The ``redis`` sequence store against a real redis-server and a real 3-primary Redis
+Cluster (each test runs on both): the same sequences as the
 in-process store (to the last bit), one append per id, keys under the customer's tag."""
 
 from __future__ import annotations
@@ -7,25 +8,25 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import redis
 
 from features.data import TransactionFrame, frame_from_pandas
 from features.definitions import DEFAULT_FEATURES
 from features.rebuild import rebuild_state
+from features.redis_cluster_state import open_redis_state
 from features.redis_sequences import RedisSequences
 from features.redis_state import RedisFeatureState
 from features.sequence import OnlineSequences, SequenceSpec, SequenceStore
 from features.simulator import SimulationConfig, simulate
-from tests.redis_server import RedisServer
+from tests.redis_cluster import RedisTarget
 
 NAMES = tuple(d.name for d in DEFAULT_FEATURES)
 DAY = 86_400_000
 
 
 @pytest.fixture
-def state(redis_server: RedisServer) -> Iterator[RedisFeatureState]:
-    redis.Redis.from_url(redis_server.url(4)).flushdb()
-    backend = RedisFeatureState(redis_server.url(4))
+def state(redis_target: RedisTarget) -> Iterator[RedisFeatureState]:
+    redis_target.flush(4)
+    backend = open_redis_state(redis_target.url(4))
     try:
         yield backend
     finally:
@@ -112,7 +113,7 @@ def test_an_id_already_in_the_sequence_is_not_appended_again(state: RedisFeature
 
 
 def test_the_list_is_capped_and_keyed_under_the_customers_tag(
-    state: RedisFeatureState, redis_server: RedisServer
+    state: RedisFeatureState, redis_target: RedisTarget
 ) -> None:
     spec = SequenceSpec(length=3, feature_names=("A",), max_age_ms=DAY)
     store = RedisSequences(state, spec)
@@ -125,10 +126,10 @@ def test_the_list_is_capped_and_keyed_under_the_customers_tag(
         np.ones((n, 1)),
         [False] * n,
     )
-    client = redis.Redis.from_url(redis_server.url(4))
     key = state.keys.customer_sequence("c-7")
     assert b"{c:c-7}" in key
-    assert client.llen(key) == 3
-    assert 0 < client.pttl(key) <= DAY
+    with redis_target.client(4) as client:
+        assert client.llen(key) == 3
+        assert 0 < client.pttl(key) <= DAY
     assert store.view("c-7", n).transaction_ids == ["t7", "t8", "t9"]
     assert store.view("nobody", n).transaction_ids == []

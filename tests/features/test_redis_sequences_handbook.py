@@ -7,22 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 
 from features.data import load_transactions
 from features.definitions import DEFAULT_FEATURES
 from features.rebuild import rebuild_state
+from features.redis_cluster_state import open_redis_state
 from features.redis_sequences import RedisSequences
-from features.redis_state import RedisFeatureState
 from features.sequence import OnlineSequences, SequenceSpec
 from tests.features.test_redis_sequences import assert_same, replay
-from tests.redis_server import RedisServer
+from tests.redis_cluster import RedisTarget
 
 pytestmark = [pytest.mark.handbook, pytest.mark.slow]
 
 
 def test_redis_sequences_equal_memory_sequences_on_a_handbook_slice(
-    handbook_dir: Path, redis_server: RedisServer
+    handbook_dir: Path, redis_target: RedisTarget
 ) -> None:
     history = load_transactions(handbook_dir / "transactions_dev.csv.gz")
     days = history.day
@@ -32,8 +31,8 @@ def test_redis_sequences_equal_memory_sequences_on_a_handbook_slice(
     # Every 7th payment's view (all of them would move ~1.5 GB through the socket), then
     # every customer's sequence at the end.
     wanted = np.arange(len(history)) % 7 == 0
-    redis.Redis.from_url(redis_server.url(6)).flushdb()
-    state = RedisFeatureState(redis_server.url(6))
+    redis_target.flush(6)
+    state = open_redis_state(redis_target.url(6))
     try:
         stored_store = RedisSequences(state, spec)
         memory_store = OnlineSequences(spec)

@@ -1,5 +1,6 @@
-"""The ``redis`` feature-state backend against a real redis-server: the same values as the
-in-process engine, refusals of re-delivered payments, labels, keys Cluster can route."""
+"""The ``redis`` feature-state backend against a real redis-server and a real 3-primary
+Redis Cluster (each test runs on both): the same values as the in-process engine,
+refusals of re-delivered payments, labels, keys Cluster can route."""
 
 from __future__ import annotations
 
@@ -9,24 +10,40 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from features.data import TransactionFrame, frame_from_pandas
 from features.offline import compute_features
 from features.online import OnlineFeatureEngine
 from features.rebuild import rebuild_state
+from features.redis_cluster_state import open_redis_state
 from features.redis_keys import KeyNames, plan_digest
 from features.redis_state import RedisFeatureState
 from features.simulator import SimulationConfig, simulate
 from features.state import DuplicateTransaction, FeatureStateUnavailable, LabelOutcome
-from tests.redis_server import RedisServer, free_port, start_redis, stop_redis
+from tests.redis_cluster import RedisTarget
+from tests.redis_server import free_port, start_redis, stop_redis
 
 DAY = 86_400_000
 
 
 @pytest.fixture
-def state(redis_server: RedisServer) -> Iterator[RedisFeatureState]:
-    redis.Redis.from_url(redis_server.url(1)).flushdb()
-    backend = RedisFeatureState(redis_server.url(1))
+def target(redis_target: RedisTarget) -> RedisTarget:
+    """One server or a cluster, emptied."""
+    redis_target.flush(1)
+    return redis_target
+
+
+@pytest.fixture
+def client(target: RedisTarget) -> Iterator[redis.Redis | RedisCluster]:
+    """A client of the same database, to look at what the backend wrote."""
+    with target.client(1) as client:
+        yield client
+
+
+@pytest.fixture
+def state(target: RedisTarget) -> Iterator[RedisFeatureState]:
+    backend = open_redis_state(target.url(1))
     try:
         yield backend
     finally:
@@ -114,11 +131,10 @@ def test_a_redelivery_with_its_digest_gets_its_first_features_and_changes_nothin
 
 
 def test_ids_applied_by_an_older_version_still_take_labels_and_refuse_repeats(
-    state: RedisFeatureState,
+    state: RedisFeatureState, client: redis.Redis | RedisCluster
 ) -> None:
     digest = hashlib.sha256(b"payment").hexdigest()
     state.update_many(["tx-1"], ["c"], ["t"], [DAY], [DAY], [10.0], digests=[digest])
-    client = redis.Redis.from_url(state._url)
     keys = [k for k in client.scan_iter(state.keys.pattern) if b"{x:" not in k]
     for key in keys:  # as an older version wrote it: the event's seq alone, as text
         client.hset(key, "itx-1", "0")
@@ -153,9 +169,10 @@ def test_label_outcomes_follow_the_memory_engine(state: RedisFeatureState) -> No
     assert outcomes[1] == outcomes[3]
 
 
-def test_every_key_carries_one_entity_hash_tag(state: RedisFeatureState) -> None:
+def test_every_key_carries_one_entity_hash_tag(
+    state: RedisFeatureState, client: redis.Redis | RedisCluster
+) -> None:
     state.update_raw("tx-1", "c-42", "t-9", DAY, DAY, 10.0)
-    client = redis.Redis.from_url(state._url)
     keys = sorted(k.decode() for k in client.scan_iter(KeyNames(plan_digest(state.plan)).pattern))
     prefix = f"rs:{plan_digest(state.plan)}:"
     assert keys == [
@@ -169,8 +186,10 @@ def test_every_key_carries_one_entity_hash_tag(state: RedisFeatureState) -> None
     assert slot(keys[0].encode()) == slot(keys[1].encode())
 
 
-def test_functions_lost_by_the_server_are_loaded_again(state: RedisFeatureState) -> None:
-    client = redis.Redis.from_url(state._url)
+def test_functions_lost_by_the_server_are_loaded_again(
+    state: RedisFeatureState, client: redis.Redis | RedisCluster
+) -> None:
+    # On a cluster, FUNCTION FLUSH empties every primary.
     state.update_raw("tx-1", "c", "t", DAY, DAY, 10.0)
     client.function_flush()
     x = state.update_raw("tx-2", "c", "t", DAY + 1, DAY + 1, 20.0)

@@ -1,6 +1,7 @@
-"""The feature state over TLS: a redis-server with a self-signed certificate, reached with
-a ``rediss://`` URL whose query names the certificate authority (passed through to the
-client as it is, as the README's "TLS and credentials" says)."""
+"""The feature state over TLS: a redis-server (and a Redis Cluster) with a self-signed
+certificate, reached with a ``rediss://`` (``rediss+cluster://``) URL whose query names
+the certificate authority (passed through to the client as it is, as the README's "TLS
+and credentials" says)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from features.redis_cluster_state import open_redis_state
 from features.redis_state import RedisFeatureState
 from features.state import FeatureStateUnavailable
+from tests.redis_cluster import ClusterTls, start_cluster, stop_cluster
 from tests.redis_server import RedisServer, free_port, start_redis, stop_redis
 
 PASSWORD = "tls-test-password"
 
 
-@pytest.fixture(scope="module")
-def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    """A redis-server that speaks only TLS and needs a password: its port and the CA file."""
-    directory = tmp_path_factory.mktemp("redis-tls")
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, its own authority, and its key."""
     cert, key = directory / "server.pem", directory / "server.key"
     subprocess.run(
         [
@@ -31,6 +32,14 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, P
         check=True,
         capture_output=True,
     )
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """A redis-server that speaks only TLS and needs a password: its port and the CA file."""
+    directory = tmp_path_factory.mktemp("redis-tls")
+    cert, key = _self_signed(directory)
     tls_port = free_port()
     server: RedisServer = start_redis(
         directory,
@@ -73,3 +82,42 @@ def test_plain_text_is_not_answered_by_a_tls_only_server(tls_redis: tuple[int, P
     port, _ = tls_redis
     with pytest.raises(FeatureStateUnavailable):
         RedisFeatureState(f"redis://:{PASSWORD}@127.0.0.1:{port}/0", timeout_s=1.0)
+
+
+def test_a_rediss_cluster_url_reaches_every_node_over_tls(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The cluster's nodes speak TLS only (to clients and on the cluster bus) and want the
+    password: the options of the one URL reach every node the client finds."""
+    directory = tmp_path_factory.mktemp("redis-cluster-tls")
+    cert, key = _self_signed(directory)
+    cluster = start_cluster(directory, tls=ClusterTls(cert, key, PASSWORD))
+    try:
+        url = cluster.url()
+        assert url.startswith(f"rediss+cluster://:{PASSWORD}@")
+        state = open_redis_state(url)
+        try:
+            n = 30  # customers and terminals over every primary's slots
+            update = state.update_many(
+                [f"tls-{i}" for i in range(n)],
+                [f"c-{i}" for i in range(n)],
+                [f"t-{i}" for i in range(n)],
+                [86_400_000] * n,
+                [86_400_000] * n,
+                [42.0] * n,
+            )
+            assert update.refused == []
+            assert (update.values[:, list(state.feature_names).index("TX_AMOUNT")] == 42.0).all()
+            assert state.problem() is None
+        finally:
+            state.close()
+        for node in cluster.node_clients():
+            with node:
+                assert node.info("commandstats")["cmdstat_fcall"]["calls"] > 0
+        # Without the authority, the first node already refuses the client.
+        untrusted = url.replace(f"ssl_ca_certs={cert}&", "")
+        with pytest.raises(FeatureStateUnavailable, match="certificate verify failed") as error:
+            open_redis_state(untrusted)
+        assert PASSWORD not in str(error.value)
+    finally:
+        stop_cluster(cluster)

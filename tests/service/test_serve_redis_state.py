@@ -1,5 +1,6 @@
 """`riskscore serve` on the redis feature-state backend: a real process and a real
-redis-server. The windows outlive the process: nothing is replayed at start-up."""
+redis-server (or a real Redis Cluster). The windows outlive the process: nothing is
+replayed at start-up."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import threading
 from pathlib import Path
 
 import pytest
-import redis
 
 from features.state import FeatureStateUnavailable
 from service.app import build_scorer
 from service.settings import Settings
-from tests.redis_server import RedisServer, free_port
+from tests.redis_cluster import RedisTarget
+from tests.redis_server import free_port
 from tests.service.test_serve_process import _request, _serving, _stop
 
 
@@ -37,11 +38,12 @@ def _feature(detail: dict[str, object], name: str) -> float:
 
 
 def test_features_continue_from_redis_across_processes(
-    tmp_path: Path, redis_server: RedisServer
+    tmp_path: Path, redis_target: RedisTarget
 ) -> None:
-    redis.Redis.from_url(redis_server.url(2)).flushdb()
+    """On one server and on a 3-primary cluster (``redis+cluster://``)."""
+    redis_target.flush(2)
     env = {
-        "RISKSCORE_FEATURE_STATE_URL": redis_server.url(2),
+        "RISKSCORE_FEATURE_STATE_URL": redis_target.url(2),
         "RISKSCORE_KAFKA": "off",
         "RISKSCORE_SEQUENCE": "off",
     }

@@ -8,14 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import redis
-
 from explain.audit.sqlite_store import SQLiteAuditStore
 from features.plan import compile_plan
 from features.redis_keys import KeyNames, plan_digest
 from service.app_keys import WARM_START
 from service.checkpointing import CHECKPOINT_FILE
-from tests.redis_server import RedisServer
+from tests.redis_cluster import RedisTarget
 from tests.service.conftest import ClientFactory
 from tests.service.test_checkpoint_restart import tx
 
@@ -52,22 +50,23 @@ async def test_rebuild_writes_the_checkpoint_the_next_start_loads(
 
 
 async def test_rebuild_refills_an_empty_redis_once(
-    make_client: ClientFactory, tmp_path: Path, redis_server: RedisServer
+    make_client: ClientFactory, tmp_path: Path, redis_target: RedisTarget
 ) -> None:
+    """On one server and on a 3-primary cluster (``redis+cluster://``)."""
     await _three_payments(make_client)
-    url = redis_server.url(7)
-    client = redis.Redis.from_url(url)
-    client.flushdb()
+    url = redis_target.url(7)
+    redis_target.flush(7)
     done = _state_rebuild(tmp_path / "var", RISKSCORE_FEATURE_STATE_URL=url)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("3 payments applied to the Redis")
     keys = KeyNames(plan_digest(compile_plan()))
-    assert client.exists(keys.customer("c-1")) and client.exists(keys.terminal("t-1"))
-    assert client.llen(keys.customer_sequence("c-1")) == 3
-    again = _state_rebuild(tmp_path / "var", RISKSCORE_FEATURE_STATE_URL=url)
-    assert again.returncode == 0, again.stderr
-    assert again.stdout.startswith("0 payments applied")  # already there: refused by id
-    assert client.llen(keys.customer_sequence("c-1")) == 3
+    with redis_target.client(7) as client:
+        assert client.exists(keys.customer("c-1")) and client.exists(keys.terminal("t-1"))
+        assert client.llen(keys.customer_sequence("c-1")) == 3
+        again = _state_rebuild(tmp_path / "var", RISKSCORE_FEATURE_STATE_URL=url)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.startswith("0 payments applied")  # already there: refused by id
+        assert client.llen(keys.customer_sequence("c-1")) == 3
 
 
 def test_an_unreachable_redis_is_one_line(tmp_path: Path) -> None:
