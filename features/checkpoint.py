@@ -67,32 +67,74 @@ def _key(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def snapshot(engine: OnlineFeatureEngine) -> dict[str, np.ndarray]:
-    """The engine's state as plain arrays (copies: the engine may move on at once)."""
+@dataclass(frozen=True)
+class Captured:
+    """The engine's state at one instant, as copies the engine no longer touches: numpy
+    arrays copied, the id maps, label index and expiry heap copied shallowly (their keys
+    and values are immutable: ids, ints, tuples). Cheap enough to take on the event loop,
+    where the state changes; turning it into arrays and JSON (:func:`to_arrays`), the
+    expensive part, can then run in a thread."""
+
+    meta: np.ndarray
+    bounds: np.ndarray
+    stats: np.ndarray
+    pool: np.ndarray
+    pool_meta: np.ndarray
+    scalars: np.ndarray
+    free_slots: list[int]
+    ids: list[dict[Any, int]]
+    label_index: dict[Any, tuple[tuple[int, int, int], ...]]
+    label_kinds: int
+    expiry: list[tuple[int, int, Any]]
+
+
+def capture(engine: OnlineFeatureEngine) -> Captured:
+    """Copies of the engine's state (see :class:`Captured`): C-level copies only."""
     e = engine
     used = int(e._pool_meta[k.USED])
-    label_ids = list(e._label_index)
-    refs = np.array([e._label_index[t] for t in label_ids], dtype=np.int64).reshape(
-        len(label_ids), len(e._label_kinds), 3
+    return Captured(
+        meta=e._meta[: e._next_slot].copy(),
+        bounds=e._bounds[: e._next_slot].copy(),
+        stats=e._stats[: e._next_slot].copy(),
+        pool=e._pool[:, :used].copy(),
+        pool_meta=e._pool_meta.copy(),
+        scalars=np.array([e._next_slot, e._watermark, e._updates], dtype=np.int64),
+        free_slots=list(e._free_slots),
+        ids=[dict(ids) for ids in e._ids],  # insertion order kept: it is the eviction order
+        label_index=dict(e._label_index),
+        label_kinds=len(e._label_kinds),
+        expiry=list(e._label_expiry),
     )
-    expiry = e._label_expiry
+
+
+def to_arrays(c: Captured) -> dict[str, np.ndarray]:
+    """The captured state as plain arrays (the checkpoint file's contents)."""
+    label_ids = list(c.label_index)
+    refs = np.array([c.label_index[t] for t in label_ids], dtype=np.int64).reshape(
+        len(label_ids), c.label_kinds, 3
+    )
     return {
-        "meta": e._meta[: e._next_slot].copy(),
-        "bounds": e._bounds[: e._next_slot].copy(),
-        "stats": e._stats[: e._next_slot].copy(),
-        "pool": e._pool[:, :used].copy(),
-        "pool_meta": e._pool_meta.copy(),
-        "scalars": np.array([e._next_slot, e._watermark, e._updates], dtype=np.int64),
-        "free_slots": np.array(e._free_slots, dtype=np.int64),
-        "id_slots": np.array([s for ids in e._ids for s in ids.values()], dtype=np.int64),
-        "id_counts": np.array([len(ids) for ids in e._ids], dtype=np.int64),
-        "id_keys": _json_array([key for ids in e._ids for key in ids]),
+        "meta": c.meta,
+        "bounds": c.bounds,
+        "stats": c.stats,
+        "pool": c.pool,
+        "pool_meta": c.pool_meta,
+        "scalars": c.scalars,
+        "free_slots": np.array(c.free_slots, dtype=np.int64),
+        "id_slots": np.array([s for ids in c.ids for s in ids.values()], dtype=np.int64),
+        "id_counts": np.array([len(ids) for ids in c.ids], dtype=np.int64),
+        "id_keys": _json_array([key for ids in c.ids for key in ids]),
         "label_ids": _json_array(label_ids),
         "label_refs": refs,
-        "expiry_times": np.array([x[0] for x in expiry], dtype=np.int64),
-        "expiry_order": np.array([x[1] for x in expiry], dtype=np.int64),
-        "expiry_ids": _json_array([x[2] for x in expiry]),
+        "expiry_times": np.array([x[0] for x in c.expiry], dtype=np.int64),
+        "expiry_order": np.array([x[1] for x in c.expiry], dtype=np.int64),
+        "expiry_ids": _json_array([x[2] for x in c.expiry]),
     }
+
+
+def snapshot(engine: OnlineFeatureEngine) -> dict[str, np.ndarray]:
+    """The engine's state as plain arrays (copies: the engine may move on at once)."""
+    return to_arrays(capture(engine))
 
 
 def restore(arrays: dict[str, np.ndarray], e: OnlineFeatureEngine) -> None:

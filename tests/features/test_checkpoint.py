@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.checkpoint import MAGIC, CheckpointError, read_checkpoint, write_checkpoint
+from features.checkpoint import (
+    MAGIC,
+    CheckpointError,
+    capture,
+    read_checkpoint,
+    snapshot,
+    to_arrays,
+    write_checkpoint,
+)
 from features.data import TransactionFrame, frame_from_pandas
 from features.definitions import DEFAULT_FEATURES
 from features.online import OnlineFeatureEngine
@@ -99,3 +107,23 @@ def test_writing_replaces_the_file_whole_and_leaves_nothing_behind(
     assert [p.name for p in tmp_path.iterdir()] == ["state.checkpoint"]
     _, read = read_checkpoint(path)
     assert read.payments == info.payments == 600
+
+
+def test_a_capture_is_the_state_of_its_instant_whatever_the_engine_does_after(
+    history: TransactionFrame,
+) -> None:
+    # The service captures on the event loop and builds the arrays in a thread while
+    # payments go on changing the engine: the arrays must be those of the captured instant.
+    cut = len(history) // 2
+    engine = OnlineFeatureEngine()
+    rebuild_state(history.take(slice(0, cut)), engine)
+    at_capture = snapshot(engine)
+    captured = capture(engine)
+    # Later payments evict entities, expire label references and reuse freed slots.
+    rebuild_state(history.take(slice(cut, len(history))), engine)
+    assert engine.stats() != OnlineFeatureEngine().stats()
+    built = to_arrays(captured)
+    assert built.keys() == at_capture.keys()
+    for name, array in at_capture.items():
+        np.testing.assert_array_equal(built[name], array, err_msg=name)
+    assert not np.array_equal(snapshot(engine)["id_slots"], at_capture["id_slots"])
