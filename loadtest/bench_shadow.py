@@ -1,6 +1,11 @@
 """The shadow challenger's cost (``riskscore bench shadow``): the same payments, open-loop
 at the same rate, against `riskscore serve` with the shadow off, then on.
 
+On a machine shared with other work the load drifts between two phases by more than the
+shadow costs; ``--alternate-s S`` measures within one service instead, the challenger set
+and switched off over HTTP every S seconds, each payment counted for the state in force
+when it was scheduled (those within :data:`SETTLE_S` of a switch for neither).
+
 Each phase starts a fresh service (fresh data directory, so a fresh audit store) on a
 directory of two versions (``bench_promote.model_directory``: the shipped model, and its
 copy under another version name). After a week of simulated history (sent in batches, not
@@ -16,11 +21,15 @@ difference of the p99s, with the machine's load average.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import tempfile
+import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +49,9 @@ from loadtest.server_process import BenchError, free_port, riskscore_command, ri
 # How many of these transaction ids of the store in this data directory have a challenger
 # row (given by the command, which may read the audit store).
 ShadowedCount = Callable[[Path, list[str]], int]
+# With the shadow switched on and off in one run: payments scheduled this long after a
+# switch's answer (or before it) count for neither state.
+SETTLE_S = 0.5
 
 
 def measure(
@@ -47,26 +59,30 @@ def measure(
     seconds: float = 30.0,
     warmup_s: float = 5.0,
     shadowed_count: ShadowedCount | None = None,
+    alternate_s: float | None = None,
 ) -> dict[str, Any]:
-    """Both phases; see the module's docstring."""
+    """Both phases (see the module's docstring); with ``alternate_s``, one service whose
+    challenger is set and switched off every ``alternate_s`` seconds instead."""
     count = int(rate * (warmup_s + seconds))
     history, txs = timed_stream(count, seed=31)
     recent = history.epoch_ms >= history.epoch_ms[-1] - HISTORY_DAYS * 86_400_000
     before = list(history.take(recent).payloads("h-"))
     bodies = [tx.model_dump(mode="json") for tx in txs][:count]
+    stream = Stream(before, bodies, rate, seconds, warmup_s)
+    modes: list[Mode] = [False, True] if alternate_s is None else [alternate_s]
     figures: dict[str, Any] = {}
-    for phase in ("off", "on"):
-        load_before = os.getloadavg()
-        figures[phase] = _phase(
-            phase == "on", before, bodies, rate, seconds, warmup_s, shadowed_count
-        )
-        figures[phase]["load_average_before"] = [round(x, 2) for x in load_before]
-        figures[phase]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    for mode in modes:
+        load_before = [round(x, 2) for x in os.getloadavg()]
+        for state, phase in _phase(mode, stream, shadowed_count).items():
+            phase["load_average_before"] = load_before
+            phase["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+            figures[state] = phase
     off, on = figures["off"]["latency"], figures["on"]["latency"]
     figures.update(
         rate=rate,
         seconds=seconds,
         warmup_s=warmup_s,
+        alternate_s=alternate_s,
         cpus=os.cpu_count(),
         p99_difference_ms=round(
             on.get("p99_ms", float("nan")) - off.get("p99_ms", float("nan")), 3
@@ -75,15 +91,25 @@ def measure(
     return figures
 
 
+@dataclass(frozen=True)
+class Stream:
+    """What every phase sends: the history, then the timed payments at ``rate``."""
+
+    before: list[dict[str, Any]]
+    bodies: list[dict[str, Any]]
+    rate: float
+    seconds: float
+    warmup_s: float
+
+
+# A phase's shadow: off (False), on (True), or switched every so many seconds (float).
+Mode = bool | float
+
+
 def _phase(
-    shadow: bool,
-    before: list[dict[str, Any]],
-    bodies: list[dict[str, Any]],
-    rate: float,
-    seconds: float,
-    warmup_s: float,
-    shadowed_count: ShadowedCount | None,
-) -> dict[str, Any]:
+    mode: Mode, stream: Stream, shadowed_count: ShadowedCount | None
+) -> dict[str, dict[str, Any]]:
+    """One fresh service driven with ``stream``; figures per shadow state ("off", "on")."""
     with tempfile.TemporaryDirectory(prefix="riskscore-shadow-bench-") as work:
         root = Path(work) / "models"
         root.mkdir()
@@ -96,61 +122,127 @@ def _phase(
         env["RISKSCORE_SIGNALS_INTERVAL_S"] = "0"  # no periodic report in either phase
         base = f"http://127.0.0.1:{port}"
         with server(riskscore_command("serve"), env, f"{base}/readyz", Path(work) / "serve.log"):
-            challenger = second if shadow else None
-            run = run_loop(_drive(base, before, bodies, rate, seconds, warmup_s, challenger))
+            run = run_loop(_drive(base, stream, mode, second))
             counters = _shadow_counters(base)
         # Stopped (SIGTERM): the shadow's queue was drained into the store before it closed.
-        measured = run["measured"]
-        ids = [tid for tid, _ in measured]
-        figures: dict[str, Any] = {
-            "shadow": shadow,
-            "latency": summary_ms(np.array([s for _, s in measured])),
-            "statuses": run["statuses"],
-            "errors": run["errors"],
-            "counters": counters,
-        }
-        if shadowed_count is not None:
-            rows = shadowed_count(data_dir, ids)
-            figures["measured_decisions"] = len(ids)
-            figures["with_challenger_row"] = rows
-            figures["stored_share"] = round(rows / len(ids), 5) if ids else None
+        figures: dict[str, dict[str, Any]] = {}
+        states = ("off", "on") if not isinstance(mode, bool) else ("on" if mode else "off",)
+        for state in states:
+            measured = [(tid, sec) for tid, sec, on in run["measured"] if on == (state == "on")]
+            ids = [tid for tid, _ in measured]
+            phase: dict[str, Any] = {
+                "shadow": state == "on",
+                "latency": summary_ms(np.array([sec for _, sec in measured])),
+                "statuses": run["statuses"],
+                "errors": run["errors"],
+                "counters": counters,
+                "switches": run["switches"],
+            }
+            if shadowed_count is not None:
+                rows = shadowed_count(data_dir, ids)
+                phase["measured_decisions"] = len(ids)
+                phase["with_challenger_row"] = rows
+                phase["stored_share"] = round(rows / len(ids), 5) if ids else None
+            figures[state] = phase
     return figures
 
 
-async def _drive(
-    base: str,
-    before: list[dict[str, Any]],
-    bodies: list[dict[str, Any]],
-    rate: float,
-    seconds: float,
-    warmup_s: float,
-    challenger: str | None,
-) -> dict[str, Any]:
+async def _drive(base: str, stream: Stream, mode: Mode, challenger: str) -> dict[str, Any]:
     headers = {"X-API-Key": SCORING_KEY}
-    await _send_history(base, before, headers)
-    if challenger is not None:
-        admin = {"X-API-Key": ADMIN_KEY}
-        timeout = aiohttp.ClientTimeout(total=PROMOTE_TIMEOUT_S)
-        url = f"{base}/models/{challenger}/challenge"
-        async with (
-            aiohttp.ClientSession(timeout=timeout, headers=admin) as session,
-            session.post(url) as response,
-        ):
-            if response.status != 200:
-                raise BenchError(f"challenger not set: {await response.text()}")
+    await _send_history(base, stream.before, headers)
+    admin = {"X-API-Key": ADMIN_KEY}
+    timeout = aiohttp.ClientTimeout(total=PROMOTE_TIMEOUT_S)
     answers, target = score_target(base, headers)
     recorder = Recorder()
-    plan = Plan(duration_s=seconds, warmup_s=warmup_s)
-    report = await run_once(target, NO_FILE, iter(bodies), RunConfig(plan, rate), recorder)
-    measured: list[tuple[str, float]] = []
+    plan = Plan(duration_s=stream.seconds, warmup_s=stream.warmup_s)
+    config = RunConfig(plan, stream.rate)
+    # (when the switch was asked, when it was answered, the state after it)
+    switches: list[tuple[float, float, bool]] = []
+    async with aiohttp.ClientSession(timeout=timeout, headers=admin) as session:
+        if mode is True:
+            await _switch(session, base, challenger, True, switches)
+        switching = None
+        if not isinstance(mode, bool):
+            switching = asyncio.create_task(
+                _alternate(session, base, challenger, recorder, stream, mode, switches)
+            )
+        report = await run_once(target, NO_FILE, iter(stream.bodies), config, recorder)
+        if switching is not None:
+            switching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await switching
+    measured: list[tuple[str, float, bool | None]] = []
     statuses: dict[str, int] = {}
     for intended, at, status, body in answers:
         if intended < recorder.measure_from:
             continue
         statuses[str(status)] = statuses.get(str(status), 0) + 1
         if status == 200:
-            measured.append((json.loads(body)["transaction_id"], at - intended))
-    return {"measured": measured, "statuses": statuses, "errors": report["errors"]}
+            tid = json.loads(body)["transaction_id"]
+            measured.append((tid, at - intended, _state_at(intended, at, switches, mode)))
+    return {
+        "measured": measured,
+        "statuses": statuses,
+        "errors": report["errors"],
+        "switches": len(switches),
+    }
+
+
+async def _switch(
+    session: aiohttp.ClientSession,
+    base: str,
+    challenger: str,
+    on: bool,
+    switches: list[tuple[float, float, bool]],
+) -> None:
+    """Set the challenger (``on``) or switch it off, over HTTP as an operator would."""
+    asked = time.perf_counter()
+    method, url = (
+        ("POST", f"{base}/models/{challenger}/challenge")
+        if on
+        else ("DELETE", f"{base}/models/challenger")
+    )
+    async with session.request(method, url) as response:
+        if response.status != 200:
+            raise BenchError(f"{method} {url}: {response.status} {await response.text()}")
+    switches.append((asked, time.perf_counter(), on))
+
+
+async def _alternate(
+    session: aiohttp.ClientSession,
+    base: str,
+    challenger: str,
+    recorder: Recorder,
+    stream: Stream,
+    every_s: float,
+    switches: list[tuple[float, float, bool]],
+) -> None:
+    """On, off, on, ... every ``every_s`` seconds from the start of the schedule."""
+    while recorder.measure_from == 0.0:  # the schedule sets it as it starts
+        await asyncio.sleep(0.01)
+    start = recorder.measure_from - stream.warmup_s
+    k = 0
+    while True:
+        await asyncio.sleep(max(0.0, start + k * every_s - time.perf_counter()))
+        await _switch(session, base, challenger, k % 2 == 0, switches)
+        k += 1
+
+
+def _state_at(
+    intended: float, at: float, switches: list[tuple[float, float, bool]], mode: Mode
+) -> bool | None:
+    """Whether the shadow was on for a payment scheduled at ``intended`` and answered at
+    ``at``: None when a switch was under way meanwhile (from its request to
+    :data:`SETTLE_S` after its answer)."""
+    if isinstance(mode, bool):
+        return mode
+    state: bool | None = None
+    for asked, answered, on in switches:
+        if asked <= at and intended <= answered + SETTLE_S:
+            return None
+        if asked < intended:
+            state = on
+    return state
 
 
 def _shadow_counters(base: str) -> dict[str, float]:
@@ -172,8 +264,14 @@ def _shadow_counters(base: str) -> dict[str, float]:
 def report(figures: dict[str, Any]) -> str:
     lines = [
         f"{figures['rate']:g} payments/s for {figures['seconds']:g} s "
-        f"(after {figures['warmup_s']:g} s not counted), the same payments with the shadow "
-        f"off, then on; {figures['cpus']} CPUs",
+        f"(after {figures['warmup_s']:g} s not counted), "
+        + (
+            "the same payments with the shadow off, then on"
+            if figures["alternate_s"] is None
+            else f"one service, the shadow switched on and off every {figures['alternate_s']:g} s"
+            f" ({figures['on']['switches']} switches; {SETTLE_S:g} s after each not counted)"
+        )
+        + f"; {figures['cpus']} CPUs",
         "| shadow | n | p50 ms | p99 ms | max ms | errors | with a challenger row "
         "| load average before → after |",
         "|---|---|---|---|---|---|---|---|",

@@ -132,6 +132,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     shadow.add_argument("--rate", type=positive_int, default=100, help="payments per second")
     shadow.add_argument("--seconds", type=positive_int, default=30, help="measured run length")
+    shadow.add_argument(
+        "--alternate-s",
+        type=float,
+        default=None,
+        help="one service instead, the shadow switched on and off every S seconds "
+        "(robust to a load that drifts between phases)",
+    )
     shadow.add_argument("--json", type=Path, help="also write the figures as JSON")
     shadow.set_defaults(run=run_shadow)
     overload = kinds.add_parser(
@@ -324,7 +331,9 @@ def run_promote(args: argparse.Namespace) -> int:
 
 def run_shadow(args: argparse.Namespace) -> int:
     bench = _load_generator("bench_shadow")
-    result = _measured(bench, float(args.rate), float(args.seconds), 5.0, _shadowed_count)
+    result = _measured(
+        bench, float(args.rate), float(args.seconds), 5.0, _shadowed_count, args.alternate_s
+    )
     print(bench.report(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
