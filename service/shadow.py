@@ -179,9 +179,11 @@ class Shadow:
         if not decisions:
             return
         self._queue.extend(decisions)
-        if self._task is None:
+        if self._task is None or self._task.done():
+            # Started by the first payment (on the loop); started again should it have died.
             self._wake = asyncio.Event()
             self._task = asyncio.create_task(self._run(), name="riskscore-shadow")
+            self._task.add_done_callback(_log_death)
         assert self._wake is not None
         self._wake.set()
 
@@ -274,3 +276,8 @@ class Shadow:
         if count > 0:
             self.dropped += count
             self._dropped.labels(reason).inc(count)
+
+
+def _log_death(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the shadow challenger's task stopped", exc_info=task.exception())

@@ -207,3 +207,31 @@ def test_a_full_queue_drops_and_counts(model_root: Path, tmp_path: Path, monkeyp
         assert listed["challenger"]["shadow"]["queue_capacity"] == 1
         metrics = _call(f"{base}/metrics")[1]
         assert re.search(r"^riskscore_challenger_queue_depth \d", metrics, re.M)
+
+
+def test_a_stop_writes_what_is_queued(model_root: Path, tmp_path: Path) -> None:
+    (model_root / CHALLENGER_FILE).write_text(V2 + "\n")
+    data = tmp_path / "a"
+    batches = [
+        [
+            {
+                "transaction_id": f"last-{b}-{i}",
+                "timestamp": f"2025-06-04T1{b}:{i // 60:02d}:{i % 60:02d}+00:00",
+                "customer_id": f"c-{i % 11}",
+                "terminal_id": "t-2",
+                "amount": 5.0 + i,
+            }
+            for i in range(500)
+        ]
+        for b in range(4)
+    ]
+    with _serve(model_root, data) as served:
+        url = f"{served.base}/score/batch"
+        for batch in batches:
+            assert _call(url, "POST", SCORING_KEY, {"transactions": batch})[0] == 200
+    # SIGTERM right after the last answer (the block's end), with payments still queued
+    # for the challenger: the queue is scored and written before the store closes.
+    assert served.process.returncode == 0
+    ids = [tx["transaction_id"] for batch in batches for tx in batch]
+    with SQLiteAuditStore(data / "audit.sqlite3") as store:
+        assert len(store.challenger_scores_of(ids)) == 2000
