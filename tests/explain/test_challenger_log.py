@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from explain.audit import group_commit
 from explain.audit.challenger_log import ChallengerScore
 from explain.audit.postgres_store import PostgresAuditStore
 from explain.audit.sqlite_store import SQLiteAuditStore
@@ -150,6 +151,48 @@ def test_rows_go_with_decisions_in_one_commit(store: AuditStore) -> None:
     pairs = list(store.challenger_pairs(BASE, BASE + timedelta(days=1)))
     assert len(pairs) == 50
     assert {p.challenger.transaction_id for p in pairs} == {d.transaction_id for d in decisions}
+
+
+@pytest.fixture
+def held_for_an_hour(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shadow rows are not written before they are due, and they are due in an hour."""
+    monkeypatch.setattr(group_commit, "SHADOW_DELAY_S", 3600.0)
+
+
+@pytest.mark.usefixtures("held_for_an_hour")
+def test_rows_stay_out_of_the_commits_decisions_wait_for(open_store: contract.Opener) -> None:
+    store = open_store()
+    decisions = [make_record(f"tx-{i}", minutes=i) for i in range(20)]
+    write_all(store, *decisions)
+    commits = store.stats.commits
+    shadow = store.submit_challenger_scores([challenger_of(d) for d in decisions])
+    later = make_record("later", minutes=30)
+    assert store.submit(later).result(timeout=20) is True
+    # The decision queued after the rows is durable in a commit of its own; the rows wait.
+    assert store.stats.commits == commits + 1
+    assert not shadow.done()
+    assert store.challenger_scores_of([d.transaction_id for d in decisions]) == []
+    store.flush(timeout=20)  # a flush settles everything submitted before it
+    assert shadow.result(timeout=0) == [True] * 20
+    assert len(store.challenger_scores_of([d.transaction_id for d in decisions])) == 20
+
+
+@pytest.mark.usefixtures("held_for_an_hour")
+def test_a_graceful_close_writes_the_rows_held_back(open_store: contract.Opener) -> None:
+    store = open_store()
+    decisions = [make_record(f"tx-{i}", minutes=i) for i in range(1200)]
+    write_all(store, *decisions)
+    commits = store.stats.commits
+    slices = [  # as the shadow submits them: a few payments at a time
+        store.submit_challenger_scores([challenger_of(d) for d in decisions[i : i + 4]])
+        for i in range(0, 1200, 4)
+    ]
+    store.close(timeout=30)
+    assert [o for f in slices for o in f.result(timeout=0)] == [True] * 1200
+    # In bounded transactions (SHADOW_BATCH rows): a decision waits for one at most.
+    assert store.stats.commits == commits + 3
+    reopened = open_store()
+    assert len(reopened.challenger_scores_of([d.transaction_id for d in decisions])) == 1200
 
 
 def test_a_postgres_database_of_schema_version_3_gains_the_table(postgres_url: str) -> None:
