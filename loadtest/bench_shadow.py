@@ -137,6 +137,7 @@ def _phase(
                 "errors": run["errors"],
                 "counters": counters,
                 "switches": run["switches"],
+                "store_stage": run["store_stage"].get(state),
             }
             if shadowed_count is not None:
                 rows = shadowed_count(data_dir, ids)
@@ -149,6 +150,8 @@ def _phase(
 
 async def _drive(base: str, stream: Stream, mode: Mode, challenger: str) -> dict[str, Any]:
     headers = {"X-API-Key": SCORING_KEY}
+    _STORE.clear()
+    _LAST.clear()
     await _send_history(base, stream.before, headers)
     admin = {"X-API-Key": ADMIN_KEY}
     timeout = aiohttp.ClientTimeout(total=PROMOTE_TIMEOUT_S)
@@ -185,6 +188,7 @@ async def _drive(base: str, stream: Stream, mode: Mode, challenger: str) -> dict
         "statuses": statuses,
         "errors": report["errors"],
         "switches": len(switches),
+        "store_stage": store_stage(),
     }
 
 
@@ -196,6 +200,7 @@ async def _switch(
     switches: list[tuple[float, float, bool]],
 ) -> None:
     """Set the challenger (``on``) or switch it off, over HTTP as an operator would."""
+    await _store_stage(session, base, switches)
     asked = time.perf_counter()
     method, url = (
         ("POST", f"{base}/models/{challenger}/challenge")
@@ -226,6 +231,53 @@ async def _alternate(
         await asyncio.sleep(max(0.0, start + k * every_s - time.perf_counter()))
         await _switch(session, base, challenger, k % 2 == 0, switches)
         k += 1
+
+
+# The service's durable-write stage (riskscore_stage_duration_seconds{stage="store"}),
+# read at every switch: its growth since the previous switch belongs to the state then in
+# force. Keyed by state ("off", "on"): count, sum (s), and counts at or under each bound.
+STORE_BOUNDS = ("0.01", "0.025", "0.05", "0.1")
+_STORE: dict[str, dict[str, float]] = {}
+_LAST: dict[str, float] = {}
+
+
+async def _store_stage(
+    session: aiohttp.ClientSession, base: str, switches: list[tuple[float, float, bool]]
+) -> None:
+    async with session.get(f"{base}/metrics") as response:
+        text = await response.text()
+    now: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "riskscore_stage_duration_seconds":
+            continue
+        for sample in family.samples:
+            if sample.labels.get("stage") != "store":
+                continue
+            if sample.name.endswith("_count") or sample.name.endswith("_sum"):
+                now[sample.name.rsplit("_", 1)[1]] = sample.value
+            elif sample.name.endswith("_bucket") and sample.labels.get("le") in STORE_BOUNDS:
+                now[sample.labels["le"]] = sample.value
+    if switches:
+        into = _STORE.setdefault("on" if switches[-1][2] else "off", {})
+        for key, value in now.items():
+            into[key] = into.get(key, 0.0) + value - _LAST.get(key, 0.0)
+    _LAST.clear()
+    _LAST.update(now)
+
+
+def store_stage() -> dict[str, dict[str, float]]:
+    """Per state: decisions, mean durable-write ms and the share over each bound."""
+    out = {}
+    for state, x in _STORE.items():
+        n = x.get("count", 0.0)
+        if not n:
+            continue
+        out[state] = {
+            "n": n,
+            "mean_ms": round(1000 * x.get("sum", 0.0) / n, 3),
+            **{f"over_{b}_s": round(1 - x.get(b, 0.0) / n, 5) for b in STORE_BOUNDS},
+        }
+    return out
 
 
 def _state_at(
@@ -292,6 +344,14 @@ def report(figures: dict[str, Any]) -> str:
             f"| {f['load_average_before']} → {f['load_average_after']} |"
         )
     lines.append(f"p99 with the shadow on - off: {figures['p99_difference_ms']:+.3f} ms")
+    for phase in ("off", "on"):
+        store = figures[phase].get("store_stage")
+        if store:
+            lines.append(
+                f"durable write (stage store), shadow {phase}: {store['n']:g} decisions, "
+                f"mean {store['mean_ms']:.2f} ms, "
+                + ", ".join(f"over {b} s {store[f'over_{b}_s']:.2%}" for b in STORE_BOUNDS)
+            )
     counters = figures["on"]["counters"]
     lines.append("shadow counters: " + ", ".join(f"{k} {v:g}" for k, v in sorted(counters.items())))
     return "\n".join(lines)
