@@ -6,8 +6,9 @@ way), its feature vector exactly as decided and its id go into a bounded queue; 
 queue drops the payment and counts it (``riskscore_challenger_dropped_total{reason=
 "queue_full"}``), never waiting. A task on the event loop drains the queue in slices of
 a few payments — challenger fast model, exact TreeSHAP, reasons, action by its own
-thresholds — and hands each slice's rows to the group-commit writer, which writes them
-in the same transactions as decisions, off the loop.
+thresholds — and hands each slice's rows, compact (``challenger_codec.py``), to the
+group-commit writer, which writes them off the loop in transactions of their own, never
+in those the answers wait for (``group_commit.py``).
 
 Why on the loop in small slices, not in a thread: the SHAP kernels hold the GIL (they are
 not ``nogil``), and a thread running Python between them makes the loop wait up to the
@@ -36,11 +37,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import msgspec
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from explain.audit.challenger_log import ChallengerLog, ChallengerScore
+from explain.audit import challenger_codec
+from explain.audit.challenger_log import ChallengerLog, ChallengerRow
 from explain.audit.store import AuditStoreError, Outcome
 from explain.decision import Decision
 from models.metrics import sigmoid
@@ -64,28 +65,11 @@ class LoadedChallenger:
     bundle: ModelBundle
 
 
-class _Attribution(msgspec.Struct):
-    feature: str
-    value: float
-    contribution: float
-
-
-class _Explanation(msgspec.Struct):
-    """A decision's explanation's JSON shape (explain.records.Explanation)."""
-
-    method: str
-    base_value: float
-    raw_score: float
-    attributions: list[_Attribution]
-
-
-_ENCODER = msgspec.json.Encoder()
-
-
-def score_slice(
-    challenger: LoadedChallenger, decisions: Sequence[Decision]
-) -> list[ChallengerScore]:
-    """The challenger's verdict on each decision, from its feature values as decided."""
+def score_slice(challenger: LoadedChallenger, decisions: Sequence[Decision]) -> list[ChallengerRow]:
+    """The challenger's verdict on each decision, from its feature values as decided, in
+    its stored form: compact (``challenger_codec.py``) when the challenger explains with
+    the decision's own schema (so the row's names, values and reason texts are the
+    decision's), else with its text."""
     bundle = challenger.bundle
     model, coder = bundle.model, bundle.coder
     x = np.stack([d.values for d in decisions])
@@ -93,22 +77,29 @@ def score_slice(
     scores = sigmoid(raw).tolist()
     contributions = bundle.explainer.contributions(x)
     reasons = coder.code_many(x, contributions)
-    names = coder.feature_names
-    k = len(names)
+    schema = coder.schema
+    k = len(coder.feature_names)
     thresholds = model.thresholds
-    method = coder.schema.method
     now_ms = int(time.time() * 1000)
     rows = []
     for i, decision in enumerate(decisions):
-        values, shap = x[i].tolist(), contributions[i].tolist()
-        explanation = _Explanation(
-            method,
-            shap[k],
-            float(raw[i]),
-            [_Attribution(n, v, c) for n, v, c in zip(names, values, shap[:k], strict=True)],
-        )
+        shap = contributions[i]
+        base, raw_score = float(shap[k]), float(raw[i])
+        if decision.schema.key == schema.key:
+            record = challenger_codec.encode_compact(
+                schema.method, base, raw_score, shap[:k], reasons[i].indices,
+                reasons[i].value_texts or (),
+            )  # fmt: skip
+        else:
+            record = challenger_codec.encode_texts(
+                reasons[i].json.decode(),
+                challenger_codec.explanation_json(
+                    schema.method, base, raw_score, coder.feature_names, x[i].tolist(),
+                    shap[:k].tolist(),
+                ),
+            )  # fmt: skip
         rows.append(
-            ChallengerScore(
+            ChallengerRow(
                 transaction_id=decision.transaction_id,
                 model_version=model.version,
                 event_time_ms=decision.transaction.epoch_ms,
@@ -116,8 +107,7 @@ def score_slice(
                 action=thresholds.action(scores[i]),
                 review_threshold=thresholds.review,
                 decline_threshold=thresholds.decline,
-                reasons_json=reasons[i].json.decode(),
-                explanation_json=_ENCODER.encode(explanation).decode(),
+                record=record,
                 sequence_score=None,
                 scored_at_ms=now_ms,
             )
@@ -247,7 +237,7 @@ class Shadow:
             self._drop("error", len(batch))
             return
         try:
-            written: Future[list[Outcome]] = self._store.submit_challenger_scores(rows)
+            written: Future[list[Outcome]] = self._store.submit_challenger_rows(rows)
         except AuditStoreError as exc:
             log.error("challenger rows not written: %s", exc)
             self._drop("store", len(rows))

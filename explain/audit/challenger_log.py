@@ -5,9 +5,10 @@ A decision row is immutable and says only what the champion decided. What a chal
 model made of the same payment (its score, its action by its own thresholds, its exact
 SHAP explanation in the shape a decision's explanation has, its second stage's score if it
 ran one) is one ``challenger_scores`` row, keyed by the decision's transaction id and the
-challenger's version, written after the decision by the same group-commit writer and
-immutable like it. Each row carries the decision's event time, so partitions (PostgreSQL)
-and retention (both stores) treat it exactly as the decision it belongs to.
+challenger's version, written after the decision by the same group-commit writer (in
+transactions of their own, never in those the answers wait for) and immutable like it.
+Each row carries the decision's event time, so partitions (PostgreSQL) and retention
+(both stores) treat it exactly as the decision it belongs to.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ class ChallengerScore:
 
     ``reasons_json`` is a JSON list in the shape of a decision's ``reasons`` and
     ``explanation_json`` an object in the shape of its ``explanation`` (method, base
-    value, raw score, every feature's value and exact SHAP contribution): the text is
-    stored as written, :meth:`reasons` and :meth:`explanation` parse it.
+    value, raw score, every feature's value and exact SHAP contribution): the text reads
+    back as written (stored compact, ``challenger_codec.py``), :meth:`reasons` and
+    :meth:`explanation` parse it.
     """
 
     transaction_id: str
@@ -54,27 +56,21 @@ class ChallengerScore:
     def explanation(self) -> Explanation:
         return Explanation.model_validate_json(self.explanation_json)
 
-    def row(self) -> tuple[Any, ...]:
-        """The columns both stores insert, in the order of ``COLUMNS``."""
-        return (
-            self.transaction_id,
-            self.model_version,
-            self.event_time_ms,
-            self.score,
-            self.action,
-            self.review_threshold,
-            self.decline_threshold,
-            self.reasons_json,
-            self.explanation_json,
-            self.sequence_score,
-            self.scored_at_ms,
-        )
 
+class ChallengerRow(NamedTuple):
+    """A challenger row as stored (``challenger_codec.COLUMNS``): ``record`` is its
+    ``challenger_codec`` record, compact or holding the row's text."""
 
-COLUMNS = (
-    "transaction_id, model_version, event_time_ms, score, action, review_threshold,"
-    " decline_threshold, reasons_json, explanation_json, sequence_score, scored_at_ms"
-)
+    transaction_id: str
+    model_version: str
+    event_time_ms: int
+    score: float
+    action: Action
+    review_threshold: float
+    decline_threshold: float
+    record: bytes
+    sequence_score: float | None
+    scored_at_ms: int
 
 
 def _json_list(text: str) -> list[Any]:
@@ -82,23 +78,6 @@ def _json_list(text: str) -> list[Any]:
     if not isinstance(value, list):
         raise ValueError("challenger reasons are not a JSON list")
     return value
-
-
-def score_of(row: Sequence[Any]) -> ChallengerScore:
-    tid, version, event_ms, score, action, review, decline, reasons, expl, seq, at = row
-    return ChallengerScore(
-        tid,
-        version,
-        int(event_ms),
-        float(score),
-        action,
-        float(review),
-        float(decline),
-        str(reasons),
-        str(expl),
-        None if seq is None else float(seq),
-        int(at),
-    )
 
 
 class ChallengerPair(NamedTuple):
@@ -117,6 +96,11 @@ class ChallengerLog(ABC):
         """Queue rows for the group-commit writer; the future gives, per row, True once it
         is durable (a row already stored for the same decision and version stands, and
         this one is dropped silently) or the error that kept it out."""
+
+    @abstractmethod
+    def submit_challenger_rows(self, rows: Sequence[ChallengerRow]) -> Future[list[Outcome]]:
+        """As :meth:`submit_challenger_scores`, rows already in their stored form (the
+        shadow's, compact: ``challenger_codec.py``)."""
 
     @abstractmethod
     def challenger_scores_of(self, transaction_ids: Sequence[str]) -> list[ChallengerScore]:

@@ -1,6 +1,7 @@
 """The SQL of :class:`~explain.audit.challenger_log.ChallengerLog`, shared by SQLite and
 PostgreSQL (only the parameter mark differs); rows are written by the group-commit writer
-(``group_commit.py``) in the same transactions as decisions."""
+(``group_commit.py``) in transactions of their own, and stored compact
+(``challenger_codec.py``): reading completes them from their decisions' records."""
 
 from __future__ import annotations
 
@@ -10,20 +11,23 @@ from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, ClassVar
 
+from explain.audit import challenger_codec, compact
+from explain.audit.challenger_codec import COLUMNS
 from explain.audit.challenger_log import (
-    COLUMNS,
     ChallengerLog,
     ChallengerPair,
+    ChallengerRow,
     ChallengerScore,
-    score_of,
 )
 from explain.audit.record_rows import RECORD_COLUMNS
 from explain.audit.store import Outcome
 from explain.records import DecisionRecord
+from explain.schema import ExplanationSchema
 from features.schema import datetime_to_epoch_ms
 
 # Rows of pairs are read in chunks this big; each chunk's labels in one query.
 _CHUNK = 500
+_C_COLUMNS = ", ".join(f"c.{c.strip()}" for c in COLUMNS.split(","))
 
 
 class SqlChallengerLog(ChallengerLog):
@@ -45,9 +49,41 @@ class SqlChallengerLog(ChallengerLog):
     @abstractmethod
     def latest_labels_of(self, transaction_ids: Sequence[str]) -> dict[str, bool]: ...
 
+    @abstractmethod
+    def _schema(self, schema_id: int) -> ExplanationSchema: ...
+
     def submit_challenger_scores(self, scores: Sequence[ChallengerScore]) -> Future[list[Outcome]]:
-        future: Future[list[Outcome]] = self._writer.put(challengers=list(scores))
+        return self.submit_challenger_rows(
+            [
+                ChallengerRow(
+                    s.transaction_id,
+                    s.model_version,
+                    s.event_time_ms,
+                    s.score,
+                    s.action,
+                    s.review_threshold,
+                    s.decline_threshold,
+                    challenger_codec.encode_text(s),
+                    s.sequence_score,
+                    s.scored_at_ms,
+                )
+                for s in scores
+            ]
+        )
+
+    def submit_challenger_rows(self, rows: Sequence[ChallengerRow]) -> Future[list[Outcome]]:
+        future: Future[list[Outcome]] = self._writer.put(challengers=list(rows))
         return future
+
+    def _score_of(self, row: Sequence[Any], decision_record: Any) -> ChallengerScore:
+        """A row (``COLUMNS``) completed with its decision's compact record (None: the
+        decision is stored whole, so the row can only be one kept as text)."""
+        if decision_record is None:
+            return challenger_codec.to_score(row, None, None)
+        record = compact.decode(bytes(decision_record))
+        return challenger_codec.to_score(
+            row, compact.feature_values(record), self._schema(record.schema_id)
+        )
 
     def challenger_scores_of(self, transaction_ids: Sequence[str]) -> list[ChallengerScore]:
         ids = list(dict.fromkeys(transaction_ids))
@@ -56,10 +92,13 @@ class SqlChallengerLog(ChallengerLog):
             chunk = ids[start : start + _CHUNK]
             marks = ", ".join([self.mark] * len(chunk))
             rows = self._fetchall(
-                f"SELECT {COLUMNS} FROM challenger_scores WHERE transaction_id IN ({marks})",
+                f"SELECT {_C_COLUMNS}, d.record FROM challenger_scores AS c"
+                " LEFT JOIN decisions AS d"
+                " ON d.transaction_id = c.transaction_id AND d.event_time_ms = c.event_time_ms"
+                f" WHERE c.transaction_id IN ({marks})",
                 tuple(chunk),
             )
-            found += map(score_of, rows)
+            found += (self._score_of(row[:-1], row[-1]) for row in rows)
         found.sort(key=lambda s: (s.event_time_ms, s.transaction_id, s.model_version))
         return found
 
@@ -68,11 +107,10 @@ class SqlChallengerLog(ChallengerLog):
     ) -> Iterator[ChallengerPair]:
         m = self.mark
         decision_columns = ", ".join(f"d.{c.strip()}" for c in RECORD_COLUMNS.split(","))
-        challenger_columns = ", ".join(f"c.{c.strip()}" for c in COLUMNS.split(","))
         # The decision's event time is in both rows: joining on it too lets PostgreSQL
         # look in one partition of decisions.
         sql = (
-            f"SELECT {challenger_columns}, {decision_columns} FROM challenger_scores AS c"
+            f"SELECT {_C_COLUMNS}, {decision_columns} FROM challenger_scores AS c"
             " JOIN decisions AS d"
             " ON d.transaction_id = c.transaction_id AND d.event_time_ms = c.event_time_ms"
             f" WHERE c.event_time_ms >= {m} AND c.event_time_ms < {m}"
@@ -94,8 +132,9 @@ class SqlChallengerLog(ChallengerLog):
 
     def _pairs(self, rows: list[Any], width: int) -> Iterator[ChallengerPair]:
         labels = self.latest_labels_of([row[0] for row in rows])
+        record_at = width + RECORD_COLUMNS.split(", ").index("record")
         for row in rows:
-            score = score_of(row[:width])
+            score = self._score_of(row[:width], row[record_at])
             yield ChallengerPair(
                 self._decision(row[width:]), score, labels.get(score.transaction_id)
             )

@@ -35,7 +35,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from explain.audit import compact
-from explain.audit.challenger_log import ChallengerScore
+from explain.audit.challenger_log import ChallengerRow
 from explain.audit.store import AuditStoreError, Outcome
 from explain.decision import Decision
 from explain.records import LabelRecord
@@ -71,7 +71,7 @@ class Group:
     labels: Sequence[LabelRecord]
     future: Future[Any]
     single: bool = False  # the future gives the one item's outcome, not a list
-    challengers: Sequence[ChallengerScore] = ()
+    challengers: Sequence[ChallengerRow] = ()
 
     @property
     def size(self) -> int:
@@ -181,7 +181,7 @@ class GroupCommitWriter(ABC):
         labels: list[tuple[Any, ...]],
         challengers: list[tuple[Any, ...]],
     ) -> None:
-        """Insert the rows (``decision_row``, ``label_row``, ``ChallengerScore.row``) in
+        """Insert the rows (``decision_row``, ``label_row``, ``ChallengerRow``) in
         the open transaction; a challenger row already stored is skipped, not an error."""
 
     @abstractmethod
@@ -203,7 +203,7 @@ class GroupCommitWriter(ABC):
         decisions: Sequence[Decision] = (),
         labels: Sequence[LabelRecord] = (),
         single: bool = False,
-        challengers: Sequence[ChallengerScore] = (),
+        challengers: Sequence[ChallengerRow] = (),
     ) -> Future[Any]:
         future: Future[Any] = Future()
         with self._lock:
@@ -411,7 +411,7 @@ class GroupCommitWriter(ABC):
             self._insert(
                 rows,
                 [label_row(label) for g in batch for label in g.labels],
-                [c.row() for g in batch for c in g.challengers],
+                [c for g in batch for c in g.challengers],
             )
             self._commit_transaction()
         except BaseException:

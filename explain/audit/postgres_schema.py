@@ -139,8 +139,7 @@ CREATE TABLE IF NOT EXISTS challenger_scores (
     action text NOT NULL CHECK (action IN ('approve', 'review', 'decline')),
     review_threshold double precision NOT NULL,
     decline_threshold double precision NOT NULL,
-    reasons_json text NOT NULL,
-    explanation_json text NOT NULL,
+    record bytea NOT NULL,  -- explain/audit/challenger_codec.py
     sequence_score double precision CHECK (sequence_score >= 0 AND sequence_score <= 1),
     scored_at_ms bigint NOT NULL,
     PRIMARY KEY (transaction_id, model_version, event_time_ms)

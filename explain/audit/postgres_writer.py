@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from explain.audit import challenger_log, postgres_schema
+from explain.audit import challenger_codec, postgres_schema
 from explain.audit.group_commit import Group, GroupCommitWriter
 from explain.audit.postgres_connect import connect, psycopg_module
 from explain.schema import ExplanationSchema
@@ -33,8 +33,8 @@ _DECISION_COLUMNS = (
 _LABEL_COLUMNS = "transaction_id, is_fraud, labelled_at_ms, received_at_ms, record_json"
 # ON CONFLICT: a row already stored for the same decision and version stands.
 _INSERT_CHALLENGER = (
-    f"INSERT INTO challenger_scores ({challenger_log.COLUMNS})"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+    f"INSERT INTO challenger_scores ({challenger_codec.COLUMNS})"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 )
 # One lock per id, taken in hash order (the same in every process: no deadlock).
 _LOCK_IDS = """

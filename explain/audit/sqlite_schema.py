@@ -212,8 +212,7 @@ CREATE TABLE challenger_scores (
     action TEXT NOT NULL CHECK (action IN ('approve', 'review', 'decline')),
     review_threshold REAL NOT NULL,
     decline_threshold REAL NOT NULL,
-    reasons_json TEXT NOT NULL,
-    explanation_json TEXT NOT NULL,
+    record BLOB NOT NULL,  -- explain/audit/challenger_codec.py
     sequence_score REAL CHECK (sequence_score >= 0 AND sequence_score <= 1),
     scored_at_ms INTEGER NOT NULL,
     PRIMARY KEY (transaction_id, model_version)

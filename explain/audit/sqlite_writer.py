@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from explain.audit import challenger_log
+from explain.audit import challenger_codec
 from explain.audit.group_commit import WRITER_THREAD_NAME, GroupCommitWriter, WriterStats
 from explain.schema import ExplanationSchema
 
@@ -33,8 +33,8 @@ VALUES (?, ?, ?, ?, ?)
 # A row already stored for the same decision and version is skipped by the table's own
 # trigger (RAISE(IGNORE)): the first verdict stands.
 _INSERT_CHALLENGER = (
-    f"INSERT INTO challenger_scores ({challenger_log.COLUMNS})"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO challenger_scores ({challenger_codec.COLUMNS})"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # SQLite's default limit on bound parameters per statement is far above this.
 _IN_CHUNK = 500

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,8 +20,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from explain.audit import challenger_codec
 from explain.audit.challenger_log import ChallengerScore
 from explain.audit.sqlite_store import SQLiteAuditStore
+from explain.explainer import LightGBMTreeShap, make_explainer
 from models.artifacts import MANIFEST_FILE
 from models.fast import FastModel
 from models.metrics import sigmoid
@@ -107,8 +110,33 @@ def _check_rows(rows: list[ChallengerScore], data_dir: Path, challenger_dir: Pat
         assert explanation.raw_score == pytest.approx(raw, abs=1e-9)
         assert explanation.base_value + sum(contributions) == pytest.approx(raw, abs=1e-9)
         assert [a["value"] for a in explanation.attributions] == x[0].tolist()
+        # Stored as raw float64: read back bit for bit what the explainer gave.
+        kind = "lightgbm" if explanation.method == LightGBMTreeShap.method else "fast"
+        exact = make_explainer(kind, model).contributions(x)[0]
+        assert np.array([*contributions, explanation.base_value]).tobytes() == exact.tobytes()
         assert row.sequence_score is None
         assert row.reasons()  # worded as a decision's reasons
+    _check_compact(data_dir, [r.transaction_id for r in rows])
+
+
+def _check_compact(data_dir: Path, ids: list[str]) -> None:
+    """The rows hold only what their decisions do not: no names, values nor texts."""
+    conn = sqlite3.connect(data_dir / "audit.sqlite3")
+    try:
+        marks = ",".join("?" * len(ids))
+        blobs = [
+            bytes(blob)
+            for (blob,) in conn.execute(
+                f"SELECT record FROM challenger_scores WHERE transaction_id IN ({marks})", ids
+            )
+        ]
+    finally:
+        conn.close()
+    assert len(blobs) == len(ids)
+    for blob in blobs:
+        record = challenger_codec.decode(blob)
+        assert record.reasons_json is None and record.explanation_json is None
+        assert len(blob) < 450  # 24 contributions of 8 bytes, three reasons, the method
 
 
 def _models_cli(served: Served, *args: str) -> subprocess.CompletedProcess[str]:
