@@ -74,7 +74,9 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-class _ReasonBody(msgspec.Struct):
+class ReasonBody(msgspec.Struct):
+    """One reason in the JSON shape of a decision's ``reasons`` (also the shadow's rows)."""
+
     code: str
     value: float
     contribution: float
@@ -135,7 +137,7 @@ class ReasonCoder:
         for order, row_values, row_shap in zip(orders, value_rows, shap_rows, strict=True):
             indices: list[int] = []
             texts: list[str] = []
-            bodies: list[_ReasonBody] = []
+            bodies: list[ReasonBody] = []
             for i in order:
                 contribution = row_shap[i]
                 if contribution == 0.0:
@@ -146,7 +148,7 @@ class ReasonCoder:
                 indices.append(i)
                 texts.append(value_text)
                 bodies.append(
-                    _ReasonBody(
+                    ReasonBody(
                         names[i],
                         value,
                         contribution,

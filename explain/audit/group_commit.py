@@ -1,6 +1,7 @@
 """Group commit on a writer thread, for any SQL audit store (SQLite, PostgreSQL).
 
-Submissions are groups (the decisions of one micro-batch, one label, a flush marker) and
+Submissions are groups (the decisions of one micro-batch, one label, a flush marker, the
+shadow challenger's rows of its batch: ``challenger_log.py``) and
 each group has one future, settled once its rows are durable: one thread hand-off per
 group, not per decision. The writer gathers whatever arrives within ``window_s`` of the
 first group (at most ``max_batch`` rows), and writes the lot in one transaction with one
@@ -26,6 +27,7 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, replace
@@ -33,6 +35,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from explain.audit import compact
+from explain.audit.challenger_log import ChallengerRow
 from explain.audit.store import AuditStoreError, Outcome
 from explain.decision import Decision
 from explain.records import LabelRecord
@@ -40,6 +43,16 @@ from explain.schema import ExplanationSchema
 from features.schema import datetime_to_epoch_ms
 
 WRITER_THREAD_NAME = "riskscore-audit-writer"
+# The shadow challenger's rows (groups of challengers only) are not written with the
+# decisions and labels whose commits answers wait for: the writer holds them back and
+# writes them in transactions of their own, at most about SHADOW_BATCH rows each, only
+# when no other group is waiting, and at the latest SHADOW_DELAY_S after the first one
+# held (earlier once SHADOW_BATCH are held). With SQLite's one write lock a decision
+# arriving meanwhile waits for one such commit at most. A flush and a graceful stop
+# write them all first.
+SHADOW_BATCH = 500
+SHADOW_DELAY_S = 1.0
+SHADOW_HELD_MAX = 4 * SHADOW_BATCH
 
 
 @dataclass(frozen=True)
@@ -58,10 +71,11 @@ class Group:
     labels: Sequence[LabelRecord]
     future: Future[Any]
     single: bool = False  # the future gives the one item's outcome, not a list
+    challengers: Sequence[ChallengerRow] = ()
 
     @property
     def size(self) -> int:
-        return len(self.decisions) + len(self.labels)
+        return len(self.decisions) + len(self.labels) + len(self.challengers)
 
 
 def decision_row(decision: Decision, schema_id: int) -> tuple[Any, ...]:
@@ -131,6 +145,9 @@ class GroupCommitWriter(ABC):
         self.closed = False
         self.closed_reason = "closed"
         self.stats = WriterStats()
+        self._shadow: deque[Group] = deque()  # held shadow groups, oldest first
+        self._shadow_rows = 0
+        self._shadow_due = 0.0  # monotonic time by which the held rows are written
         self._thread = threading.Thread(target=self._run, name=WRITER_THREAD_NAME, daemon=True)
 
     def start(self) -> None:
@@ -158,8 +175,14 @@ class GroupCommitWriter(ABC):
         """The schema's row id, inserting it in the open transaction the first time."""
 
     @abstractmethod
-    def _insert(self, decisions: list[tuple[Any, ...]], labels: list[tuple[Any, ...]]) -> None:
-        """Insert the rows (``decision_row``, ``label_row``) in the open transaction."""
+    def _insert(
+        self,
+        decisions: list[tuple[Any, ...]],
+        labels: list[tuple[Any, ...]],
+        challengers: list[tuple[Any, ...]],
+    ) -> None:
+        """Insert the rows (``decision_row``, ``label_row``, ``ChallengerRow``) in
+        the open transaction; a challenger row already stored is skipped, not an error."""
 
     @abstractmethod
     def _commit_transaction(self) -> None:
@@ -180,12 +203,13 @@ class GroupCommitWriter(ABC):
         decisions: Sequence[Decision] = (),
         labels: Sequence[LabelRecord] = (),
         single: bool = False,
+        challengers: Sequence[ChallengerRow] = (),
     ) -> Future[Any]:
         future: Future[Any] = Future()
         with self._lock:
             if self.closed:
                 raise AuditStoreError(f"audit store {self._where} is {self.closed_reason}")
-            self._queue.put(Group(decisions, labels, future, single))
+            self._queue.put(Group(decisions, labels, future, single, challengers))
         return future
 
     def stop(self) -> None:
@@ -200,23 +224,30 @@ class GroupCommitWriter(ABC):
         try:
             stop = False
             while not stop:
-                first = self._queue.get()
+                try:
+                    first = self._next()
+                except queue.Empty:  # idle, and shadow rows are due: their own transaction
+                    self._write_shadow(SHADOW_BATCH)
+                    continue
                 if first is None:
                     break
+                if _is_shadow(first):
+                    self._hold(first)
+                    continue
                 batch, stop = self._collect(first)
-                try:
-                    self._write(batch)
-                except Exception as exc:  # a bug in _write must not leave its callers waiting
-                    for group in batch:
-                        with contextlib.suppress(InvalidStateError):
-                            _fail(group, AuditStoreError(f"audit write failed: {exc}"))
+                if any(not g.size for g in batch):
+                    # A flush settles everything submitted before it, shadow rows too.
+                    self._write_shadow(None)
+                self._guarded_write(batch)
+            self._write_shadow(None)  # a graceful stop loses nothing held back
         finally:
             # After a normal stop the queue is already empty. If the loop broke instead,
             # refuse new work and fail what is queued rather than let anyone wait forever.
             with self._lock:
                 if not self.closed:
                     self.closed, self.closed_reason = True, "closed: its writer stopped"
-                leftovers: list[Group] = []
+                leftovers: list[Group] = list(self._shadow)
+                self._shadow.clear()
                 with contextlib.suppress(queue.Empty):
                     while True:
                         queued = self._queue.get_nowait()
@@ -226,6 +257,50 @@ class GroupCommitWriter(ABC):
                 group.future.set_running_or_notify_cancel()
                 _fail(group, AuditStoreError("audit writer stopped"))
             self._close_connection()
+
+    def _guarded_write(self, batch: list[Group]) -> None:
+        try:
+            self._write(batch)
+        except Exception as exc:  # a bug in _write must not leave its callers waiting
+            for group in batch:
+                with contextlib.suppress(InvalidStateError):
+                    _fail(group, AuditStoreError(f"audit write failed: {exc}"))
+
+    # -- shadow rows: held back from the commits answers wait for --------------------------
+
+    def _next(self) -> Group | None:
+        """The next group; :class:`queue.Empty` when shadow rows are due and none waits."""
+        if not self._shadow:
+            return self._queue.get()
+        if self._shadow_rows >= SHADOW_HELD_MAX:
+            raise queue.Empty  # a writer never idle still writes them, one batch at a time
+        wait = self._shadow_due - time.monotonic()
+        if wait <= 0 or self._shadow_rows >= SHADOW_BATCH:
+            return self._queue.get_nowait()
+        return self._queue.get(timeout=wait)
+
+    def _hold(self, group: Group) -> None:
+        if not self._shadow:
+            self._shadow_due = time.monotonic() + SHADOW_DELAY_S
+        self._shadow.append(group)
+        self._shadow_rows += group.size
+
+    def _write_shadow(self, limit: int | None) -> None:
+        """Write held shadow rows in transactions of at most about ``SHADOW_BATCH`` rows
+        (``limit``: one such transaction; None: all of them)."""
+        while self._shadow:
+            batch: list[Group] = []
+            rows = 0
+            while self._shadow and rows < SHADOW_BATCH:
+                group = self._shadow.popleft()
+                batch.append(group)
+                rows += group.size
+            self._shadow_rows -= rows
+            self._guarded_write(batch)
+            if limit is not None:
+                break
+        if self._shadow:
+            self._shadow_due = time.monotonic()  # the rest as soon as the writer is idle
 
     def _collect(self, first: Group) -> tuple[list[Group], bool]:
         batch = [first]
@@ -244,6 +319,9 @@ class GroupCommitWriter(ABC):
                 break
             if group is None:
                 return batch, True
+            if _is_shadow(group):
+                self._hold(group)
+                continue
             batch.append(group)
             size += group.size
             if not group.size:  # someone is waiting on a flush: do not make them wait
@@ -270,6 +348,11 @@ class GroupCommitWriter(ABC):
                     outcomes[id(group)] += result[id(alone)]
                 for label in group.labels:
                     alone = Group([], [label], group.future)
+                    result = {id(alone): []}
+                    self._commit_or_fail([alone], result)
+                    outcomes[id(group)] += result[id(alone)]
+                for challenger in group.challengers:
+                    alone = Group([], [], group.future, challengers=[challenger])
                     result = {id(alone): []}
                     self._commit_or_fail([alone], result)
                     outcomes[id(group)] += result[id(alone)]
@@ -324,9 +407,12 @@ class GroupCommitWriter(ABC):
                         continue
                     stored.add(tid)  # a second copy in this batch finds the first
                     written[id(group)].append(True)
-                for _ in group.labels:
-                    written[id(group)].append(True)
-            self._insert(rows, [label_row(label) for g in batch for label in g.labels])
+                written[id(group)] += [True] * (len(group.labels) + len(group.challengers))
+            self._insert(
+                rows,
+                [label_row(label) for g in batch for label in g.labels],
+                [c for g in batch for c in g.challengers],
+            )
             self._commit_transaction()
         except BaseException:
             self._rollback()
@@ -352,6 +438,10 @@ class GroupCommitWriter(ABC):
         schema_id = self._find_or_insert_schema(schema)
         new[schema.key] = (schema_id, schema)
         return schema_id
+
+
+def _is_shadow(group: Group) -> bool:
+    return bool(group.challengers) and not group.decisions and not group.labels
 
 
 def _settle(group: Group, outcomes: list[Outcome]) -> None:

@@ -121,6 +121,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     promote.add_argument("--json", type=Path, help="also write the figures as JSON")
     promote.set_defaults(run=run_promote)
+    shadow = kinds.add_parser(
+        "shadow",
+        help="p99 with the shadow challenger off and on, at the same open-loop rate",
+        description=(
+            "Starts `riskscore serve` (Kafka off) on a directory of two versions twice, each "
+            "time with a fresh audit store: first without a challenger, then with the second "
+            "version as challenger. Sends a week of simulated history, then the same timed "
+            "stream open-loop at --rate for --seconds. Reports p50/p99/max of each phase, "
+            "the difference of the p99s, the shadow's counters, and the share of the measured "
+            "decisions with a challenger row in the store, with the load average (needs the "
+            "loadtest extra). It measures latency: run it on a machine as quiet as you can."
+        ),
+    )
+    shadow.add_argument("--rate", type=positive_int, default=100, help="payments per second")
+    shadow.add_argument("--seconds", type=positive_int, default=30, help="measured run length")
+    shadow.add_argument(
+        "--alternate-s",
+        type=float,
+        default=None,
+        help="one service instead, the shadow switched on and off every S seconds "
+        "(robust to a load that drifts between phases)",
+    )
+    shadow.add_argument("--json", type=Path, help="also write the figures as JSON")
+    shadow.set_defaults(run=run_shadow)
     overload = kinds.add_parser(
         "overload",
         help="shedding with 429 at 3x capacity: admitted and refused latency, loss, recovery",
@@ -315,6 +339,29 @@ def run_promote(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0
+
+
+def run_shadow(args: argparse.Namespace) -> int:
+    bench = _load_generator("bench_shadow")
+    result = _measured(
+        bench, float(args.rate), float(args.seconds), 5.0, _shadowed_count, args.alternate_s
+    )
+    print(bench.report(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _shadowed_count(data_dir: Path, transaction_ids: list[str]) -> int:
+    """How many of these ids have a challenger row in the SQLite audit store in ``data_dir``."""
+    from service.audit_backend import open_audit_store
+    from service.settings import Settings
+
+    store = open_audit_store(Settings.of(data_dir=data_dir))
+    try:
+        return len({row.transaction_id for row in store.challenger_scores_of(transaction_ids)})
+    finally:
+        store.close()
 
 
 def run_overload(args: argparse.Namespace) -> int:

@@ -151,3 +151,38 @@ def test_bench_promote_against_a_real_service(tmp_path: Path) -> None:
     assert sum(versions.values()) == figures["statuses"]["200"]
     assert figures["steady"]["n"] + figures["swap"]["n"] == sum(figures["statuses"].values())
     assert "p99 during a swap - steady p99:" in result.stdout
+
+
+@pytest.mark.slow
+def test_bench_shadow_against_a_real_service(tmp_path: Path) -> None:
+    out = tmp_path / "shadow.json"
+    result = _bench("shadow", "--rate", "20", "--seconds", "4", "--json", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    off, on = figures["off"], figures["on"]
+    assert off["latency"]["n"] == on["latency"]["n"] == off["measured_decisions"] > 0
+    # Off: no challenger, no rows; on: a row for every measured decision, none dropped.
+    assert (
+        off["with_challenger_row"] == 0
+        and off["counters"]["riskscore_challenger_scored_total"] == 0
+    )
+    assert on["with_challenger_row"] == on["measured_decisions"]
+    assert on["counters"]["riskscore_challenger_scored_total"] >= on["measured_decisions"]
+    assert on["counters"]["riskscore_challenger_dropped_total{queue_full}"] == 0
+    assert "p99 with the shadow on - off:" in result.stdout
+
+
+@pytest.mark.slow
+def test_bench_shadow_alternating_gives_each_state_its_durable_writes(tmp_path: Path) -> None:
+    out = tmp_path / "shadow.json"
+    result = _bench(
+        "shadow", "--rate", "20", "--seconds", "6", "--alternate-s", "2", "--json", str(out)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    for state in ("off", "on"):
+        store = figures[state]["store_stage"]
+        assert store["n"] > 0 and store["mean_ms"] > 0
+        assert 0 <= store["over_0.1_s"] <= store["over_0.01_s"] <= 1
+    assert figures["on"]["with_challenger_row"] == figures["on"]["measured_decisions"] > 0
+    assert "durable write (stage store), shadow on:" in result.stdout
