@@ -55,8 +55,9 @@ def _instant(value: object, *, end: bool) -> object:
     return value
 
 
-class DecisionFilter(BaseModel):
-    """Which decisions a search, export or summary covers. Every filter is optional."""
+class Period(BaseModel):
+    """A period of event time as clients write it (both ends optional), validated once for
+    every report that covers one."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -68,11 +69,6 @@ class DecisionFilter(BaseModel):
         alias="to",
         description="Event time to: exclusive for a datetime, the whole day for a date.",
     )
-    action: Action | None = None
-    customer_id: str | None = Field(default=None, min_length=1, max_length=128)
-    min_score: float | None = Field(default=None, ge=0.0, le=1.0)
-    stage: Stage | None = None
-    fallback: bool | None = None
 
     @field_validator("start", mode="before")
     @classmethod
@@ -123,6 +119,16 @@ class DecisionFilter(BaseModel):
             params[name] = str(value)
         return params
 
+
+class DecisionFilter(Period):
+    """Which decisions a search, export or summary covers. Every filter is optional."""
+
+    action: Action | None = None
+    customer_id: str | None = Field(default=None, min_length=1, max_length=128)
+    min_score: float | None = Field(default=None, ge=0.0, le=1.0)
+    stage: Stage | None = None
+    fallback: bool | None = None
+
     def query(self, limit: int) -> DecisionQuery:
         return DecisionQuery(
             start=self.start,
@@ -134,6 +140,18 @@ class DecisionFilter(BaseModel):
             fallback=self.fallback,
             min_score=self.min_score,
         )
+
+
+class ChallengerPeriod(Period):
+    """The challenger report's query: a period and, optionally, which challenger version
+    (by default the one that scored most of the period's decisions)."""
+
+    version: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The challenger's model_version (as its scores record it).",
+    )
 
 
 class ListFilter(DecisionFilter):

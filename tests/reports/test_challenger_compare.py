@@ -2,83 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
-
 import pytest
 
-from explain.records import Action, DecisionRecord, Explanation
 from explain.reports.challenger_compare import Comparer
-
-_EXPLANATION = Explanation(
-    method="test",
-    base_value=-2.0,
-    raw_score=-1.0,
-    attributions=[
-        {"feature": "TX_AMOUNT", "value": 10.0, "contribution": 0.75},
-        {"feature": "TX_DURING_NIGHT", "value": 1.0, "contribution": 0.25},
-    ],
-)
-
-
-@dataclass(frozen=True)
-class _Row:
-    model_version: str
-    score: float
-    action: str
-    explanation: Explanation = _EXPLANATION
-
-
-def _record(transaction_id: str, score: float, action: Action) -> DecisionRecord:
-    return DecisionRecord.model_validate(
-        {
-            "transaction": {
-                "transaction_id": transaction_id,
-                "timestamp": "2024-05-01T10:00:00Z",
-                "customer_id": "c-1",
-                "terminal_id": "t-1",
-                "amount": 10.0,
-            },
-            "request_sha256": "0" * 64,
-            "decided_at": datetime(2024, 5, 1, 10, tzinfo=UTC),
-            "score": score,
-            "action": action,
-            "stage": "fast",
-            "fallback": False,
-            "model_version": "champion-1",
-            "reasons": [],
-            "explanation": _EXPLANATION,
-            "thresholds": {"review": 0.5, "decline": 0.8},
-            "timings_ms": {},
-            "latency_ms": 1.0,
-        }
-    )
-
-
-def _compare(
-    rows: list[tuple[str, float, Action, float, str, bool | None]], top: int = 10
-) -> Comparer:
-    comparer = Comparer("challenger-2", top=top)
-    for tid, ours, our_action, theirs, their_action, label in rows:
-        comparer.add(
-            _record(tid, ours, our_action), _Row("challenger-2", theirs, their_action), label
-        )
-    return comparer
-
-
-# id, champion score and action, challenger score and action, label
-_PERIOD: list[tuple[str, float, Action, float, str, bool | None]] = [
-    ("a", 0.90, "decline", 0.95, "decline", True),
-    ("b", 0.85, "decline", 0.20, "approve", False),
-    ("c", 0.10, "approve", 0.85, "decline", True),
-    ("d", 0.20, "approve", 0.10, "approve", False),
-    ("e", 0.95, "decline", 0.60, "review", None),
-    ("f", 0.55, "review", 0.30, "approve", None),
-]
+from tests.reports.challenger_rows import PERIOD, Rows, compare, record
 
 
 def test_label_metrics_count_the_labelled_decisions_of_both_sides() -> None:
-    result = _compare(_PERIOD).result()
+    result = compare(PERIOD).result()
 
     assert (result.decisions, result.shadowed, result.labelled) == (6, 6, 4)
     assert result.labelled_fraud == 2
@@ -96,7 +27,7 @@ def test_label_metrics_count_the_labelled_decisions_of_both_sides() -> None:
 
 
 def test_decline_rates_and_agreement_are_over_every_shadowed_decision() -> None:
-    result = _compare(_PERIOD).result()
+    result = compare(PERIOD).result()
 
     assert result.champion.decline_rate == pytest.approx(3 / 6)  # a, b, e
     assert result.challenger.decline_rate == pytest.approx(2 / 6)  # a, c
@@ -111,13 +42,13 @@ def test_decline_rates_and_agreement_are_over_every_shadowed_decision() -> None:
 
 
 def test_the_largest_disagreements_come_first_ties_by_id() -> None:
-    rows: list[tuple[str, float, Action, float, str, bool | None]] = [
-        *_PERIOD,
+    rows: Rows = [
+        *PERIOD,
         ("bb", 0.85, "decline", 0.20, "approve", None),  # ties with b: |-0.65|
         ("same", 0.40, "approve", 0.40, "approve", None),  # no disagreement at all
     ]
 
-    result = _compare(rows, top=3).result()
+    result = compare(rows, top=3).result()
 
     assert [d.record.transaction_id for d in result.disagreements] == ["c", "b", "bb"]
     assert result.disagreements[0].difference == pytest.approx(0.75)
@@ -126,19 +57,19 @@ def test_the_largest_disagreements_come_first_ties_by_id() -> None:
 
 
 def test_many_disagreements_keep_only_the_largest() -> None:
-    rows: list[tuple[str, float, Action, float, str, bool | None]] = [
+    rows: Rows = [
         (f"t{i:03d}", 0.5, "review", 0.5 + i / 1000, "review", None) for i in range(1, 200)
     ]
 
-    result = _compare(rows, top=2).result()
+    result = compare(rows, top=2).result()
 
     assert [d.record.transaction_id for d in result.disagreements] == ["t199", "t198"]
 
 
 def test_no_labels_gives_no_label_metrics_but_the_rates() -> None:
-    rows = [(tid, a, b, c, d, None) for tid, a, b, c, d, _ in _PERIOD]
+    rows = [(tid, a, b, c, d, None) for tid, a, b, c, d, _ in PERIOD]
 
-    result = _compare(rows).result()
+    result = compare(rows).result()
 
     assert result.labelled == 0
     assert result.champion.ap is None and result.challenger.ap is None
@@ -151,9 +82,9 @@ def test_no_labels_gives_no_label_metrics_but_the_rates() -> None:
 
 @pytest.mark.parametrize(("fraud", "words"), [(False, "legitimate"), (True, "fraud")])
 def test_one_class_only_gives_no_average_precision(fraud: bool, words: str) -> None:
-    rows = [(tid, a, b, c, d, fraud) for tid, a, b, c, d, _ in _PERIOD]
+    rows = [(tid, a, b, c, d, fraud) for tid, a, b, c, d, _ in PERIOD]
 
-    result = _compare(rows).result()
+    result = compare(rows).result()
 
     assert result.champion.ap is None and result.challenger.ap is None
     assert result.ap_note is not None and words in result.ap_note
@@ -167,7 +98,7 @@ def test_one_class_only_gives_no_average_precision(fraud: bool, words: str) -> N
 
 def test_no_shadowed_decision_gives_counts_and_no_rates() -> None:
     comparer = Comparer(None)
-    comparer.add(_record("x", 0.9, "decline"), None, True)
+    comparer.add(record("x", 0.9, "decline"), None, True)
     comparer.add_unshadowed(4)
 
     result = comparer.result()
