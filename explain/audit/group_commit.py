@@ -1,6 +1,7 @@
 """Group commit on a writer thread, for any SQL audit store (SQLite, PostgreSQL).
 
-Submissions are groups (the decisions of one micro-batch, one label, a flush marker) and
+Submissions are groups (the decisions of one micro-batch, one label, a flush marker, the
+shadow challenger's rows of its batch: ``challenger_log.py``) and
 each group has one future, settled once its rows are durable: one thread hand-off per
 group, not per decision. The writer gathers whatever arrives within ``window_s`` of the
 first group (at most ``max_batch`` rows), and writes the lot in one transaction with one
@@ -33,6 +34,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from explain.audit import compact
+from explain.audit.challenger_log import ChallengerScore
 from explain.audit.store import AuditStoreError, Outcome
 from explain.decision import Decision
 from explain.records import LabelRecord
@@ -58,10 +60,11 @@ class Group:
     labels: Sequence[LabelRecord]
     future: Future[Any]
     single: bool = False  # the future gives the one item's outcome, not a list
+    challengers: Sequence[ChallengerScore] = ()
 
     @property
     def size(self) -> int:
-        return len(self.decisions) + len(self.labels)
+        return len(self.decisions) + len(self.labels) + len(self.challengers)
 
 
 def decision_row(decision: Decision, schema_id: int) -> tuple[Any, ...]:
@@ -158,8 +161,14 @@ class GroupCommitWriter(ABC):
         """The schema's row id, inserting it in the open transaction the first time."""
 
     @abstractmethod
-    def _insert(self, decisions: list[tuple[Any, ...]], labels: list[tuple[Any, ...]]) -> None:
-        """Insert the rows (``decision_row``, ``label_row``) in the open transaction."""
+    def _insert(
+        self,
+        decisions: list[tuple[Any, ...]],
+        labels: list[tuple[Any, ...]],
+        challengers: list[tuple[Any, ...]],
+    ) -> None:
+        """Insert the rows (``decision_row``, ``label_row``, ``ChallengerScore.row``) in
+        the open transaction; a challenger row already stored is skipped, not an error."""
 
     @abstractmethod
     def _commit_transaction(self) -> None:
@@ -180,12 +189,13 @@ class GroupCommitWriter(ABC):
         decisions: Sequence[Decision] = (),
         labels: Sequence[LabelRecord] = (),
         single: bool = False,
+        challengers: Sequence[ChallengerScore] = (),
     ) -> Future[Any]:
         future: Future[Any] = Future()
         with self._lock:
             if self.closed:
                 raise AuditStoreError(f"audit store {self._where} is {self.closed_reason}")
-            self._queue.put(Group(decisions, labels, future, single))
+            self._queue.put(Group(decisions, labels, future, single, challengers))
         return future
 
     def stop(self) -> None:
@@ -273,6 +283,11 @@ class GroupCommitWriter(ABC):
                     result = {id(alone): []}
                     self._commit_or_fail([alone], result)
                     outcomes[id(group)] += result[id(alone)]
+                for challenger in group.challengers:
+                    alone = Group([], [], group.future, challengers=[challenger])
+                    result = {id(alone): []}
+                    self._commit_or_fail([alone], result)
+                    outcomes[id(group)] += result[id(alone)]
         except Exception as exc:
             error = AuditStoreError(
                 f"audit batch of {sum(g.size for g in batch)} records not written to "
@@ -324,9 +339,12 @@ class GroupCommitWriter(ABC):
                         continue
                     stored.add(tid)  # a second copy in this batch finds the first
                     written[id(group)].append(True)
-                for _ in group.labels:
-                    written[id(group)].append(True)
-            self._insert(rows, [label_row(label) for g in batch for label in g.labels])
+                written[id(group)] += [True] * (len(group.labels) + len(group.challengers))
+            self._insert(
+                rows,
+                [label_row(label) for g in batch for label in g.labels],
+                [c.row() for g in batch for c in g.challengers],
+            )
             self._commit_transaction()
         except BaseException:
             self._rollback()

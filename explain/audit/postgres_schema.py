@@ -28,10 +28,10 @@ from explain.audit.store import AuditStoreError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final[int] = 3
+SCHEMA_VERSION: Final[int] = 4
 # pg_advisory_xact_lock key for schema changes and partition creation ("rsaudit").
 DDL_LOCK: Final[int] = 0x7273617564697400
-PARTITIONED: Final[tuple[str, ...]] = ("decisions", "labels")
+PARTITIONED: Final[tuple[str, ...]] = ("decisions", "labels", "challenger_scores")
 
 _TABLES = (
     """
@@ -123,6 +123,41 @@ CREATE TABLE IF NOT EXISTS list_changes (
 """,
 )
 
+# Version 4: the shadow challenger's verdicts (as the SQLite store's schema version 7;
+# explain/audit/challenger_log.py), partitioned by the month of their decision's event
+# time, so retention drops them with the decisions' partition of the same month. The key
+# holds the partition key, as a partitioned table's must; a decision's event time is
+# fixed, so (transaction id, version) stays unique. The writer inserts with ON CONFLICT
+# DO NOTHING: the first verdict stands.
+_CHALLENGER_SCORES = (
+    """
+CREATE TABLE IF NOT EXISTS challenger_scores (
+    transaction_id text NOT NULL CHECK (length(transaction_id) BETWEEN 1 AND 128),
+    model_version text NOT NULL CHECK (length(model_version) BETWEEN 1 AND 128),
+    event_time_ms bigint NOT NULL,
+    score double precision NOT NULL CHECK (score >= 0 AND score <= 1),
+    action text NOT NULL CHECK (action IN ('approve', 'review', 'decline')),
+    review_threshold double precision NOT NULL,
+    decline_threshold double precision NOT NULL,
+    reasons_json text NOT NULL,
+    explanation_json text NOT NULL,
+    sequence_score double precision CHECK (sequence_score >= 0 AND sequence_score <= 1),
+    scored_at_ms bigint NOT NULL,
+    PRIMARY KEY (transaction_id, model_version, event_time_ms)
+) PARTITION BY RANGE (event_time_ms)
+""",
+    "CREATE INDEX IF NOT EXISTS challenger_scores_by_time"
+    " ON challenger_scores (event_time_ms, transaction_id, model_version)",
+)
+_IMMUTABLE_TABLES = (
+    "decisions",
+    "labels",
+    "explanation_schemas",
+    "retention_log",
+    "list_changes",
+    "challenger_scores",
+)
+
 # Each search, export, report and warm-start query is served by one of these (they are
 # created on every partition).
 _INDEXES = (
@@ -153,12 +188,12 @@ $$
     *(
         f"CREATE OR REPLACE TRIGGER {table}_immutable BEFORE UPDATE OR DELETE ON {table}"
         f" FOR EACH ROW EXECUTE FUNCTION riskscore_audit_refuse('{table}')"
-        for table in ("decisions", "labels", "explanation_schemas", "retention_log", "list_changes")
+        for table in _IMMUTABLE_TABLES
     ),
     *(
         f"CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}"
         f" FOR EACH STATEMENT EXECUTE FUNCTION riskscore_audit_refuse('{table}')"
-        for table in ("decisions", "labels", "explanation_schemas", "retention_log", "list_changes")
+        for table in _IMMUTABLE_TABLES
     ),
 )
 
@@ -204,7 +239,13 @@ def migrate(conn: Any) -> None:
             )
         if found == SCHEMA_VERSION:
             return
-        for statement in (*_CURRENCY_COLUMNS, *_LIST_CHANGES, *_INDEXES, *_IMMUTABLE):
+        for statement in (
+            *_CURRENCY_COLUMNS,
+            *_LIST_CHANGES,
+            *_CHALLENGER_SCORES,
+            *_INDEXES,
+            *_IMMUTABLE,
+        ):
             conn.execute(statement)
         conn.execute("INSERT INTO riskscore_audit_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from explain.audit import postgres_schema
+from explain.audit.challenger_sql import SqlChallengerLog
 from explain.audit.group_commit import GroupCommitLog
 from explain.audit.list_log import SqlListLog
 from explain.audit.postgres_connect import connect, psycopg_module
@@ -33,7 +34,7 @@ from features.url_redaction import redact
 LIST_CHANGES_LOCK = 0x7269736B6C697374  # "risklist"
 
 
-class PostgresAuditStore(GroupCommitLog, SqlReads, SqlListLog, AuditStore):
+class PostgresAuditStore(GroupCommitLog, SqlReads, SqlListLog, SqlChallengerLog, AuditStore):
     """An :class:`AuditStore` in a PostgreSQL database (``postgresql://…``), its schema
     created (or checked) at open.
 

@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from explain.audit import postgres_schema
+from explain.audit import challenger_log, postgres_schema
 from explain.audit.group_commit import Group, GroupCommitWriter
 from explain.audit.postgres_connect import connect, psycopg_module
 from explain.schema import ExplanationSchema
@@ -31,6 +31,11 @@ _DECISION_COLUMNS = (
     " reason_positions, fallback_reason, original_amount, original_currency, rate_version"
 )
 _LABEL_COLUMNS = "transaction_id, is_fraud, labelled_at_ms, received_at_ms, record_json"
+# ON CONFLICT: a row already stored for the same decision and version stands.
+_INSERT_CHALLENGER = (
+    f"INSERT INTO challenger_scores ({challenger_log.COLUMNS})"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
 # One lock per id, taken in hash order (the same in every process: no deadlock).
 _LOCK_IDS = """
 SELECT pg_advisory_xact_lock(h) FROM (
@@ -92,6 +97,7 @@ class PostgresWriter(GroupCommitWriter):
                 for g in batch
                 for label in g.labels
             },
+            "challenger_scores": {month_of(c.event_time_ms) for g in batch for c in g.challengers},
         }
         for table, months in wanted.items():
             missing = months - self._months[table]
@@ -134,8 +140,15 @@ class PostgresWriter(GroupCommitWriter):
         ).fetchone()
         return int(row[0])
 
-    def _insert(self, decisions: list[tuple[Any, ...]], labels: list[tuple[Any, ...]]) -> None:
+    def _insert(
+        self,
+        decisions: list[tuple[Any, ...]],
+        labels: list[tuple[Any, ...]],
+        challengers: list[tuple[Any, ...]],
+    ) -> None:
         cursor = self._conn.cursor()
+        if challengers:
+            cursor.executemany(_INSERT_CHALLENGER, challengers)
         if decisions:
             with cursor.copy(f"COPY decisions ({_DECISION_COLUMNS}) FROM STDIN") as copy:
                 for row in decisions:

@@ -2,8 +2,9 @@
 
 Retention is a compaction: in ONE transaction (``BEGIN IMMEDIATE``: the file's write lock,
 so the service's writer waits, up to its busy timeout, and readers keep their snapshot)
-the two triggers refusing DELETE are dropped, the decisions with event time before the
-cutoff and the labels of those decisions are deleted, the deletion is recorded in
+the triggers refusing DELETE are dropped, the decisions with event time before the
+cutoff, the labels of those decisions and the challenger rows of those decisions (by the
+decision's event time they carry) are deleted, the deletion is recorded in
 ``retention_log``, and the triggers are created again. No other connection ever sees the
 file without its triggers, and a crash part-way leaves the file as it was. This is the one
 way rows leave the file. The freed pages are reused by later decisions; the file does not
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from explain.audit.sqlite_schema import REFUSE_DELETE
+from explain.audit.sqlite_schema import PRUNED
 from explain.audit.store import Pruned
 
 
@@ -29,8 +30,9 @@ def prune_before(conn: sqlite3.Connection, cutoff_ms: int) -> Pruned:
     module doc); ``conn`` is in autocommit mode (``isolation_level=None``)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for table in REFUSE_DELETE:
+        for table in PRUNED:
             conn.execute(f"DROP TRIGGER {table}_refuse_delete")
+        conn.execute("DELETE FROM challenger_scores WHERE event_time_ms < ?", (cutoff_ms,))
         labels = conn.execute(
             "DELETE FROM labels WHERE transaction_id IN"
             " (SELECT transaction_id FROM decisions WHERE event_time_ms < ?)",
@@ -44,7 +46,7 @@ def prune_before(conn: sqlite3.Connection, cutoff_ms: int) -> Pruned:
             " VALUES (?, ?, ?, ?)",
             (int(time.time() * 1000), cutoff_ms, decisions, labels),
         )
-        for statement in REFUSE_DELETE.values():
+        for statement in PRUNED.values():
             conn.execute(statement)
         conn.execute("COMMIT")
     except BaseException:

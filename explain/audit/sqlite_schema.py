@@ -197,6 +197,41 @@ CREATE TABLE list_changes (
     ),
 )
 
+# Version 7: the shadow challenger's verdicts (explain/audit/challenger_log.py), one row
+# per (decision, challenger version), never inside the decision row. Immutable like
+# decisions; a second insert for the same key is skipped (RAISE(IGNORE) runs before the
+# key check, so INSERT OR REPLACE cannot get past it either): the first verdict stands.
+# Retention deletes them with their decisions, by the decision's event time they carry.
+_CHALLENGER_SCORES = (
+    """
+CREATE TABLE challenger_scores (
+    transaction_id TEXT NOT NULL CHECK (length(transaction_id) BETWEEN 1 AND 128),
+    model_version TEXT NOT NULL CHECK (length(model_version) BETWEEN 1 AND 128),
+    event_time_ms INTEGER NOT NULL,
+    score REAL NOT NULL CHECK (score >= 0 AND score <= 1),
+    action TEXT NOT NULL CHECK (action IN ('approve', 'review', 'decline')),
+    review_threshold REAL NOT NULL,
+    decline_threshold REAL NOT NULL,
+    reasons_json TEXT NOT NULL,
+    explanation_json TEXT NOT NULL,
+    sequence_score REAL CHECK (sequence_score >= 0 AND sequence_score <= 1),
+    scored_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (transaction_id, model_version)
+)
+""",
+    "CREATE INDEX challenger_scores_by_time ON challenger_scores (event_time_ms, model_version)",
+    _refuse("challenger_scores", "UPDATE", "audit challenger_scores are immutable: UPDATE refused"),
+    _refuse("challenger_scores", "DELETE", "audit challenger_scores are immutable: DELETE refused"),
+    "CREATE TRIGGER challenger_scores_keep_first BEFORE INSERT ON challenger_scores"
+    " WHEN EXISTS (SELECT 1 FROM challenger_scores WHERE transaction_id = NEW.transaction_id"
+    " AND model_version = NEW.model_version) BEGIN SELECT RAISE(IGNORE); END",
+)
+# The tables retention deletes from, with the trigger it lifts and puts back for each.
+PRUNED: Final[dict[str, str]] = {
+    **REFUSE_DELETE,
+    "challenger_scores": _CHALLENGER_SCORES[3],
+}
+
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (_DECISIONS, _LABELS, *_INDICES, *_IMMUTABLE),
     _COMPACT,
@@ -204,6 +239,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     _REPORT_COLUMNS,
     _CURRENCY_COLUMNS,
     _LIST_CHANGES,
+    _CHALLENGER_SCORES,
 )
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
 

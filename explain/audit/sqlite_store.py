@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from explain.audit.challenger_sql import SqlChallengerLog
 from explain.audit.group_commit import GroupCommitLog
 from explain.audit.list_log import SqlListLog
 from explain.audit.sql_reads import SqlReads
@@ -33,7 +34,9 @@ __all__ = ["WRITER_THREAD_NAME", "SQLiteAuditStore", "WriterStats"]
 INSERT_LIST_CHANGE = "INSERT INTO list_changes (list_name, value, op, reason, actor, changed_at_ms)"
 
 
-class SQLiteAuditStore(GroupCommitLog, SQLitePeriodReports, SqlReads, SqlListLog, AuditStore):
+class SQLiteAuditStore(
+    GroupCommitLog, SQLitePeriodReports, SqlReads, SqlListLog, SqlChallengerLog, AuditStore
+):
     """An :class:`AuditStore` in one SQLite file (created with its parent directories).
 
     ``commit_window_ms`` bounds how long the first record of a batch waits for company;

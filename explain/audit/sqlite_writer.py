@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from explain.audit import challenger_log
 from explain.audit.group_commit import WRITER_THREAD_NAME, GroupCommitWriter, WriterStats
 from explain.schema import ExplanationSchema
 
@@ -29,6 +30,12 @@ _INSERT_LABEL = """
 INSERT INTO labels (transaction_id, is_fraud, labelled_at_ms, received_at_ms, record_json)
 VALUES (?, ?, ?, ?, ?)
 """
+# A row already stored for the same decision and version is skipped by the table's own
+# trigger (RAISE(IGNORE)): the first verdict stands.
+_INSERT_CHALLENGER = (
+    f"INSERT INTO challenger_scores ({challenger_log.COLUMNS})"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 # SQLite's default limit on bound parameters per statement is far above this.
 _IN_CHUNK = 500
 
@@ -81,11 +88,18 @@ class SQLiteWriter(GroupCommitWriter):
         )
         return int(cursor.lastrowid or 0)
 
-    def _insert(self, decisions: list[tuple[Any, ...]], labels: list[tuple[Any, ...]]) -> None:
+    def _insert(
+        self,
+        decisions: list[tuple[Any, ...]],
+        labels: list[tuple[Any, ...]],
+        challengers: list[tuple[Any, ...]],
+    ) -> None:
         if decisions:
             self._conn.executemany(_INSERT_DECISION, decisions)
         if labels:
             self._conn.executemany(_INSERT_LABEL, labels)
+        if challengers:
+            self._conn.executemany(_INSERT_CHALLENGER, challengers)
 
     def _commit_transaction(self) -> None:
         self._conn.execute("COMMIT")

@@ -1,5 +1,6 @@
-"""The audit store contract, in four parts by job — the decision log (write, read by id),
-the rebuild source (warm start), the training source (retraining) and report queries —
+"""The audit store contract, in parts by job — the decision log (write, read by id),
+the rebuild source (warm start), the training source (retraining), report queries, the
+lists' history (``list_log.py``) and the shadow challenger's verdicts (``challenger_log.py``) —
 so SQLite (one machine) and PostgreSQL (at scale) sit behind the same scorer, and each
 part can be written and tested against its own small contract.
 
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from explain.audit.challenger_log import ChallengerLog
 from explain.audit.columns import DecisionColumns, PeriodAggregates, columns_of
 from explain.audit.list_log import ListLog
 from explain.decision import Decision
@@ -270,7 +272,7 @@ class Retention(ABC):
 
     @abstractmethod
     def prune(self, older_than_days: int, *, now: datetime | None = None) -> Pruned:
-        """Remove decisions (with their labels) whose event time is more than
+        """Remove decisions (with their labels and challenger rows) whose event time is more than
         ``older_than_days`` before ``now``, as the backend can (whole months on
         PostgreSQL), recording the removal in the store itself."""
 
@@ -288,6 +290,8 @@ def retention_cutoff_ms(older_than_days: int, now: datetime | None = None) -> in
     return datetime_to_epoch_ms(moment) - older_than_days * 86_400_000
 
 
-class AuditStore(DecisionLog, RebuildSource, TrainingSource, ReportQueries, Retention, ListLog):
+class AuditStore(
+    DecisionLog, RebuildSource, TrainingSource, ReportQueries, Retention, ListLog, ChallengerLog
+):
     """The whole contract a backend provides (SQLite here; PostgreSQL at scale). Parts of
     the service take only the part they use."""

@@ -194,7 +194,7 @@ def migrated(
 
 def test_the_file_is_migrated_and_both_forms_are_in_it(migrated: Migrated) -> None:
     with raw(migrated.path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (6,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (7,)
         forms = conn.execute(
             "SELECT record_json <> '', record IS NOT NULL, fallback IS NOT NULL, count(*)"
             " FROM decisions GROUP BY 1, 2, 3 ORDER BY 1"

@@ -1,0 +1,109 @@
+"""The SQL of :class:`~explain.audit.challenger_log.ChallengerLog`, shared by SQLite and
+PostgreSQL (only the parameter mark differs); rows are written by the group-commit writer
+(``group_commit.py``) in the same transactions as decisions."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from datetime import datetime
+from typing import Any, ClassVar
+
+from explain.audit.challenger_log import (
+    COLUMNS,
+    ChallengerLog,
+    ChallengerPair,
+    ChallengerScore,
+    score_of,
+)
+from explain.audit.record_rows import RECORD_COLUMNS
+from explain.audit.store import Outcome
+from explain.records import DecisionRecord
+from features.schema import datetime_to_epoch_ms
+
+# Rows of pairs are read in chunks this big; each chunk's labels in one query.
+_CHUNK = 500
+
+
+class SqlChallengerLog(ChallengerLog):
+    """:class:`ChallengerLog` in the ``challenger_scores`` table; a backend supplies its
+    reads, its stream, its latest labels and the group-commit writer (``_writer``)."""
+
+    mark: ClassVar[str]
+    _writer: Any  # explain.audit.group_commit.GroupCommitWriter
+
+    @abstractmethod
+    def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
+    @abstractmethod
+    def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[Any]: ...
+
+    @abstractmethod
+    def _decision(self, row: Sequence[Any]) -> DecisionRecord: ...
+
+    @abstractmethod
+    def latest_labels_of(self, transaction_ids: Sequence[str]) -> dict[str, bool]: ...
+
+    def submit_challenger_scores(self, scores: Sequence[ChallengerScore]) -> Future[list[Outcome]]:
+        future: Future[list[Outcome]] = self._writer.put(challengers=list(scores))
+        return future
+
+    def challenger_scores_of(self, transaction_ids: Sequence[str]) -> list[ChallengerScore]:
+        ids = list(dict.fromkeys(transaction_ids))
+        found: list[ChallengerScore] = []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            marks = ", ".join([self.mark] * len(chunk))
+            rows = self._fetchall(
+                f"SELECT {COLUMNS} FROM challenger_scores WHERE transaction_id IN ({marks})",
+                tuple(chunk),
+            )
+            found += map(score_of, rows)
+        found.sort(key=lambda s: (s.event_time_ms, s.transaction_id, s.model_version))
+        return found
+
+    def challenger_pairs(
+        self, start: datetime, end: datetime, version: str | None = None
+    ) -> Iterator[ChallengerPair]:
+        m = self.mark
+        decision_columns = ", ".join(f"d.{c.strip()}" for c in RECORD_COLUMNS.split(","))
+        challenger_columns = ", ".join(f"c.{c.strip()}" for c in COLUMNS.split(","))
+        # The decision's event time is in both rows: joining on it too lets PostgreSQL
+        # look in one partition of decisions.
+        sql = (
+            f"SELECT {challenger_columns}, {decision_columns} FROM challenger_scores AS c"
+            " JOIN decisions AS d"
+            " ON d.transaction_id = c.transaction_id AND d.event_time_ms = c.event_time_ms"
+            f" WHERE c.event_time_ms >= {m} AND c.event_time_ms < {m}"
+            + ("" if version is None else f" AND c.model_version = {m}")
+            + " ORDER BY c.event_time_ms, c.transaction_id, c.model_version"
+        )
+        params: list[Any] = [datetime_to_epoch_ms(start), datetime_to_epoch_ms(end)]
+        if version is not None:
+            params.append(version)
+        width = len(COLUMNS.split(","))
+        chunk: list[Any] = []
+        for row in self._stream(sql, params):
+            chunk.append(row)
+            if len(chunk) == _CHUNK:
+                yield from self._pairs(chunk, width)
+                chunk = []
+        if chunk:
+            yield from self._pairs(chunk, width)
+
+    def _pairs(self, rows: list[Any], width: int) -> Iterator[ChallengerPair]:
+        labels = self.latest_labels_of([row[0] for row in rows])
+        for row in rows:
+            score = score_of(row[:width])
+            yield ChallengerPair(
+                self._decision(row[width:]), score, labels.get(score.transaction_id)
+            )
+
+    def challenger_versions(self, start: datetime, end: datetime) -> list[str]:
+        rows = self._fetchall(
+            "SELECT DISTINCT model_version FROM challenger_scores"
+            f" WHERE event_time_ms >= {self.mark} AND event_time_ms < {self.mark}",
+            (datetime_to_epoch_ms(start), datetime_to_epoch_ms(end)),
+        )
+        return sorted(str(row[0]) for row in rows)
