@@ -154,6 +154,11 @@ class Comparer:
         if challenger.score != record.score and self._top > 0:
             self._keep(Disagreement(record, challenger, label))
 
+    @property
+    def shadowed(self) -> int:
+        """Decisions added with a challenger row so far."""
+        return sum(self._agreement.values())
+
     def add_unshadowed(self, count: int) -> None:
         """Decisions of the period the challenger did not score, known only by number."""
         self._decisions += count
@@ -164,7 +169,7 @@ class Comparer:
             self._disagreements = sorted(self._disagreements, key=_ranking)[: self._top]
 
     def result(self) -> Comparison:
-        shadowed = sum(self._agreement.values())
+        shadowed = self.shadowed
         fraud = sum(self._labels)
         ap_note = _ap_note(len(self._labels), fraud)
         return Comparison(

@@ -1,0 +1,270 @@
+"""The challenger report over a real store: challenger rows written beside the decisions of
+the filled store, read by a real `riskscore serve` (and the CLI), and every figure of the
+page checked against the comparison recomputed here from the raw rows and labels."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from explain.audit.challenger_log import ChallengerScore
+from explain.audit.sqlite_store import SQLiteAuditStore
+from explain.records import DecisionRecord, Explanation
+from explain.reports.challenger_compare import ACTIONS, Comparer, Comparison
+from service.cli import main
+from service.settings import AUDIT_FILE
+from tests.reports.challenger_rows import Row
+from tests.reports.conftest import Filled, as_compliance, as_scoring, stored_records
+from tests.service.test_serve_process import _serving
+
+VERSION = "fast-challenger-test"
+OTHER = "fast-older-challenger"
+PERIOD = "from=2024-01-02&to=2024-01-05"  # the 2nd to the 5th, inclusive
+START, END = datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 6, tzinfo=UTC)
+UNSHADOWED_EVERY = 7  # every seventh decision has no challenger row (dropped, say)
+
+
+def _opposite(explanation: Explanation) -> Explanation:
+    """Another exact explanation: every contribution turned round, still adding up."""
+    attributions = [{**a, "contribution": -a["contribution"]} for a in explanation.attributions]
+    total = sum(a["contribution"] for a in attributions)
+    return Explanation.model_validate(
+        {
+            "method": explanation.method,
+            "base_value": explanation.base_value,
+            "raw_score": explanation.base_value + total,
+            "attributions": attributions,
+        }
+    )
+
+
+def _challenger_score(i: int, record: DecisionRecord) -> float:
+    # Some agree exactly, some are turned round, some halved: every kind of disagreement.
+    return [record.score, 1.0 - record.score, record.score / 2][i % 3]
+
+
+def _verdict(i: int, record: DecisionRecord, version: str) -> ChallengerScore:
+    score = _challenger_score(i, record)
+    action = "decline" if score >= 0.6 else "review" if score >= 0.3 else "approve"
+    return ChallengerScore(
+        transaction_id=record.transaction_id,
+        model_version=version,
+        event_time_ms=record.transaction.epoch_ms,
+        score=score,
+        action=action,
+        review_threshold=0.3,
+        decline_threshold=0.6,
+        reasons_json=json.dumps([r.model_dump() for r in record.reasons]),
+        explanation_json=_opposite(record.explanation).model_dump_json(),
+        sequence_score=None,
+        scored_at_ms=record.transaction.epoch_ms + 5,
+    )
+
+
+def _shadow(audit_file: Path) -> list[tuple[DecisionRecord, ChallengerScore | None]]:
+    """Challenger rows for most decisions of the store, written through the store's own
+    group-commit writer; a few rows of an older challenger too, on other payments' days."""
+    records = sorted(stored_records(audit_file), key=lambda r: r.transaction_id)
+    pairs: list[tuple[DecisionRecord, ChallengerScore | None]] = []
+    for i, record in enumerate(records):
+        shadowed = i % UNSHADOWED_EVERY != 0
+        pairs.append((record, _verdict(i, record, VERSION) if shadowed else None))
+    older = [_verdict(i, r, OTHER) for i, r in enumerate(records[:30])]
+    with closing(SQLiteAuditStore(audit_file)) as store:
+        rows = [row for _, row in pairs if row is not None] + older
+        outcomes = store.submit_challenger_scores(rows).result(timeout=60)
+        assert outcomes == [True] * len(rows)
+    return pairs
+
+
+def _expected(
+    pairs: list[tuple[DecisionRecord, ChallengerScore | None]], labels: dict[str, bool]
+) -> Comparison:
+    """The comparison recomputed from the rows written and the labels sent."""
+    comparer = Comparer(VERSION)
+    for record, row in pairs:
+        if not START <= record.transaction.timestamp < END:
+            continue
+        if row is None:
+            comparer.add_unshadowed(1)
+            continue
+        verdict = Row(row.model_version, row.score, row.action, row.explanation())
+        comparer.add(record, verdict, labels.get(record.transaction_id))
+    return comparer.result()
+
+
+def _cell(page: str, header: str) -> str:
+    found = re.search(rf"<tr><th>{re.escape(header)}</th><td[^>]*>(.*?)</td></tr>", page)
+    assert found, header
+    return found.group(1)
+
+
+def _measure(page: str, measure: str) -> tuple[str, str]:
+    found = re.search(
+        rf"<tr><td>{re.escape(measure)}</td><td[^>]*>(.*?)</td><td[^>]*>(.*?)</td></tr>", page
+    )
+    assert found, measure
+    return found.group(1), found.group(2)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
+
+
+def _check_page(page: str, expected: Comparison) -> None:
+    assert _cell(page, "challenger version") == VERSION
+    assert _cell(page, "decisions in the period") == f"{expected.decisions:,}"
+    assert _cell(page, "shadowed (scored by the challenger too)").startswith(
+        f"{expected.shadowed:,} ("
+    )
+    assert _cell(page, "labelled, of the shadowed").startswith(f"{expected.labelled:,} (")
+    assert _cell(page, "declined by the champion, no label") == f"{expected.declined_unlabelled:,}"
+    assert expected.champion.ap is not None and expected.challenger.ap is not None
+    assert _measure(page, "average precision (labelled)") == (
+        f"{expected.champion.ap:.4f}",
+        f"{expected.challenger.ap:.4f}",
+    )
+    for measure, of in [
+        ("precision of declines (labelled)", lambda s: s.quality.precision),
+        ("recall of declines (labelled)", lambda s: s.quality.recall),
+        ("decline rate (every shadowed decision)", lambda s: s.decline_rate),
+    ]:
+        assert _measure(page, measure) == (
+            _percent(of(expected.champion)),
+            _percent(of(expected.challenger)),
+        )
+    for ours in ACTIONS:
+        row = re.search(rf"<tr><td>champion {ours}</td>((?:<td[^>]*>[^<]*</td>){{4}})</tr>", page)
+        assert row, ours
+        counts = re.findall(r">([\d,]+)<", row.group(1))
+        assert counts[:3] == [f"{expected.agreement[(ours, t)]:,}" for t in ACTIONS]
+    shown = re.findall(r"<h3>\d+\. <a href='decisions/([^']+)\.html'>", page)
+    assert shown == [d.record.transaction_id for d in expected.disagreements]
+    assert len(shown) == 10
+    # The older challenger is named, with a link to its own comparison.
+    assert f"version={OTHER}" in page
+
+
+@pytest.fixture
+def shadowed(data_dir: Path, filled: Filled) -> Comparison:
+    pairs = _shadow(data_dir / AUDIT_FILE)
+    expected = _expected(pairs, filled.labels)
+    # The period holds every kind of case the page has to count.
+    assert 0 < expected.labelled < expected.shadowed < expected.decisions
+    assert expected.declined_unlabelled > 0 and 0 < expected.labelled_fraud < expected.labelled
+    return expected
+
+
+def _get(url: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=120) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read().decode()
+
+
+@pytest.mark.slow
+def test_a_served_challenger_report_shows_the_comparison_of_the_store(
+    data_dir: Path, shadowed: Comparison
+) -> None:
+    with _serving(data_dir, extra_env={"RISKSCORE_KAFKA": "off"}) as (base, _):
+        status, content_type, page = _get(f"{base}/reports/challenger.html?{PERIOD}")
+        other_status, _, other = _get(f"{base}/reports/challenger.html?{PERIOD}&version={OTHER}")
+        bad_status, _, bad = _get(f"{base}/reports/challenger.html?from=2024-01-05&to=2024-01-02")
+
+    assert status == 200 and content_type.startswith("text/html"), page
+    _check_page(page, shadowed)
+    assert other_status == 200 and _cell(other, "challenger version") == OTHER
+    assert f"version={VERSION}" in other
+    assert bad_status == 422
+    assert json.loads(bad)["error"]["fields"] == [
+        {"field": "from", "message": "'from' (2024-01-05) must be before 'to' (2024-01-02)"}
+    ]
+
+
+def test_the_cli_writes_the_same_comparison(
+    data_dir: Path, shadowed: Comparison, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "challenger.html"
+    args = ["--from", "2024-01-02", "--to", "2024-01-05", "--out", str(out)]
+
+    code = main(["report", "challenger", "--audit-file", str(data_dir / AUDIT_FILE), *args])
+
+    assert code == 0
+    _check_page(out.read_text(encoding="utf-8"), shadowed)
+    printed = capsys.readouterr().out
+    assert f"{shadowed.shadowed} of {shadowed.decisions} decisions compared" in printed
+
+
+def test_a_store_without_challenger_rows_says_so(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "none.html"
+
+    code = main(
+        ["report", "challenger", "--audit-file", str(data_dir / AUDIT_FILE), "--out", str(out)]
+    )
+
+    assert code == 0
+    page = out.read_text(encoding="utf-8")
+    assert "nothing to compare" in page and _cell(page, "challenger version") == "none"
+    assert "challenger none: 0 of" in capsys.readouterr().out
+
+
+_BAD_OPTIONS = [
+    (["--from", "2024-01-05", "--to", "2024-01-01"], "--from: 'from' (2024-01-05) must be"),
+    (["--from", "yesterday"], "--from: "),
+    (["--version", "v" * 201], "--version: "),
+]
+
+
+def test_bad_cli_input_is_one_line_and_exit_2(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "x.html"
+    args = ["report", "challenger", "--audit-file", str(data_dir / AUDIT_FILE), "--out", str(out)]
+    for extra, message in _BAD_OPTIONS:
+        assert main([*args, *extra]) == 2
+
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("riskscore report: error:") and message in err, extra
+        assert len(err.splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("from=tomorrow", "from"),
+        ("to=2024-13-01", "to"),
+        (f"version={'v' * 201}", "version"),
+        ("version=a&version=b", "version"),
+        ("action=decline", "action"),  # not a filter of this report
+        ("format=docx", "format"),
+    ],
+)
+async def test_bad_queries_are_422_naming_the_parameter(
+    report_client: Any, query: str, field: str
+) -> None:
+    response = await report_client.get(f"/reports/challenger.html?{query}", headers=as_compliance())
+
+    assert response.status == 422
+    error = (await response.json())["error"]
+    assert error["type"] == "validation_error"
+    assert field in [f["field"] for f in error["fields"]]
+
+
+async def test_only_the_compliance_role_reads_it_as_html_or_pdf(report_client: Any) -> None:
+    refused = await report_client.get("/reports/challenger.html", headers=as_scoring())
+    missing = await report_client.get("/reports/challenger.html")
+    pdf = await report_client.get("/reports/challenger.html?format=pdf", headers=as_compliance())
+
+    assert refused.status == 403 and missing.status == 401
+    assert pdf.status == 200 and pdf.headers["Content-Type"] == "application/pdf"
+    assert (await pdf.read()).startswith(b"%PDF-")
