@@ -8,7 +8,8 @@ Two layouts are accepted, so that a single artifact keeps working as it always h
   its sequence artifact (if any) in its ``sequence/`` subdirectory, and the file
   ``champion`` names the version being served (its ``model_version``), written atomically
   on every promotion, so that a restart and every other process sharing the directory
-  serve the same one.
+  serve the same one. The file ``challenger`` beside it names the version scoring in the
+  shadow of the champion (``service/challenger.py``), if any; written the same way.
 
 A version is known by its fast model's ``model_version`` (what every decision records) or
 by its directory name. Listing reads the manifests only; a version is verified (every
@@ -30,6 +31,7 @@ from models.sequence_artifacts import SequenceManifest
 log = logging.getLogger(__name__)
 
 POINTER_FILE = "champion"
+CHALLENGER_FILE = "challenger"
 SEQUENCE_DIR = "sequence"
 # A pointer names one version: anything longer is not one.
 MAX_POINTER_BYTES = 1024
@@ -152,11 +154,12 @@ class ModelDirectory:
             )
         return sorted(unique, key=lambda v: (v.manifest.created_at, v.name)), ambiguous
 
-    def read_pointer(self) -> str | None:
-        """The champion's ``model_version`` as persisted, None if none is (or unversioned)."""
+    def read_pointer(self, file: str = POINTER_FILE) -> str | None:
+        """The champion's ``model_version`` as persisted (the challenger's, with
+        ``file=CHALLENGER_FILE``), None if none is (or unversioned)."""
         if not self.versioned:
             return None
-        path = self.root / POINTER_FILE
+        path = self.root / file
         try:
             with path.open("rb") as f:
                 data = f.read(MAX_POINTER_BYTES + 1)
@@ -167,20 +170,24 @@ class ModelDirectory:
             raise ArtifactError(f"{path}: not a model version")
         return text
 
-    def write_pointer(self, version: str) -> None:
-        """Persist the champion (atomically: readers see the old pointer or the new one)."""
+    def write_pointer(self, version: str | None, file: str = POINTER_FILE) -> None:
+        """Persist the champion (the challenger, with ``file=CHALLENGER_FILE``; None removes
+        that file) atomically: readers see the old pointer or the new one."""
         if not self.versioned:
             raise ArtifactError(
                 f"{self.root} is a single artifact, not a directory of versions: "
                 "there is nothing to promote"
             )
         try:
-            write_file(self.root, POINTER_FILE, (version + "\n").encode("utf-8"))
+            if version is None:
+                (self.root / file).unlink(missing_ok=True)
+            else:
+                write_file(self.root, file, (version + "\n").encode("utf-8"))
             _sync_directory(self.root)
         except OSError as exc:
             raise ChampionFileError(
-                f"{self.root / POINTER_FILE}: cannot be written ({exc}); the champion is "
-                "unchanged: make the model directory writable to promote"
+                f"{self.root / file}: cannot be written ({exc}); the {file} is "
+                "unchanged: make the model directory writable"
             ) from exc
 
     def champion(self) -> ModelVersion:

@@ -141,6 +141,24 @@ class ModelVersionInfo(BaseModel):
     champion: bool | None = Field(default=None, description="In versions: whether it is served.")
 
 
+class ShadowCounts(BaseModel):
+    """The shadow challenger's queue and counters in this process (since it started)."""
+
+    queued: int = Field(description="Decided payments waiting for the challenger now.")
+    scored: int = Field(description="Payments it scored whose rows are durable.")
+    dropped: int = Field(
+        description="Payments it did not score or store (riskscore_challenger_dropped_total "
+        "says why)."
+    )
+    queue_capacity: int = Field(description="RISKSCORE_CHALLENGER_QUEUE_SIZE.")
+
+
+class ChallengerInfo(ModelVersionInfo):
+    """The version scoring in the shadow, and how its shadow is doing."""
+
+    shadow: ShadowCounts
+
+
 class ModelsResponse(BaseModel):
     champion: ModelVersionInfo = Field(description="The version this process serves.")
     champion_file: str | None = Field(
@@ -149,7 +167,8 @@ class ModelsResponse(BaseModel):
         "model directory follows; differs from champion.version while this process has "
         "not (yet) loaded it. Null with a single artifact.",
     )
-    challenger: ModelVersionInfo | None = Field(
-        description="The version scoring in the shadow of the champion (none yet: null)."
+    challenger: ChallengerInfo | None = Field(
+        description="The version scoring in the shadow of the champion, with its shadow's "
+        "counters; null when there is none."
     )
     versions: list[ModelVersionInfo] = Field(description="Every version, oldest first.")

@@ -370,6 +370,28 @@ ROUTES: tuple[Route, ...] = (
         errors=(404, 422, 503),
     ),
     Route(
+        "POST",
+        "/models/{version}/challenge",
+        "models",
+        "challenge",
+        "Shadow a model version: it scores every decided payment after its answer, off the "
+        "request path, its verdicts stored beside the decisions (verified load first)",
+        "admin",
+        {200: Body("The model versions, with this one as challenger.", ModelsResponse)},
+        params=(_VERSION,),
+        errors=(404, 409, 422, 503),
+    ),
+    Route(
+        "DELETE",
+        "/models/challenger",
+        "models",
+        "stop_challenge",
+        "Switch the shadow challenger off (every process sharing the model directory)",
+        "admin",
+        {200: Body("The model versions, without a challenger.", ModelsResponse)},
+        errors=(503,),
+    ),
+    Route(
         "GET",
         "/healthz",
         "api",

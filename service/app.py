@@ -27,6 +27,7 @@ from models.versions import ModelDirectory, manifest_for
 from service.app_keys import METRICS, SCORER, SETTINGS, STREAM, WARM_START
 from service.audit_backend import open_audit_store
 from service.card_number_guard import card_number_middleware
+from service.challenger import ChallengerSlot
 from service.handlers import Views
 from service.lifecycle import ScoringProcess
 from service.list_handlers import ListViews
@@ -48,6 +49,7 @@ from service.report_handlers import ReportViews
 from service.routes import setup_routes
 from service.scorer import Scorer
 from service.settings import Settings
+from service.shadow import Shadow
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +103,14 @@ def build_scorer(settings: Settings, metrics: ScoringMetrics | None = None) -> S
         sequence_spec=spec,
         policy=policy,
     )
+    registry = None if metrics is None else metrics.registry
     scorer.promotion = ModelPromotion(
-        scorer,
-        directory,
-        replace(loaded, cascade=cascade),
-        settings,
-        None if metrics is None else metrics.registry,
+        scorer, directory, replace(loaded, cascade=cascade), settings, registry
     )
+    shadow = Shadow(store, settings.scoring.challenger_queue_size, registry)
+    scorer.set_shadow(shadow)
+    scorer.promotion.challenger = ChallengerSlot(scorer, directory, settings, shadow)
+    scorer.promotion.challenger.load_at_start()
     return scorer
 
 

@@ -7,7 +7,8 @@ periodically, and the drift and decline-precision gauges are recomputed periodic
 when switched on. Stop, in this order: the gauges' refresh (it reads the store), the
 consumer (it finishes and commits its batch through the scorer), the rebuild (given the
 shutdown time to finish if still running: it reads the store), the second stage's
-decisions in flight, the last checkpoint, then the audit store, flushed and closed — so
+decisions in flight, the shadow challenger's queue (scored and written within the
+shutdown time), the last checkpoint, then the audit store, flushed and closed — so
 nothing answered or committed on Kafka is missing from the audit trail.
 """
 
@@ -116,6 +117,9 @@ class ScoringProcess:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.warm_start), settings.shutdown_timeout_s)
         await self.scorer.drain(settings.shutdown_timeout_s)
+        if self.scorer.shadow is not None:
+            # After the last decisions (the stage's), before the store closes.
+            await self.scorer.shadow.close(settings.shutdown_timeout_s)
         await self.checkpoints.stop()
         await asyncio.to_thread(self.scorer.store.close, settings.shutdown_timeout_s)
         log.info("audit store flushed and closed")

@@ -123,6 +123,8 @@ ADMIN_ONLY = frozenset({ADMIN})
 ADMIN_ROUTES = {
     "/models": frozenset({ADMIN, COMPLIANCE}),
     "/models/{version}/promote": ADMIN_ONLY,
+    "/models/{version}/challenge": ADMIN_ONLY,
+    "/models/challenger": ADMIN_ONLY,
 }
 ADMIN_PREFIX = "/lists"
 # Where the view finds who made a change: the admin key's digest, never the key.

@@ -49,6 +49,7 @@ from service.errors import NotFound
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from service.challenger import ChallengerSlot
     from service.fast_path import ModelBundle
     from service.scorer import Scorer
 
@@ -243,6 +244,9 @@ class ModelPromotion:
             "names (a following load failed or is in progress); 0 otherwise.",
             registry=registry,
         )
+        # The shadow challenger's slot (set by the composition root with a directory of
+        # versions): told of promotions, followed at each poll.
+        self.challenger: ChallengerSlot | None = None
         self._polls = Counter(
             "riskscore_model_pointer_polls",
             "Times this process read its champion file to follow it.",
@@ -263,7 +267,7 @@ class ModelPromotion:
             # What every process sharing the directory should serve: it differs from the
             # champion served here while this process has not (yet) followed it.
             "champion_file": pointed,
-            "challenger": None,
+            "challenger": None if self.challenger is None else self.challenger.describe(),
             "versions": [
                 {**v.describe(), "champion": v.version == champion.version} for v in versions
             ],
@@ -315,6 +319,8 @@ class ModelPromotion:
             version.name,
             previous.version,
         )
+        if self.challenger is not None:
+            await self.challenger.promoted(version, persist)
         if old.cascade is not None and old.cascade is not bundle.cascade:
             asyncio.get_running_loop().call_later(RETIRE_AFTER_S, old.cascade.close)
         return version
@@ -398,6 +404,8 @@ class ModelPromotion:
             await asyncio.sleep(interval_s)
             try:
                 await self.follow()
+                if self.challenger is not None:
+                    await self.challenger.follow()
             except Exception as exc:
                 # The process keeps serving its version; the next poll tries again.
                 log.error("cannot follow the model pointer: %s", exc)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -30,6 +30,9 @@ class Recorder:
         self._in_flight = in_flight
         self._metrics = metrics
         self._tasks: set[asyncio.Future[None]] = set()
+        # Told of the decisions just made durable, as their answers are settled (the
+        # shadow challenger's queue, service/shadow.py); must not block.
+        self.after_durable: Callable[[Sequence[Decision]], None] | None = None
 
     def record(
         self,
@@ -74,6 +77,7 @@ class Recorder:
             outcomes = [AuditStoreError(str(exc))] * len(decisions)
         store_seconds = time.perf_counter() - submitted
         raced: list[tuple[Decision, asyncio.Future[Scored]]] = []
+        durable: list[Decision] = []
         for decision, future, outcome in zip(decisions, futures, outcomes, strict=True):
             try:
                 if isinstance(outcome, BaseException):
@@ -85,10 +89,16 @@ class Recorder:
                         future.set_result(Scored(decision, replayed=retry))
                     if self._metrics is not None:
                         self._metrics.observe_decision(decision, store_seconds)
+                    durable.append(decision)
                 else:
                     raced.append((decision, future))
             except Exception as exc:  # whatever happens here, nobody may be left waiting
                 fail(future, exc)
+        if durable and self.after_durable is not None:
+            try:
+                self.after_durable(durable)
+            except Exception:  # the shadow must never cost a decision its answer
+                log.exception("the shadow challenger could not take decisions")
         if raced:
             # Another writer stored these ids first; their records are the decisions.
             self.spawn(self._answer_from_store(raced))

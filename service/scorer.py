@@ -54,6 +54,7 @@ from service.warm_start import compile_hot_path, rebuild
 
 if TYPE_CHECKING:
     from service.model_promotion import ModelPromotion
+    from service.shadow import Shadow
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,12 @@ class Scorer:
         self.warm_error: str | None = None
         # Model versions and their promotion (set by the composition root).
         self.promotion: ModelPromotion | None = None
+        self.shadow: Shadow | None = None
+
+    def set_shadow(self, shadow: Shadow) -> None:
+        """Hand every decision made durable from now on to the shadow challenger's queue."""
+        self.shadow = shadow
+        self._recorder.after_durable = shadow.offer
 
     # ------------------------------------------------------------------ state
 

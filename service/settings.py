@@ -148,6 +148,11 @@ class ScoringSettings(BaseSettings):
     """With a directory of versions: how often each process reads its champion file and
     serves the version promoted by another process; 0 never (a restart then does)."""
 
+    # -- the shadow challenger (service/shadow.py) --
+    challenger_queue_size: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Decided payments waiting for the shadow challenger, at most; beyond it they are
+    dropped and counted (riskscore_challenger_dropped_total{reason="queue_full"})."""
+
     reason_count: int = Field(default=3, ge=0, le=50)
     """Reason codes returned with each decision (the largest contributions by size)."""
 
