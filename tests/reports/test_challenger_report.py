@@ -69,7 +69,7 @@ def _verdict(i: int, record: DecisionRecord, version: str) -> ChallengerScore:
     )
 
 
-def _shadow(audit_file: Path) -> list[tuple[DecisionRecord, ChallengerScore | None]]:
+def shadow_rows(audit_file: Path) -> list[tuple[DecisionRecord, ChallengerScore | None]]:
     """Challenger rows for most decisions of the store, written through the store's own
     group-commit writer; a few rows of an older challenger too, on other payments' days."""
     records = sorted(stored_records(audit_file), key=lambda r: r.transaction_id)
@@ -148,7 +148,7 @@ def check_page(page: str, expected: Comparison) -> None:
 
 @pytest.fixture
 def shadowed(data_dir: Path, filled: Filled) -> Comparison:
-    pairs = _shadow(data_dir / AUDIT_FILE)
+    pairs = shadow_rows(data_dir / AUDIT_FILE)
     expected = _expected(pairs, filled.labels)
     # The period holds every kind of case the page has to count.
     assert 0 < expected.labelled < expected.shadowed < expected.decisions
