@@ -265,3 +265,18 @@ async def test_only_the_compliance_role_reads_it_as_html_or_pdf(report_client: A
     assert refused.status == 403 and missing.status == 401
     assert pdf.status == 200 and pdf.headers["Content-Type"] == "application/pdf"
     assert (await pdf.read()).startswith(b"%PDF-")
+
+
+async def test_an_unknown_version_is_nothing_to_compare_with_the_others_named(
+    shadowed: Comparison, report_client: Any
+) -> None:
+    response = await report_client.get(
+        f"/reports/challenger.html?{PERIOD}&version=fast-never-shadowed", headers=as_compliance()
+    )
+
+    assert response.status == 200
+    page = await response.text()
+    assert _cell(page, "challenger version") == "fast-never-shadowed"
+    assert _cell(page, "decisions in the period") == f"{shadowed.decisions:,}"
+    assert "nothing to compare" in page
+    assert f"version={VERSION}" in page and f"version={OTHER}" in page
