@@ -44,7 +44,11 @@ def _instant(value: object, *, end: bool) -> object:
             day = date.fromisoformat(value)
         except ValueError:
             return value  # the datetime validator explains what is wrong
-        return datetime.combine(day + timedelta(days=1 if end else 0), time(0), tzinfo=UTC)
+        try:
+            return datetime.combine(day + timedelta(days=1 if end else 0), time(0), tzinfo=UTC)
+        except OverflowError:
+            # 9999-12-31 as `to`: its day would end after the last date there is.
+            raise ValueError("date out of range") from None
     if isinstance(value, str):
         # ISO 8601 only: pydantic would also read "0.5" or "1714521600" as seconds since
         # 1970, which nobody writing a report period means (and the schema does not say).

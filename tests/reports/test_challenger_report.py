@@ -219,6 +219,7 @@ _BAD_OPTIONS = [
     (["--from", "2024-01-05", "--to", "2024-01-01"], "--from: 'from' (2024-01-05) must be"),
     (["--from", "yesterday"], "--from: "),
     (["--version", "v" * 201], "--version: "),
+    (["--to", "9999-12-31"], "--to: date out of range"),
 ]
 
 
@@ -240,6 +241,7 @@ def test_bad_cli_input_is_one_line_and_exit_2(
     [
         ("from=tomorrow", "from"),
         ("to=2024-13-01", "to"),
+        ("to=9999-12-31", "to"),  # its whole day would end after the last date there is
         (f"version={'v' * 201}", "version"),
         ("version=a&version=b", "version"),
         ("action=decline", "action"),  # not a filter of this report
