@@ -4,22 +4,26 @@ PostgreSQL (only the parameter mark differs); rows are written by the group-comm
 
 from __future__ import annotations
 
+import json
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, ClassVar
 
+from explain.audit import compact
 from explain.audit.challenger_log import (
     COLUMNS,
     ChallengerLog,
     ChallengerPair,
     ChallengerScore,
+    ShadowCounts,
+    Shadowed,
     score_of,
 )
 from explain.audit.record_rows import RECORD_COLUMNS
-from explain.audit.store import Outcome
-from explain.records import DecisionRecord
+from explain.audit.store import AuditStoreError, Outcome
+from explain.records import Action, DecisionRecord
 from features.schema import datetime_to_epoch_ms
 
 # Rows of pairs are read in chunks this big; each chunk's labels in one query.
@@ -100,6 +104,53 @@ class SqlChallengerLog(ChallengerLog):
                 self._decision(row[width:]), score, labels.get(score.transaction_id)
             )
 
+    def shadowed(self, start: datetime, end: datetime, version: str) -> Iterator[list[Shadowed]]:
+        m = self.mark
+        # Keyset pages, one query each: a month's report holds no read snapshot for its
+        # whole run (on SQLite that would keep the WAL from being checkpointed).
+        sql = (
+            "SELECT c.transaction_id, c.event_time_ms, c.score, c.action,"
+            " d.score, d.action, d.model_version, d.record_json, d.record"
+            " FROM challenger_scores AS c JOIN decisions AS d"
+            " ON d.transaction_id = c.transaction_id AND d.event_time_ms = c.event_time_ms"
+            f" WHERE c.model_version = {m} AND c.event_time_ms < {m} AND (c.event_time_ms > {m}"
+            f" OR (c.event_time_ms = {m} AND c.transaction_id > {m}))"
+            f" ORDER BY c.event_time_ms, c.transaction_id LIMIT {_CHUNK}"
+        )
+        end_ms = datetime_to_epoch_ms(end)
+        after: tuple[int, str] = (datetime_to_epoch_ms(start), "")
+        while True:
+            time_ms, tid = after
+            # "" sorts before every id: the first page starts at `start` inclusive.
+            rows = self._fetchall(sql, (version, end_ms, time_ms, time_ms, tid))
+            if not rows:
+                return
+            labels = self.latest_labels_of([row[0] for row in rows])
+            yield [_shadowed(row, labels.get(row[0])) for row in rows]
+            if len(rows) < _CHUNK:
+                return
+            after = (int(rows[-1][1]), str(rows[-1][0]))
+
+    def shadow_counts(self, start: datetime, end: datetime) -> ShadowCounts:
+        m = self.mark
+        # One statement: the total and the versions' counts come from the same snapshot.
+        rows = self._fetchall(
+            "WITH v AS (SELECT model_version, count(*) AS n, min(event_time_ms) AS first,"
+            " max(event_time_ms) AS last FROM challenger_scores"
+            f" WHERE event_time_ms >= {m} AND event_time_ms < {m} GROUP BY model_version)"
+            " SELECT v.model_version, v.n, (SELECT count(*) FROM decisions AS d"
+            "  WHERE d.event_time_ms >= v.first AND d.event_time_ms <= v.last) FROM v"
+            " UNION ALL SELECT NULL, count(*), NULL FROM decisions"
+            f" WHERE event_time_ms >= {m} AND event_time_ms < {m}",
+            (datetime_to_epoch_ms(start), datetime_to_epoch_ms(end)) * 2,
+        )
+        versions = [row for row in rows if row[0] is not None]
+        return ShadowCounts(
+            decisions=sum(int(row[1]) for row in rows if row[0] is None),
+            scored={str(row[0]): int(row[1]) for row in versions},
+            in_span={str(row[0]): int(row[2]) for row in versions},
+        )
+
     def challenger_versions(self, start: datetime, end: datetime) -> list[str]:
         rows = self._fetchall(
             "SELECT DISTINCT model_version FROM challenger_scores"
@@ -107,3 +158,37 @@ class SqlChallengerLog(ChallengerLog):
             (datetime_to_epoch_ms(start), datetime_to_epoch_ms(end)),
         )
         return sorted(str(row[0]) for row in rows)
+
+
+def _model_action(score: float, review: float, decline: float) -> Action:
+    # As models.thresholds.Thresholds.action: the cut points are lowest scores included.
+    return "decline" if score >= decline else "review" if score >= review else "approve"
+
+
+def _champion_thresholds(record_json: str, record: bytes | None) -> tuple[float, float]:
+    """The review and decline thresholds a stored decision was made with."""
+    try:
+        if record_json:
+            stored = json.loads(record_json)["thresholds"]
+            return float(stored["review"]), float(stored["decline"])
+        assert record is not None  # the schema's CHECK: one form or the other
+        decoded = compact.decode(bytes(record))
+        return decoded.review, decoded.decline
+    except (ValueError, KeyError) as exc:
+        raise AuditStoreError(f"stored decision does not parse: {exc}") from exc
+
+
+def _shadowed(row: Sequence[Any], label: bool | None) -> Shadowed:
+    tid, event_ms, score, action, ours, our_action, our_version, record_json, record = row
+    review, decline = _champion_thresholds(record_json, record)
+    return Shadowed(
+        transaction_id=str(tid),
+        event_time_ms=int(event_ms),
+        champion_version=str(our_version),
+        champion_score=float(ours),
+        champion_action=our_action,
+        champion_model_action=_model_action(float(ours), review, decline),
+        challenger_score=float(score),
+        challenger_action=action,
+        label=label,
+    )

@@ -41,17 +41,33 @@ def _overview(result: Comparison, period: ChallengerPeriod, versions: Mapping[st
         for version, n in sorted(versions.items())
         if version != result.version
     ]
+    delay = f"{result.label_delay_days:g}-day"
     rows = [
         ("period", period.period()),
         ("challenger version", result.version or "none"),
         ("champion versions", ", ".join(result.champion_versions) or "none"),
         ("decisions in the period", result.decisions),
         ("shadowed (scored by the challenger too)", _share(result.shadowed, result.decisions)),
+        (
+            "decisions from its first to its last scored",
+            "n/a" if result.in_span is None else _share(result.shadowed, result.in_span),
+        ),
         ("labelled, of the shadowed", _share(result.labelled, result.shadowed)),
-        ("labelled fraud", result.labelled_fraud),
-        ("declined by the champion, no label", result.declined_unlabelled),
+        (f"unlabelled past the {delay} label delay (legitimate)", result.taken_legitimate),
+        (f"unlabelled within the {delay} label delay (left out)", result.within_delay),
+        ("declined by the champion, no label (left out)", result.declined_unlabelled),
+        ("measured against labels", _share(result.measured, result.shadowed)),
+        ("measured fraud", result.measured_fraud),
+        ("served by a list or rule, not the model", result.overridden),
     ]
     body = pairs(rows)
+    body += (
+        "<p class='note'>Shadowed: of every decision in the period; the row below counts "
+        "against the decisions from the challenger's first to its last scored one, so the "
+        "time before it was set or after it was switched off is not taken for dropped rows "
+        "(the shadow's drop counters are on <code>GET /models</code>). Counted in one "
+        "statement.</p>"
+    )
     if others:
         body += (
             "<p class='note'>Other challenger versions in this period: "
@@ -70,18 +86,18 @@ def _overview(result: Comparison, period: ChallengerPeriod, versions: Mapping[st
 def _metrics(result: Comparison) -> str:
     ours, theirs = result.champion, result.challenger
     rows = [
-        ("average precision (labelled)", _ap(ours), _ap(theirs)),
+        ("average precision (measured)", _ap(ours), _ap(theirs)),
         (
-            "precision of declines (labelled)",
+            "precision of declines (measured)",
             percent(ours.quality.precision),
             percent(theirs.quality.precision),
         ),
         (
-            "recall of declines (labelled)",
+            "recall of declines (measured)",
             percent(ours.quality.recall),
             percent(theirs.quality.recall),
         ),
-        ("labelled declines", ours.quality.labelled_declines, theirs.quality.labelled_declines),
+        ("measured declines", ours.quality.labelled_declines, theirs.quality.labelled_declines),
         ("declines labelled fraud", ours.quality.true_declines, theirs.quality.true_declines),
         (
             "decline rate (every shadowed decision)",
@@ -91,13 +107,16 @@ def _metrics(result: Comparison) -> str:
         ("declines (every shadowed decision)", ours.declines, theirs.declines),
     ]
     note = (
-        "<p class='note'>Decline rates are over every shadowed decision, labelled or not. "
-        "Average precision, precision and recall are over the shadowed decisions whose "
-        "label has arrived (the latest label stands). Declined payments without a label "
-        "rarely get one (they never completed) and are left out of these, counted above, "
-        "as <code>riskscore train --from-store</code> leaves them out; so are other "
-        "unlabelled payments. The champion's action is the one recorded, after any list "
-        "or rule.</p>"
+        "<p class='note'>Like with like: the challenger runs no list or rule, so the "
+        "champion's action here is its model's (its recorded thresholds on its recorded "
+        "score), not the action served after lists and rules (they differed on the "
+        f"{result.overridden:,} decisions counted above). Decline rates are over every "
+        "shadowed decision, labelled or not. Average precision, precision and recall are "
+        "over the measured decisions, by the label policy of <code>riskscore train "
+        "--from-store</code>: the latest label stands; an unlabelled payment counts as "
+        f"legitimate once the {result.label_delay_days:g}-day label delay has passed, "
+        "unless the champion declined it (it never completed, so no chargeback comes); "
+        "unlabelled payments within the delay are left out.</p>"
     )
     if result.ap_note is not None:
         note += f"<p class='note'>Average precision is not given: {text(result.ap_note)}.</p>"
@@ -132,43 +151,73 @@ def _reasons(explanation: Explanation) -> str:
     return table(["reason", "contribution (log-odds)"], steps)
 
 
-def _explained(number: int, item: Disagreement) -> str:
-    record, challenger = item.record, item.challenger
-    tid = record.transaction_id
+def _explained(number: int, item: Disagreement, version: str | None) -> str:
+    shown = item.shadowed
+    tid = shown.transaction_id
     head = (
         f"<h3>{number}. <a href='{text(decision_href(tid))}'>{text(tid)}</a>: "
-        f"champion {record.score:.4f} ({text(record.action)}), challenger "
-        f"{challenger.score:.4f} ({text(challenger.action)}), {text(_label(item.label))}</h3>"
+        f"champion {shown.champion_score:.4f} (model {text(shown.champion_model_action)}, "
+        f"served {text(shown.champion_action)}), challenger "
+        f"{shown.challenger_score:.4f} ({text(shown.challenger_action)}), "
+        f"{text(_label(shown.label))}</h3>"
     )
-    sides = [
-        (f"Champion {record.model_version}", record.explanation),
-        (f"Challenger {challenger.model_version}", challenger.explanation),
-    ]
     body = ""
-    for title, explanation in sides:
+    if item.record is not None and item.record.reasons:
+        recorded = "; ".join(f"{r.code}: {r.text}" for r in item.record.reasons)
+        body += f"<p class='note'>Recorded reasons: {text(recorded)}</p>"
+    sides = [
+        (
+            f"Champion {shown.champion_version}",
+            None if item.record is None else item.record.explanation,
+            "the fast model's raw score (log-odds)" + _served_note(item),
+        ),
+        (
+            f"Challenger {version or ''}",
+            item.challenger_explanation,
+            "the challenger's raw score (log-odds)",
+        ),
+    ]
+    for title, explanation, total in sides:
         body += f"<h4>{text(title)}</h4>"
+        if explanation is None:
+            body += "<p class='note'>Not in the store any more (removed by retention).</p>"
+            continue
         if number <= WATERFALLS:
             body += figure(
                 waterfall_svg(explanation),
                 f"{title}: exact TreeSHAP, red raises the risk, blue lowers it; the steps "
-                "add up to the score.",
+                f"add up to {total}.",
             )
         body += _reasons(explanation)
     return head + body
 
 
+def _served_note(item: Disagreement) -> str:
+    record, shown = item.record, item.shadowed
+    if record is None:
+        return ""
+    if record.stage == "sequence":
+        return (
+            f", not the served {shown.champion_score:.4f}, which the sequence stage "
+            "combined with it"
+        )
+    if shown.champion_action != shown.champion_model_action:
+        return f"; a list or rule then made the action {shown.champion_action}"
+    return ""
+
+
 def _disagreements(result: Comparison) -> str:
     if not result.disagreements:
-        return "<p class='note'>No shadowed decision was scored differently by the two.</p>"
+        return "<p class='note'>No shadowed decision was judged differently by the two.</p>"
     rows = [
         (
-            Link(d.record.transaction_id, decision_href(d.record.transaction_id)),
-            d.record.score,
-            d.record.action,
-            d.challenger.score,
-            d.challenger.action,
+            Link(d.transaction_id, decision_href(d.transaction_id)),
+            d.shadowed.champion_score,
+            d.shadowed.champion_model_action,
+            d.shadowed.challenger_score,
+            d.shadowed.challenger_action,
             d.difference,
-            _label(d.label),
+            _label(d.shadowed.label),
         )
         for d in result.disagreements
     ]
@@ -176,7 +225,7 @@ def _disagreements(result: Comparison) -> str:
         [
             "transaction",
             "champion score",
-            "champion action",
+            "champion model action",
             "challenger score",
             "challenger action",
             "difference",
@@ -185,14 +234,17 @@ def _disagreements(result: Comparison) -> str:
         rows,
     )
     note = (
-        f"<p class='note'>The {len(rows)} shadowed decisions with the largest |challenger "
-        "score − champion score|, ties by transaction id; each side's top reasons below "
-        "(exact SHAP, log-odds).</p>"
+        f"<p class='note'>{len(rows)} shadowed decisions: those where the two models chose "
+        "different actions first, then the largest |challenger score − champion score|, "
+        "ties by transaction id; each side's top reasons below (exact SHAP, log-odds) and "
+        "the champion's recorded reasons.</p>"
     )
     return (
         note
         + summary
-        + "".join(_explained(i, d) for i, d in enumerate(result.disagreements, start=1))
+        + "".join(
+            _explained(i, d, result.version) for i, d in enumerate(result.disagreements, start=1)
+        )
     )
 
 

@@ -1,43 +1,31 @@
-"""The challenger report's reading: the period's decisions with their challenger rows and
-labels, from the audit store, into one :class:`Comparer` per challenger version.
+"""The challenger report's reading from the audit store: counts by SQL, the shown
+version's light columns in keyset pages, full records only for the disagreements shown.
 
-Every version with rows in the period is read in one pass (a challenger is usually one
-version at a time; after a change of challenger there are two), so the page can name the
-others and link to them. Without ``version`` the report shows the one that scored the most
-decisions (ties: the later name).
+The store counts the period's decisions and every challenger version's rows in one
+statement, so the page can name the other versions and link to them; only the version
+shown is read row by row. Without ``version`` the report shows the one that scored the
+most decisions (ties: the later name).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from functools import cached_property
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
-from explain.audit.challenger_log import ChallengerScore as StoredScore
 from explain.audit.store import AuditStore
-from explain.records import Explanation
-from explain.reports.challenger_compare import DEFAULT_DISAGREEMENTS, Comparer, Comparison
-from explain.reports.query import STREAM_PAGE, ChallengerPeriod, DecisionFilter
+from explain.reports.challenger_compare import (
+    DEFAULT_DISAGREEMENTS,
+    Comparer,
+    Comparison,
+    Disagreement,
+)
+from explain.reports.query import ChallengerPeriod
+from models.train.label_policy import LabelPolicy
 
 # An open period: from the first decision ever stored, to any decision still to come.
 _BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 _END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
-
-
-class _Verdict:
-    """A stored challenger row as the comparison reads it; its explanation (every feature's
-    SHAP value, the bulk of the row) is parsed only for the disagreements shown."""
-
-    def __init__(self, stored: StoredScore) -> None:
-        self._stored = stored
-        self.model_version = stored.model_version
-        self.score = stored.score
-        self.action: str = stored.action
-
-    @cached_property
-    def explanation(self) -> Explanation:
-        return self._stored.explanation()
 
 
 @dataclass(frozen=True)
@@ -48,40 +36,55 @@ class ChallengerReading:
     versions: dict[str, int]
 
 
-def decision_count(store: AuditStore, period: ChallengerPeriod) -> int:
-    """Every decision of the period, shadowed or not (counted in bulk where the store can)."""
-    query = DecisionFilter.model_validate({"start": period.start, "end": period.end}).query(
-        STREAM_PAGE
-    )
-    aggregates = store.period_aggregates(query, 1)
-    if aggregates is not None:
-        return sum(group[-1] for group in aggregates.groups)
-    return sum(len(chunk) for chunk in store.decision_columns(query))
+def _completed(store: AuditStore, version: str, shown: list[Disagreement]) -> list[Disagreement]:
+    """The disagreements shown with their full records and the challenger's explanations
+    (read for these few only: decoding every record took most of a report's time)."""
+    ids = [d.transaction_id for d in shown]
+    records = store.get_many(ids)
+    explanations = {
+        score.transaction_id: score.explanation()
+        for score in store.challenger_scores_of(ids)
+        if score.model_version == version
+    }
+    return [
+        replace(
+            d,
+            record=records.get(d.transaction_id),
+            challenger_explanation=explanations.get(d.transaction_id),
+        )
+        for d in shown
+    ]
 
 
 def read_comparison(
     store: AuditStore,
     period: ChallengerPeriod,
     top: int = DEFAULT_DISAGREEMENTS,
-    on_pair: Callable[[], object] | None = None,
+    on_rows: Callable[[int], object] | None = None,
+    as_of: datetime | None = None,
 ) -> ChallengerReading:
     """Compare the champion with the challenger (``period.version``, or the busiest) over
-    the period; ``on_pair`` hears of each row read (progress)."""
-    comparers: dict[str, Comparer] = {}
+    the period, unlabelled payments judged by the label delay as of ``as_of`` (default
+    now); ``on_rows`` hears how many rows each page held (progress)."""
     start, end = period.start or _BEGINNING, period.end or _END_OF_TIME
-    for pair in store.challenger_pairs(start, end):
-        version = pair.challenger.model_version
-        comparer = comparers.get(version)
-        if comparer is None:
-            comparer = comparers[version] = Comparer(version, top)
-        comparer.add(pair.decision, _Verdict(pair.challenger), pair.label)
-        if on_pair is not None:
-            on_pair()
-    versions = {version: comparer.shadowed for version, comparer in comparers.items()}
+    counts = store.shadow_counts(start, end)
+    versions = counts.scored
     chosen = period.version
     if chosen is None and versions:
         chosen = max(versions, key=lambda v: (versions[v], v))
-    shown = comparers.get(chosen or "") or Comparer(chosen, top)
-    total = decision_count(store, period)
-    shown.add_unshadowed(total - versions.get(chosen or "", 0))
-    return ChallengerReading(shown.result(), versions)
+    policy = LabelPolicy(
+        as_of=as_of or datetime.now(UTC), delay=timedelta(days=period.label_delay_days)
+    )
+    comparer = Comparer(chosen, policy, top)
+    if chosen in versions:
+        assert chosen is not None
+        for rows in store.shadowed(start, end, chosen):
+            comparer.add(rows)
+            if on_rows is not None:
+                on_rows(len(rows))
+    # Rows written after the counting statement could make the pages hold more.
+    comparer.add_unshadowed(max(counts.decisions - comparer.shadowed, 0))
+    result = comparer.result()
+    if chosen is not None and result.disagreements:
+        result = replace(result, disagreements=_completed(store, chosen, result.disagreements))
+    return ChallengerReading(replace(result, in_span=counts.in_span.get(chosen or "")), versions)

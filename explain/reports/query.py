@@ -23,6 +23,7 @@ from pydantic import (
 
 from explain.audit.store import DecisionQuery, PageKey, ReportQueries
 from explain.records import Action, DecisionRecord, Stage
+from models.train.label_policy import DEFAULT_LABEL_DELAY_DAYS
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -155,6 +156,13 @@ class ChallengerPeriod(Period):
         min_length=1,
         max_length=200,
         description="The challenger's model_version (as its scores record it).",
+    )
+    label_delay_days: int = Field(
+        default=DEFAULT_LABEL_DELAY_DAYS,
+        ge=0,
+        le=3650,
+        description="Days after which an unlabelled payment the champion did not decline "
+        "counts as legitimate (as riskscore train --from-store --label-delay-days).",
     )
 
 

@@ -25,6 +25,7 @@ from explain.reports.summary import summarize
 from features.card_numbers import REFUSAL, CardNumberRefused
 from features.schema import validation_problems
 from models.errors import ArtifactError
+from models.train.label_policy import DEFAULT_LABEL_DELAY_DAYS
 from models.versions import manifest_for
 from service.cli.audit_cmd import audit_file_option, open_store
 from service.cli.errors import UserError, load_settings
@@ -112,6 +113,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--version",
         metavar="VERSION",
         help="the challenger's model version (default: the one that scored most decisions)",
+    )
+    challenger.add_argument(
+        "--label-delay-days",
+        metavar="DAYS",
+        help="an unlabelled payment not declined counts as legitimate once this many days "
+        f"have passed (default {DEFAULT_LABEL_DELAY_DAYS}, as train --from-store)",
     )
     challenger.add_argument("--pdf", action="store_true", help="write a PDF instead of HTML")
     challenger.set_defaults(run=run_challenger)
@@ -213,11 +220,17 @@ def run_summary(args: argparse.Namespace) -> int:
 
 def run_challenger(args: argparse.Namespace) -> int:
     period = _validated(
-        ChallengerPeriod, {"from": args.start, "to": args.end, "version": args.version}
+        ChallengerPeriod,
+        {
+            "from": args.start,
+            "to": args.end,
+            "version": args.version,
+            "label_delay_days": args.label_delay_days,
+        },
     )
     with closing(_open_store(args)) as store, _progress() as bar:
         try:
-            reading = read_comparison(store, period, on_pair=bar.update)
+            reading = read_comparison(store, period, on_rows=bar.update)
             _write(args, challenger_page(reading.comparison, period, reading.versions))
         except (AuditStoreError, OSError) as exc:
             raise UserError(str(exc)) from exc

@@ -8,7 +8,7 @@ import json
 import re
 import urllib.request
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,10 @@ from explain.audit.sqlite_store import SQLiteAuditStore
 from explain.records import DecisionRecord, Explanation
 from explain.reports.challenger_compare import ACTIONS, Comparer, Comparison
 from explain.reports.page_parts import percent
+from models.train.label_policy import LabelPolicy
 from service.cli import main
 from service.settings import AUDIT_FILE
-from tests.reports.challenger_rows import Row
+from tests.reports.challenger_rows import cell, measure, shadowed_of
 from tests.reports.conftest import Filled, as_compliance, as_scoring, stored_records
 from tests.service.test_serve_process import _serving
 
@@ -88,62 +89,57 @@ def shadow_rows(audit_file: Path) -> list[tuple[DecisionRecord, ChallengerScore 
 def _expected(
     pairs: list[tuple[DecisionRecord, ChallengerScore | None]], labels: dict[str, bool]
 ) -> Comparison:
-    """The comparison recomputed from the rows written and the labels sent."""
-    comparer = Comparer(VERSION)
-    for record, row in pairs:
-        if not START <= record.transaction.timestamp < END:
-            continue
-        if row is None:
-            comparer.add_unshadowed(1)
-            continue
-        verdict = Row(row.model_version, row.score, row.action, row.explanation())
-        comparer.add(record, verdict, labels.get(record.transaction_id))
-    return comparer.result()
-
-
-def _cell(page: str, header: str) -> str:
-    found = re.search(rf"<tr><th>{re.escape(header)}</th><td[^>]*>(.*?)</td></tr>", page)
-    assert found, header
-    return found.group(1)
-
-
-def _measure(page: str, measure: str) -> tuple[str, str]:
-    found = re.search(
-        rf"<tr><td>{re.escape(measure)}</td><td[^>]*>(.*?)</td><td[^>]*>(.*?)</td></tr>", page
+    """The comparison recomputed from the rows written and the labels sent (the arithmetic
+    itself is checked by hand in test_challenger_compare.py and test_challenger_store.py)."""
+    comparer = Comparer(VERSION, LabelPolicy(datetime.now(UTC), timedelta(days=7)))
+    inside = [(r, row) for r, row in pairs if START <= r.transaction.timestamp < END]
+    inside.sort(key=lambda pair: (pair[0].transaction.epoch_ms, pair[0].transaction_id))
+    comparer.add(
+        [shadowed_of(r, row, labels.get(r.transaction_id)) for r, row in inside if row is not None]
     )
-    assert found, measure
-    return found.group(1), found.group(2)
+    comparer.add_unshadowed(sum(row is None for _, row in inside))
+    return comparer.result()
 
 
 def check_page(page: str, expected: Comparison) -> None:
     """Every figure of the page against the comparison recomputed by the test."""
-    assert _cell(page, "challenger version") == expected.version
-    assert _cell(page, "decisions in the period") == f"{expected.decisions:,}"
-    assert _cell(page, "shadowed (scored by the challenger too)").startswith(
-        f"{expected.shadowed:,} ("
-    )
-    assert _cell(page, "labelled, of the shadowed").startswith(f"{expected.labelled:,} (")
-    assert _cell(page, "declined by the champion, no label") == f"{expected.declined_unlabelled:,}"
-    assert _measure(page, "average precision (labelled)") == (
+    assert cell(page, "challenger version") == expected.version
+    cells = [
+        ("decisions in the period", expected.decisions),
+        ("measured fraud", expected.measured_fraud),
+        ("declined by the champion, no label (left out)", expected.declined_unlabelled),
+        ("unlabelled past the 7-day label delay (legitimate)", expected.taken_legitimate),
+        ("unlabelled within the 7-day label delay (left out)", expected.within_delay),
+        ("served by a list or rule, not the model", expected.overridden),
+    ]
+    for header, figure in cells:
+        assert cell(page, header) == f"{figure:,}", header
+    for header, part in [
+        ("shadowed (scored by the challenger too)", expected.shadowed),
+        ("labelled, of the shadowed", expected.labelled),
+        ("measured against labels", expected.measured),
+    ]:
+        assert cell(page, header).startswith(f"{part:,} ("), header
+    assert measure(page, "average precision (measured)") == (
         "n/a" if expected.champion.ap is None else f"{expected.champion.ap:.4f}",
         "n/a" if expected.challenger.ap is None else f"{expected.challenger.ap:.4f}",
     )
-    for measure, of in [
-        ("precision of declines (labelled)", lambda s: s.quality.precision),
-        ("recall of declines (labelled)", lambda s: s.quality.recall),
-        ("decline rate (every shadowed decision)", lambda s: s.decline_rate),
+    for name, of in [
+        ("precision of declines (measured)", lambda s: percent(s.quality.precision)),
+        ("recall of declines (measured)", lambda s: percent(s.quality.recall)),
+        ("decline rate (every shadowed decision)", lambda s: percent(s.decline_rate)),
+        ("measured declines", lambda s: f"{s.quality.labelled_declines:,}"),
+        ("declines labelled fraud", lambda s: f"{s.quality.true_declines:,}"),
+        ("declines (every shadowed decision)", lambda s: f"{s.declines:,}"),
     ]:
-        assert _measure(page, measure) == (
-            percent(of(expected.champion)),
-            percent(of(expected.challenger)),
-        )
+        assert measure(page, name) == (of(expected.champion), of(expected.challenger))
     for ours in ACTIONS:
         row = re.search(rf"<tr><td>champion {ours}</td>((?:<td[^>]*>[^<]*</td>){{4}})</tr>", page)
         assert row, ours
         counts = re.findall(r">([\d,]+)<", row.group(1))
         assert counts[:3] == [f"{expected.agreement[(ours, t)]:,}" for t in ACTIONS]
     shown = re.findall(r"<h3>\d+\. <a href='decisions/([^']+)\.html'>", page)
-    assert shown == [d.record.transaction_id for d in expected.disagreements]
+    assert shown == [d.transaction_id for d in expected.disagreements]
 
 
 @pytest.fixture
@@ -152,7 +148,8 @@ def shadowed(data_dir: Path, filled: Filled) -> Comparison:
     expected = _expected(pairs, filled.labels)
     # The period holds every kind of case the page has to count.
     assert 0 < expected.labelled < expected.shadowed < expected.decisions
-    assert expected.declined_unlabelled > 0 and 0 < expected.labelled_fraud < expected.labelled
+    assert expected.declined_unlabelled > 0 and expected.taken_legitimate > 0
+    assert 0 < expected.measured_fraud < expected.measured
     return expected
 
 
@@ -178,7 +175,7 @@ def test_a_served_challenger_report_shows_the_comparison_of_the_store(
     assert shadowed.champion.ap is not None and len(shadowed.disagreements) == 10
     # The older challenger is named, with a link to its own comparison.
     assert f"version={OTHER}" in page
-    assert other_status == 200 and _cell(other, "challenger version") == OTHER
+    assert other_status == 200 and cell(other, "challenger version") == OTHER
     assert f"version={VERSION}" in other
     assert bad_status == 422
     assert json.loads(bad)["error"]["fields"] == [
@@ -211,7 +208,7 @@ def test_a_store_without_challenger_rows_says_so(
 
     assert code == 0
     page = out.read_text(encoding="utf-8")
-    assert "nothing to compare" in page and _cell(page, "challenger version") == "none"
+    assert "nothing to compare" in page and cell(page, "challenger version") == "none"
     assert "challenger none: 0 of" in capsys.readouterr().out
 
 
@@ -278,7 +275,7 @@ async def test_an_unknown_version_is_nothing_to_compare_with_the_others_named(
 
     assert response.status == 200
     page = await response.text()
-    assert _cell(page, "challenger version") == "fast-never-shadowed"
-    assert _cell(page, "decisions in the period") == f"{shadowed.decisions:,}"
+    assert cell(page, "challenger version") == "fast-never-shadowed"
+    assert cell(page, "decisions in the period") == f"{shadowed.decisions:,}"
     assert "nothing to compare" in page
     assert f"version={VERSION}" in page and f"version={OTHER}" in page
