@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from explain.records import Reason
 from explain.reports.challenger_compare import Comparer, Comparison
 from explain.reports.challenger_page import challenger_page
 from explain.reports.query import ChallengerPeriod
@@ -19,6 +20,7 @@ from tests.reports.challenger_rows import (
     compare,
     measure,
     record,
+    shadowed,
 )
 
 _PERIOD = ChallengerPeriod.model_validate({"from": "2024-05-01", "to": "2024-05-01"})
@@ -82,3 +84,28 @@ def test_no_shadowed_decision_says_so_in_words() -> None:
     assert "Average precision is not given: no shadowed decision" in page
     assert "No shadowed decision was judged differently" in page
     assert "<svg" not in page and "nan" not in page.lower()
+
+
+def test_a_disagreement_shows_the_recorded_reasons_and_what_the_waterfall_adds_up_to() -> None:
+    listed = shadowed(("listed", 0.10, "approve", 0.95, "decline", None), served="decline")
+    comparer = Comparer("challenger-2", WITHIN_DELAY)
+    comparer.add([listed])
+    result = comparer.result()
+    base = record("listed", 0.10, "decline")
+    reason = {
+        "code": "LIST_block_customers",
+        "value": 1.0,
+        "contribution": 0.0,
+        "direction": "raises",
+        "text": "the customer is on the block list",
+    }
+    full = base.model_copy(update={"reasons": [Reason.model_validate(reason)]})
+    shown = [
+        replace(d, record=full, challenger_explanation=EXPLANATION) for d in result.disagreements
+    ]
+
+    page = challenger_page(replace(result, disagreements=shown), _PERIOD, {})
+
+    assert "Recorded reasons: LIST_block_customers: the customer is on the block list" in page
+    assert "model approve, served decline" in page
+    assert "add up to the fast model&#x27;s raw score (log-odds); a list or rule then made" in page
