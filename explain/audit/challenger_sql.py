@@ -106,30 +106,40 @@ class SqlChallengerLog(ChallengerLog):
 
     def shadowed(self, start: datetime, end: datetime, version: str) -> Iterator[list[Shadowed]]:
         m = self.mark
-        # Keyset pages, one query each: a month's report holds no read snapshot for its
-        # whole run (on SQLite that would keep the WAL from being checkpointed).
-        sql = (
+        select = (
             "SELECT c.transaction_id, c.event_time_ms, c.score, c.action,"
             " d.score, d.action, d.model_version, d.record_json, d.record"
             " FROM challenger_scores AS c JOIN decisions AS d"
             " ON d.transaction_id = c.transaction_id AND d.event_time_ms = c.event_time_ms"
-            f" WHERE c.model_version = {m} AND c.event_time_ms < {m} AND (c.event_time_ms > {m}"
-            f" OR (c.event_time_ms = {m} AND c.transaction_id > {m}))"
-            f" ORDER BY c.event_time_ms, c.transaction_id LIMIT {_CHUNK}"
+            f" WHERE c.model_version = {m} AND "
         )
+        # Pages by event time alone, in the order of the (event_time_ms, model_version)
+        # index, so each page stops after its rows (ordering by the id too would sort the
+        # rest of the period for every page); the page's last millisecond is then read
+        # whole, so ties never straddle two pages. One query each: a month's report holds
+        # no read snapshot for its whole run (on SQLite that would keep the WAL from being
+        # checkpointed).
+        page_sql = (
+            select + f"c.event_time_ms > {m} AND c.event_time_ms < {m}"
+            f" ORDER BY c.event_time_ms LIMIT {_CHUNK}"
+        )
+        tie_sql = select + f"c.event_time_ms = {m}"
         end_ms = datetime_to_epoch_ms(end)
-        after: tuple[int, str] = (datetime_to_epoch_ms(start), "")
+        after = datetime_to_epoch_ms(start) - 1  # integers: "> start - 1" is ">= start"
         while True:
-            time_ms, tid = after
-            # "" sorts before every id: the first page starts at `start` inclusive.
-            rows = self._fetchall(sql, (version, end_ms, time_ms, time_ms, tid))
+            rows = self._fetchall(page_sql, (version, after, end_ms))
             if not rows:
                 return
+            full = len(rows) == _CHUNK
+            if full:
+                after = int(rows[-1][1])
+                rows = [r for r in rows if int(r[1]) != after]
+                rows += self._fetchall(tie_sql, (version, after))
+            rows.sort(key=lambda r: (int(r[1]), str(r[0])))
             labels = self.latest_labels_of([row[0] for row in rows])
             yield [_shadowed(row, labels.get(row[0])) for row in rows]
-            if len(rows) < _CHUNK:
+            if not full:
                 return
-            after = (int(rows[-1][1]), str(rows[-1][0]))
 
     def shadow_counts(self, start: datetime, end: datetime) -> ShadowCounts:
         m = self.mark
