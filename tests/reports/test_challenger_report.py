@@ -217,6 +217,7 @@ _BAD_OPTIONS = [
     (["--from", "yesterday"], "--from: "),
     (["--version", "v" * 201], "--version: "),
     (["--to", "9999-12-31"], "--to: date out of range"),
+    (["--label-delay-days", "soon"], "--label-delay-days: "),
 ]
 
 
@@ -243,6 +244,7 @@ def test_bad_cli_input_is_one_line_and_exit_2(
         ("version=a&version=b", "version"),
         ("action=decline", "action"),  # not a filter of this report
         ("format=docx", "format"),
+        ("label_delay_days=-1", "label_delay_days"),
     ],
 )
 async def test_bad_queries_are_422_naming_the_parameter(
