@@ -12,7 +12,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from explain.reports.export import CONTENT_TYPES, FORMATS
 from explain.reports.pdf import PAGE_FORMATS, PDF_TYPE
-from explain.reports.query import DecisionFilter, ListFilter, PageRequest
+from explain.reports.query import ChallengerPeriod, DecisionFilter, ListFilter, PageRequest
 from features.schema import Identifier, Label, Transaction
 from models.rules.lists import LIST_NAMES
 from service.api_models import (
@@ -296,6 +296,18 @@ ROUTES: tuple[Route, ...] = (
         {200: _PAGE},
         params=(_FORMAT,),
         query=DecisionFilter,
+        errors=(422, 501, 503),
+    ),
+    Route(
+        "GET",
+        "/reports/challenger.html",
+        "reports",
+        "challenger_report",
+        "The challenger report: champion against the shadow challenger on the same payments",
+        "compliance",
+        {200: _PAGE},
+        params=(_FORMAT,),
+        query=ChallengerPeriod,
         errors=(422, 501, 503),
     ),
     *(

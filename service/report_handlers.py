@@ -17,12 +17,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from explain.audit.store import AuditStore
 from explain.records import DecisionRecord, LabelRecord
+from explain.reports.challenger_page import challenger_page
+from explain.reports.challenger_source import read_comparison
 from explain.reports.export import CONTENT_TYPES, ExportFormat, export_lines
 from explain.reports.html import decision_page
 from explain.reports.list_page import decision_list_page
 from explain.reports.pdf import PAGE_FORMATS, PDF_TYPE, PageFormat, PdfUnavailable, to_pdf
 from explain.reports.period_page import summary_page
 from explain.reports.query import (
+    ChallengerPeriod,
     DecisionFilter,
     ListFilter,
     PageRequest,
@@ -192,6 +195,15 @@ class ReportViews:
         summary = await asyncio.to_thread(summarize, self._store, selection, reference)
         page = await asyncio.to_thread(summary_page, summary, selection, manifest)
         return await _rendered(page, fmt, "period-report")
+
+    async def challenger_report(self, request: web.Request) -> web.Response:
+        fmt = page_format(request)
+        period = query_model(ChallengerPeriod, request, ignore=("format",))
+        reading = await asyncio.to_thread(read_comparison, self._store, period)
+        page = await asyncio.to_thread(
+            challenger_page, reading.comparison, period, reading.versions
+        )
+        return await _rendered(page, fmt, "challenger-report")
 
     async def decision_list(self, request: web.Request) -> web.Response:
         page_request = query_model(PageRequest, request)

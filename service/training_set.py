@@ -10,7 +10,8 @@ from tqdm import tqdm
 
 from explain.audit.store import TrainingSource
 from models.train.fast_trainer import TrainingDataError
-from models.train.store_trainer import UNKNOWN, StoredWindow
+from models.train.label_policy import UNKNOWN
+from models.train.store_trainer import StoredWindow
 
 
 def read_window(

@@ -88,6 +88,33 @@ class ChallengerPair(NamedTuple):
     label: bool | None
 
 
+@dataclass(frozen=True, slots=True)
+class Shadowed:
+    """One shadowed decision in the few columns a comparison counts with (no explanation,
+    no full record: those are read only for the decisions a report shows)."""
+
+    transaction_id: str
+    event_time_ms: int
+    champion_version: str
+    champion_score: float
+    champion_action: Action  # as recorded: after any list or rule
+    champion_model_action: Action  # the champion's recorded thresholds on its score
+    challenger_score: float
+    challenger_action: Action  # its own thresholds on its score (it runs no list or rule)
+    label: bool | None  # the latest label, None when none came
+
+
+@dataclass(frozen=True)
+class ShadowCounts:
+    """How many decisions a period holds and, per challenger version, how many it scored
+    and how many decisions fell within its span (its first to its last scored decision),
+    all counted in one statement, so in one snapshot."""
+
+    decisions: int
+    scored: dict[str, int]
+    in_span: dict[str, int]
+
+
 class ChallengerLog(ABC):
     """Challenger verdicts, written in groups and read back beside their decisions."""
 
@@ -113,6 +140,16 @@ class ChallengerLog(ABC):
         """Decisions with ``start`` <= event time < ``end`` that have a challenger row
         (of ``version``, or of any version), each with that row and its latest label, in
         event-time order (ties by transaction id, then version). Read in chunks."""
+
+    @abstractmethod
+    def shadowed(self, start: datetime, end: datetime, version: str) -> Iterator[list[Shadowed]]:
+        """The decisions with ``start`` <= event time < ``end`` that ``version`` scored, in
+        event-time order (ties by transaction id), in chunks read one query each (no read
+        snapshot held between chunks)."""
+
+    @abstractmethod
+    def shadow_counts(self, start: datetime, end: datetime) -> ShadowCounts:
+        """The period's decisions and the challenger versions' rows, counted by the store."""
 
     @abstractmethod
     def challenger_versions(self, start: datetime, end: datetime) -> list[str]:

@@ -5,6 +5,7 @@ PostgreSQL (only the parameter mark differs); rows are written by the group-comm
 
 from __future__ import annotations
 
+import json
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
@@ -18,10 +19,12 @@ from explain.audit.challenger_log import (
     ChallengerPair,
     ChallengerRow,
     ChallengerScore,
+    ShadowCounts,
+    Shadowed,
 )
 from explain.audit.record_rows import RECORD_COLUMNS
-from explain.audit.store import Outcome
-from explain.records import DecisionRecord
+from explain.audit.store import AuditStoreError, Outcome
+from explain.records import Action, DecisionRecord
 from explain.schema import ExplanationSchema
 from features.schema import datetime_to_epoch_ms
 
@@ -139,6 +142,63 @@ class SqlChallengerLog(ChallengerLog):
                 self._decision(row[width:]), score, labels.get(score.transaction_id)
             )
 
+    def shadowed(self, start: datetime, end: datetime, version: str) -> Iterator[list[Shadowed]]:
+        m = self.mark
+        select = (
+            "SELECT c.transaction_id, c.event_time_ms, c.score, c.action,"
+            " d.score, d.action, d.model_version, d.record_json, d.record"
+            " FROM challenger_scores AS c JOIN decisions AS d"
+            " ON d.transaction_id = c.transaction_id AND d.event_time_ms = c.event_time_ms"
+            f" WHERE c.model_version = {m} AND "
+        )
+        # Pages by event time alone, in the order of the (event_time_ms, model_version)
+        # index, so each page stops after its rows (ordering by the id too would sort the
+        # rest of the period for every page); the page's last millisecond is then read
+        # whole, so ties never straddle two pages. One query each: a month's report holds
+        # no read snapshot for its whole run (on SQLite that would keep the WAL from being
+        # checkpointed).
+        page_sql = (
+            select + f"c.event_time_ms > {m} AND c.event_time_ms < {m}"
+            f" ORDER BY c.event_time_ms LIMIT {_CHUNK}"
+        )
+        tie_sql = select + f"c.event_time_ms = {m}"
+        end_ms = datetime_to_epoch_ms(end)
+        after = datetime_to_epoch_ms(start) - 1  # integers: "> start - 1" is ">= start"
+        while True:
+            rows = self._fetchall(page_sql, (version, after, end_ms))
+            if not rows:
+                return
+            full = len(rows) == _CHUNK
+            if full:
+                after = int(rows[-1][1])
+                rows = [r for r in rows if int(r[1]) != after]
+                rows += self._fetchall(tie_sql, (version, after))
+            rows.sort(key=lambda r: (int(r[1]), str(r[0])))
+            labels = self.latest_labels_of([row[0] for row in rows])
+            yield [_shadowed(row, labels.get(row[0])) for row in rows]
+            if not full:
+                return
+
+    def shadow_counts(self, start: datetime, end: datetime) -> ShadowCounts:
+        m = self.mark
+        # One statement: the total and the versions' counts come from the same snapshot.
+        rows = self._fetchall(
+            "WITH v AS (SELECT model_version, count(*) AS n, min(event_time_ms) AS first,"
+            " max(event_time_ms) AS last FROM challenger_scores"
+            f" WHERE event_time_ms >= {m} AND event_time_ms < {m} GROUP BY model_version)"
+            " SELECT v.model_version, v.n, (SELECT count(*) FROM decisions AS d"
+            "  WHERE d.event_time_ms >= v.first AND d.event_time_ms <= v.last) FROM v"
+            " UNION ALL SELECT NULL, count(*), NULL FROM decisions"
+            f" WHERE event_time_ms >= {m} AND event_time_ms < {m}",
+            (datetime_to_epoch_ms(start), datetime_to_epoch_ms(end)) * 2,
+        )
+        versions = [row for row in rows if row[0] is not None]
+        return ShadowCounts(
+            decisions=sum(int(row[1]) for row in rows if row[0] is None),
+            scored={str(row[0]): int(row[1]) for row in versions},
+            in_span={str(row[0]): int(row[2]) for row in versions},
+        )
+
     def challenger_versions(self, start: datetime, end: datetime) -> list[str]:
         rows = self._fetchall(
             "SELECT DISTINCT model_version FROM challenger_scores"
@@ -146,3 +206,37 @@ class SqlChallengerLog(ChallengerLog):
             (datetime_to_epoch_ms(start), datetime_to_epoch_ms(end)),
         )
         return sorted(str(row[0]) for row in rows)
+
+
+def _model_action(score: float, review: float, decline: float) -> Action:
+    # As models.thresholds.Thresholds.action: the cut points are lowest scores included.
+    return "decline" if score >= decline else "review" if score >= review else "approve"
+
+
+def _champion_thresholds(record_json: str, record: bytes | None) -> tuple[float, float]:
+    """The review and decline thresholds a stored decision was made with."""
+    try:
+        if record_json:
+            stored = json.loads(record_json)["thresholds"]
+            return float(stored["review"]), float(stored["decline"])
+        assert record is not None  # the schema's CHECK: one form or the other
+        decoded = compact.decode(bytes(record))
+        return decoded.review, decoded.decline
+    except (ValueError, KeyError) as exc:
+        raise AuditStoreError(f"stored decision does not parse: {exc}") from exc
+
+
+def _shadowed(row: Sequence[Any], label: bool | None) -> Shadowed:
+    tid, event_ms, score, action, ours, our_action, our_version, record_json, record = row
+    review, decline = _champion_thresholds(record_json, record)
+    return Shadowed(
+        transaction_id=str(tid),
+        event_time_ms=int(event_ms),
+        champion_version=str(our_version),
+        champion_score=float(ours),
+        champion_action=our_action,
+        champion_model_action=_model_action(float(ours), review, decline),
+        challenger_score=float(score),
+        challenger_action=action,
+        label=label,
+    )

@@ -23,6 +23,7 @@ from pydantic import (
 
 from explain.audit.store import DecisionQuery, PageKey, ReportQueries
 from explain.records import Action, DecisionRecord, Stage
+from models.train.label_policy import DEFAULT_LABEL_DELAY_DAYS
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -44,7 +45,11 @@ def _instant(value: object, *, end: bool) -> object:
             day = date.fromisoformat(value)
         except ValueError:
             return value  # the datetime validator explains what is wrong
-        return datetime.combine(day + timedelta(days=1 if end else 0), time(0), tzinfo=UTC)
+        try:
+            return datetime.combine(day + timedelta(days=1 if end else 0), time(0), tzinfo=UTC)
+        except OverflowError:
+            # 9999-12-31 as `to`: its day would end after the last date there is.
+            raise ValueError("date out of range") from None
     if isinstance(value, str):
         # ISO 8601 only: pydantic would also read "0.5" or "1714521600" as seconds since
         # 1970, which nobody writing a report period means (and the schema does not say).
@@ -55,8 +60,9 @@ def _instant(value: object, *, end: bool) -> object:
     return value
 
 
-class DecisionFilter(BaseModel):
-    """Which decisions a search, export or summary covers. Every filter is optional."""
+class Period(BaseModel):
+    """A period of event time as clients write it (both ends optional), validated once for
+    every report that covers one."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -68,11 +74,6 @@ class DecisionFilter(BaseModel):
         alias="to",
         description="Event time to: exclusive for a datetime, the whole day for a date.",
     )
-    action: Action | None = None
-    customer_id: str | None = Field(default=None, min_length=1, max_length=128)
-    min_score: float | None = Field(default=None, ge=0.0, le=1.0)
-    stage: Stage | None = None
-    fallback: bool | None = None
 
     @field_validator("start", mode="before")
     @classmethod
@@ -123,6 +124,16 @@ class DecisionFilter(BaseModel):
             params[name] = str(value)
         return params
 
+
+class DecisionFilter(Period):
+    """Which decisions a search, export or summary covers. Every filter is optional."""
+
+    action: Action | None = None
+    customer_id: str | None = Field(default=None, min_length=1, max_length=128)
+    min_score: float | None = Field(default=None, ge=0.0, le=1.0)
+    stage: Stage | None = None
+    fallback: bool | None = None
+
     def query(self, limit: int) -> DecisionQuery:
         return DecisionQuery(
             start=self.start,
@@ -134,6 +145,25 @@ class DecisionFilter(BaseModel):
             fallback=self.fallback,
             min_score=self.min_score,
         )
+
+
+class ChallengerPeriod(Period):
+    """The challenger report's query: a period and, optionally, which challenger version
+    (by default the one that scored most of the period's decisions)."""
+
+    version: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The challenger's model_version (as its scores record it).",
+    )
+    label_delay_days: int = Field(
+        default=DEFAULT_LABEL_DELAY_DAYS,
+        ge=0,
+        le=3650,
+        description="Days after which an unlabelled payment the champion did not decline "
+        "counts as legitimate (as riskscore train --from-store --label-delay-days).",
+    )
 
 
 class ListFilter(DecisionFilter):

@@ -2,14 +2,10 @@
 
 The rows are the feature vectors exactly as they were decided, so the new model sees what
 serving computed (no training/serving skew by construction), and the labels as they were
-received. Three kinds of payment have no usable label and are left out, counted:
-
-* declined and unlabelled: a declined payment never completes, so it rarely gets a
-  chargeback; its missing label says nothing about it (counting it legitimate would teach
-  the model that what the champion declined was fine);
-* unlabelled and too recent: its label could not be known yet (event time within the
-  label delay of the cut-off), so it is not a negative;
-* every other unlabelled payment is taken as legitimate: its chargeback window passed.
+received. Unlabelled payments follow the label policy (``label_policy.py``, shared with
+the challenger report): declined ones and those within the label delay are left out,
+counted (counting a declined payment legitimate would teach the model that what the
+champion declined was fine); the others are taken as legitimate.
 
 Validation is a later slice (the window's last days, or a given one); the new model's
 metrics stand beside the champion's scores as recorded on the very same payments.
@@ -33,9 +29,9 @@ from models.metrics import CARD_PRECISION_K, average_precision, card_precision_a
 from models.thresholds import choose_thresholds
 from models.train.booster import fit_booster
 from models.train.fast_trainer import TrainingDataError
+from models.train.label_policy import LabelPolicy, Targets, label_targets
 
 DEFAULT_CONFIG = FastModelConfig()
-UNKNOWN = -1  # label code of a payment without a label known by the cut-off
 DAY_MS = 86_400_000
 SOURCE = "audit-store"
 
@@ -57,47 +53,9 @@ class StoredWindow:
         return len(self.epoch_ms)
 
 
-@dataclass(frozen=True)
-class LabelPolicy:
-    """When labels are known: at ``as_of``, after ``delay`` for a payment's chargeback."""
-
-    as_of: datetime
-    delay: timedelta
-
-    @property
-    def as_of_ms(self) -> int:
-        return int(self.as_of.timestamp() * 1000)
-
-
-@dataclass(frozen=True)
-class Targets:
-    """Training targets after the label policy, with the counts the report states."""
-
-    y: np.ndarray  # int8, meaningful where ``kept``
-    kept: np.ndarray  # bool
-    counts: dict[str, int]
-
-
 def targets(window: StoredWindow, policy: LabelPolicy) -> Targets:
-    """Apply the label policy (module docstring) to every payment of the window."""
-    unlabelled = window.labels == UNKNOWN
-    declined_unlabelled = unlabelled & window.declined
-    recent = window.epoch_ms > policy.as_of_ms - int(policy.delay / timedelta(milliseconds=1))
-    too_recent = unlabelled & ~window.declined & recent
-    taken_legitimate = unlabelled & ~window.declined & ~recent
-    y = np.where(unlabelled, 0, window.labels).astype(np.int8)
-    return Targets(
-        y=y,
-        kept=~(declined_unlabelled | too_recent),
-        counts={
-            "window_payments": len(window),
-            "labelled": int((~unlabelled).sum()),
-            "unlabelled": int(unlabelled.sum()),
-            "declined_unlabelled_excluded": int(declined_unlabelled.sum()),
-            "unlabelled_within_delay_excluded": int(too_recent.sum()),
-            "unlabelled_taken_legitimate": int(taken_legitimate.sum()),
-        },
-    )
+    """Apply the label policy (``label_policy.py``) to every payment of the window."""
+    return label_targets(window.epoch_ms, window.declined, window.labels, policy)
 
 
 @dataclass(frozen=True)

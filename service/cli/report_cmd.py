@@ -7,29 +7,34 @@ import sys
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from tqdm import tqdm
 
 from explain.audit.store import AuditStore, AuditStoreError
 from explain.records import DecisionRecord
+from explain.reports.challenger_page import challenger_page
+from explain.reports.challenger_source import read_comparison
 from explain.reports.export import FORMATS, export_lines
 from explain.reports.html import decision_page
 from explain.reports.pdf import PdfUnavailable, to_pdf
 from explain.reports.period_page import summary_page
-from explain.reports.query import DecisionFilter, ListFilter, iter_pages
+from explain.reports.query import ChallengerPeriod, DecisionFilter, ListFilter, iter_pages
 from explain.reports.summary import summarize
 from features.card_numbers import REFUSAL, CardNumberRefused
 from features.schema import validation_problems
 from models.errors import ArtifactError
+from models.train.label_policy import DEFAULT_LABEL_DELAY_DAYS
 from models.versions import manifest_for
 from service.cli.audit_cmd import audit_file_option, open_store
 from service.cli.errors import UserError, load_settings
 
+M = TypeVar("M", bound=BaseModel)
+
 DESCRIPTION = """\
 Compliance reports read from the audit store (the file `riskscore serve` writes), without
-a running service. Both subcommands stream the store page by page, so memory stays
+a running service. Exports and summaries stream the store page by page, so memory stays
 bounded however long the period.
 
   export   one row per decision (score, action, stage, fallback, model version, top
@@ -41,6 +46,12 @@ bounded however long the period.
            drift against the model's training window, and precision/recall of declines
            where labels have arrived. Its counts link to the service's decision list
            (decisions.html beside it when served at /reports/summary.html)
+  challenger
+           the champion against the shadow challenger on the same payments: average
+           precision, precision and recall of declines on labelled decisions, decline
+           rates, the agreement of actions, the largest score differences with both
+           explanations (--version: which challenger, by default the one that scored
+           most of the period)
   decision one decision's report (why it was taken: the SHAP waterfall, reasons in
            plain language, model, timings, labels), as HTML or, with --pdf, PDF
 
@@ -51,6 +62,7 @@ Examples:
   riskscore report export --from 2024-05-01 --to 2024-05-31 --format csv --out may.csv
   riskscore report summary --from 2024-05-01 --to 2024-05-31 --out may.html
   riskscore report summary --from 2024-05-01 --to 2024-05-31 --pdf --out may.pdf
+  riskscore report challenger --from 2024-05-01 --to 2024-05-31 --out challenger.html
   riskscore report decision tx-0001 --pdf --out tx-0001.pdf"""
 
 
@@ -91,6 +103,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     summary.add_argument("--pdf", action="store_true", help="write a PDF instead of HTML")
     summary.set_defaults(run=run_summary)
+    challenger = commands.add_parser(
+        "challenger",
+        help="the champion against the shadow challenger",
+        description="Write the period's challenger report (HTML, or PDF with --pdf) to --out.",
+    )
+    _common(challenger)
+    challenger.add_argument(
+        "--version",
+        metavar="VERSION",
+        help="the challenger's model version (default: the one that scored most decisions)",
+    )
+    challenger.add_argument(
+        "--label-delay-days",
+        metavar="DAYS",
+        help="an unlabelled payment not declined counts as legitimate once this many days "
+        f"have passed (default {DEFAULT_LABEL_DELAY_DAYS}, as train --from-store)",
+    )
+    challenger.add_argument("--pdf", action="store_true", help="write a PDF instead of HTML")
+    challenger.set_defaults(run=run_challenger)
     decision = commands.add_parser(
         "decision",
         help="one decision's report",
@@ -123,6 +154,10 @@ def _selection(args: argparse.Namespace) -> DecisionFilter:
     if fields["customer_id"] is not None:
         fields["customer_id"] = _screened(fields["customer_id"], "--customer-id")
     model = ListFilter if args.report_command == "export" else DecisionFilter
+    return _validated(model, fields)
+
+
+def _validated(model: type[M], fields: dict[str, Any]) -> M:
     try:
         return model.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
@@ -180,6 +215,30 @@ def run_summary(args: argparse.Namespace) -> int:
         except (AuditStoreError, OSError) as exc:
             raise UserError(str(exc)) from exc
     print(f"{summary.total} decisions summarised -> {args.out}")
+    return 0
+
+
+def run_challenger(args: argparse.Namespace) -> int:
+    period = _validated(
+        ChallengerPeriod,
+        {
+            "from": args.start,
+            "to": args.end,
+            "version": args.version,
+            "label_delay_days": args.label_delay_days,
+        },
+    )
+    with closing(_open_store(args)) as store, _progress() as bar:
+        try:
+            reading = read_comparison(store, period, on_rows=bar.update)
+            _write(args, challenger_page(reading.comparison, period, reading.versions))
+        except (AuditStoreError, OSError) as exc:
+            raise UserError(str(exc)) from exc
+    result = reading.comparison
+    print(
+        f"challenger {result.version or 'none'}: {result.shadowed} of {result.decisions} "
+        f"decisions compared -> {args.out}"
+    )
     return 0
 
 

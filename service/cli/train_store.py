@@ -15,6 +15,7 @@ from models.config import FastModelConfig
 from models.errors import ArtifactError
 from models.metrics import CARD_PRECISION_K
 from models.train.fast_trainer import TrainingDataError
+from models.train.label_policy import DEFAULT_LABEL_DELAY_DAYS
 from models.train.store_trainer import (
     LabelPolicy,
     Windows,
@@ -25,9 +26,6 @@ from service.cli.arguments import iso_date, non_negative_int
 from service.cli.audit_cmd import audit_file_option, open_store
 from service.cli.errors import UserError, load_settings
 from service.training_set import read_window
-
-# The features' own label delay (the terminal-risk windows): what a chargeback takes.
-DEFAULT_LABEL_DELAY_DAYS = max(d.delay for d in DEFAULT_FEATURES).days
 
 HELP = f"""\
 From the audit store (--from-store): the decisions of --train-from..--train-to, their

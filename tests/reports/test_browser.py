@@ -17,6 +17,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from service.settings import AUDIT_FILE
+from tests.reports.test_challenger_report import shadow_rows
 from tests.service.test_serve_process import _serving
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -177,3 +179,21 @@ def test_the_period_report_shows_trends_and_leads_to_decisions(
         listed[0].click()
         assert browser.title == f"Decision report — transaction {transaction}"
         assert "DECLINE" in browser.find_element(By.TAG_NAME, "body").text
+
+
+def test_the_challenger_report_renders_and_leads_to_decisions(
+    browser: webdriver.Chrome, data_dir: Path
+) -> None:
+    shadow_rows(data_dir / AUDIT_FILE)
+    with _serving(data_dir, extra_env={"RISKSCORE_KAFKA": "off"}) as (base, _):
+        url = f"{base}/reports/challenger.html?from=2024-01-02&to=2024-01-05"
+        charts = _open(browser, url, "challenger.png")
+        assert browser.title.startswith("Challenger report")
+        # The two waterfalls of the largest disagreement, side by side in the page's flow.
+        assert len(charts) == 2
+        for size in charts:
+            assert size["width"] > 200 and size["height"] > 50
+        largest = browser.find_elements(By.CSS_SELECTOR, "h3 > a[href^='decisions/']")[0]
+        transaction = largest.text
+        largest.click()
+        assert browser.title == f"Decision report — transaction {transaction}"
