@@ -23,6 +23,7 @@ from explain.audit.challenger_sql import SqlChallengerLog
 from explain.audit.group_commit import GroupCommitLog
 from explain.audit.list_log import SqlListLog
 from explain.audit.sql_reads import SqlReads
+from explain.audit.sqlite_checkpointer import WalCheckpointer
 from explain.audit.sqlite_reports import SQLitePeriodReports
 from explain.audit.sqlite_retention import backup_to, prune_before
 from explain.audit.sqlite_schema import migrate
@@ -80,6 +81,9 @@ class SQLiteAuditStore(
                 raise AuditStoreError(f"audit store {self._path} cannot use WAL (got {mode})")
             # In WAL, NORMAL may lose the last commits on power loss; FULL syncs every commit.
             conn.execute("PRAGMA synchronous = FULL")
+            # Checkpoints run in their own thread, not inside a commit answers wait for
+            # (sqlite_checkpointer.py).
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
         except sqlite3.Error as exc:
             conn.close()
             raise AuditStoreError(f"cannot open audit store {self._path}: {exc}") from exc
@@ -93,6 +97,11 @@ class SQLiteAuditStore(
             max_batch=max_batch,
             on_schema=self._schemas.__setitem__,
         )
+        self._checkpointer = WalCheckpointer(lambda: self._connect(self._path))
+
+    def close(self, timeout: float | None = None) -> None:
+        super().close(timeout)
+        self._checkpointer.stop(timeout)
 
     @property
     def path(self) -> Path:

@@ -429,3 +429,24 @@ async def test_async_append(store: SQLiteAuditStore) -> None:
     await store.append_label(make_label("tx-async", True, 0))
     assert store.get("tx-async") == to_record(record)
     assert [label.is_fraud for label in store.labels("tx-async")] == [True]
+
+
+def test_wal_checkpoints_run_in_their_own_thread_not_in_a_commit(db: Path) -> None:
+    import time
+
+    with SQLiteAuditStore(db) as store:
+        # No commit of the writer checkpoints (answers would wait for the copy and sync)...
+        assert store._writer._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        empty = db.stat().st_size
+        futures = [store.submit(make_record(f"tx-{i}")) for i in range(300)]
+        assert all(f.result(timeout=30) for f in futures)
+        wal = Path(f"{db}-wal")
+        assert wal.stat().st_size > 0
+        # ...the checkpoint thread copies the WAL into the database instead.
+        deadline = time.monotonic() + 30
+        while store._checkpointer.checkpoints < 2 and time.monotonic() < deadline:
+            threading.Event().wait(0.05)
+        assert store._checkpointer.checkpoints >= 2
+        # The pages reached the database file: only a checkpoint copies them there.
+        assert db.stat().st_size > empty
+    assert not any(t.name == "riskscore-wal-checkpoint" for t in threading.enumerate())
