@@ -104,11 +104,16 @@ class Thresholds(BaseModel):
         # NaN compares false with everything and would silently approve.
         if not math.isfinite(score):
             raise ValueError(f"score must be a finite number, got {score!r}")
-        if score >= self.decline:
-            return "decline"
-        if score >= self.review:
-            return "review"
-        return "approve"
+        return action_between(score, self.review, self.decline)
+
+
+def action_between(score: float, review: float, decline: float) -> Action:
+    """The action for ``score`` with these cut points (each the lowest score of its band)."""
+    if score >= decline:
+        return "decline"
+    if score >= review:
+        return "review"
+    return "approve"
 
 
 def choose_thresholds(

@@ -24,9 +24,10 @@ from explain.audit.challenger_log import (
 )
 from explain.audit.record_rows import RECORD_COLUMNS
 from explain.audit.store import AuditStoreError, Outcome
-from explain.records import Action, DecisionRecord
+from explain.records import DecisionRecord
 from explain.schema import ExplanationSchema
 from features.schema import datetime_to_epoch_ms
+from models.thresholds import action_between
 
 # Rows of pairs are read in chunks this big; each chunk's labels in one query.
 _CHUNK = 500
@@ -208,11 +209,6 @@ class SqlChallengerLog(ChallengerLog):
         return sorted(str(row[0]) for row in rows)
 
 
-def _model_action(score: float, review: float, decline: float) -> Action:
-    # As models.thresholds.Thresholds.action: the cut points are lowest scores included.
-    return "decline" if score >= decline else "review" if score >= review else "approve"
-
-
 def _champion_thresholds(record_json: str, record: bytes | None) -> tuple[float, float]:
     """The review and decline thresholds a stored decision was made with."""
     try:
@@ -235,7 +231,7 @@ def _shadowed(row: Sequence[Any], label: bool | None) -> Shadowed:
         champion_version=str(our_version),
         champion_score=float(ours),
         champion_action=our_action,
-        champion_model_action=_model_action(float(ours), review, decline),
+        champion_model_action=action_between(float(ours), review, decline),
         challenger_score=float(score),
         challenger_action=action,
         label=label,

@@ -38,6 +38,7 @@ from explain.reports.query import DecisionFilter
 from explain.reports.summary import summarize
 from models.artifact_paths import default_artifact_dir
 from models.artifacts import load_manifest
+from models.thresholds import action_between
 
 _INSERT = (
     "INSERT INTO decisions (transaction_id, request_sha256, event_time_ms, local_time_ms,"
@@ -84,7 +85,7 @@ def _pool(
     made = []
     for i in range(size):
         score = float(scores[i])
-        action = "decline" if score >= decline else "review" if score >= review else "approve"
+        action = action_between(score, review, decline)
         ticks = round(float(latency[i]) * compact.TICKS_PER_MS)
         reason = "budget" if fallback[i] else None
         record = compact.CompactRecord(
