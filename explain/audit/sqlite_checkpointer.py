@@ -31,20 +31,25 @@ class WalCheckpointer:
         connect: Callable[[], sqlite3.Connection],
         interval_s: float = CHECKPOINT_INTERVAL_S,
     ) -> None:
-        self._connect = connect
         self._interval_s = interval_s
         self._stop = threading.Event()
         self.checkpoints = 0
+        # Opened here, by the store's opener, not later in the thread: opened late, after
+        # the file was removed, it would create an empty database in its place.
+        self._conn: sqlite3.Connection | None
+        try:
+            self._conn = connect()
+        except sqlite3.Error:
+            log.exception("WAL checkpoints disabled: cannot open the audit store")
+            self._conn = None
         self._thread = threading.Thread(
             target=self._run, name="riskscore-wal-checkpoint", daemon=True
         )
         self._thread.start()
 
     def _run(self) -> None:
-        try:
-            conn = self._connect()
-        except sqlite3.Error:
-            log.exception("WAL checkpoints disabled: cannot open the audit store")
+        conn = self._conn
+        if conn is None:
             return
         try:
             while not self._stop.wait(self._interval_s):

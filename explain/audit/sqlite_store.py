@@ -97,7 +97,10 @@ class SQLiteAuditStore(
             max_batch=max_batch,
             on_schema=self._schemas.__setitem__,
         )
-        self._checkpointer = WalCheckpointer(lambda: self._connect(self._path))
+        # mode=rw: a checkpoint never creates a database in place of a removed one.
+        self._checkpointer = WalCheckpointer(
+            lambda: self._connect(f"{self._path.resolve().as_uri()}?mode=rw", uri=True)
+        )
 
     def close(self, timeout: float | None = None) -> None:
         super().close(timeout)
