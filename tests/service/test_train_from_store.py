@@ -207,7 +207,9 @@ async def test_the_artifact_is_a_version_get_models_lists(
         api_keys=(SCORING_KEY,),
         admin_api_keys=(ADMIN_KEY,),
     )
-    client = await aiohttp_client(create_app(settings))
+    app = create_app(settings)
+    client = await aiohttp_client(app)
+    await app[WARM_START]  # scoring is refused (503) until the state is rebuilt
     response = await client.get("/models", headers={"X-API-Key": ADMIN_KEY})
     assert response.status == 200, await response.text()
     body = await response.json()
